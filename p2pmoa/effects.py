@@ -1,0 +1,97 @@
+"""Effects: what a sans-I/O state machine asks its driver to do.
+
+Every protocol machine in p2pmoa (the peer protocol, the MoA pipeline) is driven the same way:
+``machine.handle(event) -> list[Effect]``. The daemon (node/) executes effects with libp2p,
+trio and llama.cpp; the simulator (simulations/) executes them on a virtual clock and a
+NetworkX graph. Nothing here performs I/O.
+
+Names follow docs/architecture.md: ``Send``, ``Broadcast``, ``SetTimer``, ``CancelTimer``,
+``Generate``, ``Embed``, ``Deliver``. The results of ``Generate`` and ``Embed`` come back as
+``GenerateDone`` / ``EmbedDone`` events (see p2pmoa.protocol), matched by ``job_id``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NewType, Union
+
+PeerId = NewType("PeerId", str)
+"""A node's identity: the libp2p peer id string (base58 of the Ed25519 public key)."""
+
+QueryId = NewType("QueryId", str)
+"""A query's identity: hex string, unique per originating node."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters for one LLM call. Units: tokens; temperature is unitless."""
+
+    max_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``msg`` to one peer over a direct (request/response) stream."""
+
+    peer: PeerId
+    msg: Any
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Publish ``msg`` on a gossip topic (the mesh floods it to every subscriber)."""
+
+    topic: str
+    msg: Any
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    """Fire a ``TimerFired(name)`` event after ``delay_s`` seconds (replaces a timer of that name)."""
+
+    name: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Ask the local LLM to answer ``messages``; result returns as ``GenerateDone(job_id, ...)``."""
+
+    job_id: str
+    messages: tuple[ChatMessage, ...]
+    params: GenParams = field(default_factory=GenParams)
+    model: str | None = None
+    """Which local model answers (a registry name or path); None: the node's own model."""
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embed ``texts`` in the mesh's embedding space; result returns as ``EmbedDone(job_id, ...)``."""
+
+    job_id: str
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Hand the final answer of ``query_id`` to the local user (the API or CLI that asked)."""
+
+    query_id: QueryId
+    answer: str
+    trace: dict
+
+
+Effect = Union[Send, Broadcast, SetTimer, CancelTimer, Generate, Embed, Deliver]
