@@ -32,11 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in sorted(entry_points(group="p2pmoa.commands"), key=lambda e: e.name):
         try:
             register = ep.load()
-        except ImportError as exc:  # a shell package failed to import: say so, keep the rest
-            print(f"p2pmoa: command {ep.name!r} unavailable: {exc}", file=sys.stderr)
+        except ImportError as exc:  # a shell package failed to import: keep the rest working
+            _register_unavailable(sub, ep.name, exc)
             continue
         register(sub)
     return parser
+
+
+def _register_unavailable(sub, name: str, exc: Exception) -> None:
+    """A command whose module failed to import: it says why when used, and only then."""
+    def fail(args) -> int:
+        print(f"p2pmoa {name}: unavailable in this installation ({exc}); "
+              "reinstall with `make setup` or `pip install -e .`", file=sys.stderr)
+        return 1
+    p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=True)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""``p2pmoa ask``: answer a question locally (``--local``) or through a running node's API."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from p2pmoa.models import DEFAULT_MODEL
+
+DEFAULT_API = os.environ.get("P2PMOA_API", "127.0.0.1:8700")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "ask", help="ask a question (locally, or through a running node)",
+        description="Ask a question. With --local the Mixture-of-Agents pipeline runs on this "
+                    "machine with the packaged GGUF models; without it the question goes to a "
+                    "running node's API (see `p2pmoa node run`), which asks the mesh.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("question", help="the question to answer")
+    p.add_argument("--local", action="store_true", help="run the pipeline here instead of asking a node")
+    p.add_argument("--mode", choices=["single", "moa", "smoa"], default="smoa",
+                   help="single: one model call; moa: layered Mixture-of-Agents; smoa: Sparse MoA (judge keeps k, moderator may stop early)")
+    p.add_argument("--layers", type=int, default=2, help="proposer layers (l)")
+    p.add_argument("--proposers", type=int, default=4, help="proposers per layer (n)")
+    p.add_argument("--k", type=int, default=2, help="responses the SMoA judge keeps per layer (k < n)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
+                   help=f"model(s) for the proposers, cycled; repeat for a mixed set (default {DEFAULT_MODEL}); "
+                        "the first one also aggregates")
+    p.add_argument("--judge", choices=["centrality", "llm"], default="centrality",
+                   help="SMoA judge: embedding centrality (deterministic) or the LLM (parsed robustly, centrality fallback)")
+    p.add_argument("--moderator", choices=["agreement", "llm", "never"], default="agreement",
+                   help="SMoA early stop: embedding agreement of the kept answers, the LLM, or never")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="agreement moderator's stop threshold (mean pairwise cosine); default: calibrated value")
+    p.add_argument("--roles", type=Path, default=None, help="roles file (JSON list or one role per line)")
+    p.add_argument("--task", nargs=2, metavar=("DESCRIPTION", "REQUIREMENT"), default=None,
+                   help="generate proposer roles once from a dataset description and task requirement (cached)")
+    p.add_argument("--max-tokens", type=int, default=128, help="completion budget per call (tokens)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--json", action="store_true", help="print the whole trace as JSON")
+    p.add_argument("--api", default=DEFAULT_API, help="node API address (without --local)")
+    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate"], default=None,
+                   help="aggregation method the node uses (without --local; default: the node's)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if not args.question.strip():
+        print("p2pmoa ask: the question is empty", file=sys.stderr)
+        return 2
+    if args.local:
+        return _run_local(args)
+    return _run_remote(args)
+
+
+def _run_local(args) -> int:
+    from p2pmoa import moa
+    from p2pmoa.embed import DEFAULT_EMBED_MODEL, LlamaEmbedder
+    from p2pmoa.llm import LlamaGenerator, LLMError
+    from p2pmoa.models import ModelError
+
+    models = args.model or [DEFAULT_MODEL]
+    try:
+        roles = list(moa.DEFAULT_ROLES)
+        loaded: dict = {}
+
+        def get(name):
+            name = name or models[0]
+            if name not in loaded:
+                _status(f"loading model {name}")
+                loaded[name] = LlamaGenerator.from_name(name)
+            return loaded[name]
+
+        if args.roles:
+            roles = moa.load_roles(args.roles)
+        elif args.task:
+            from p2pmoa.models import _cache_dir
+            roles, source = moa.generate_roles(args.task[0], args.task[1], args.proposers, get(None),
+                                               cache_dir=_cache_dir() / "roles")
+            _status(f"roles: {source}")
+        kw = {} if args.threshold is None else {"agreement_threshold": args.threshold}
+        cfg = moa.MoAConfig(mode=args.mode, layers=args.layers,
+                            proposers=moa.make_proposers(args.proposers, models, roles), k=args.k,
+                            judge=args.judge, moderator=args.moderator, aggregator_model=models[0],
+                            max_tokens=args.max_tokens, seed=args.seed, **kw)
+        embedder = None
+        if args.mode == "smoa":
+            _status(f"loading embedder {DEFAULT_EMBED_MODEL}")
+            embedder = LlamaEmbedder(DEFAULT_EMBED_MODEL)
+        trace = moa.run_local(args.question, cfg, get, embedder, on_step=_status)
+    except (ModelError, LLMError, moa.MoAConfigError) as exc:
+        print(f"p2pmoa ask: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(trace, indent=2))
+    else:
+        print(format_trace(trace))
+    return 0
+
+
+def _status(msg: str) -> None:
+    if sys.stderr.isatty():
+        print(f"\r\033[K… {msg}", end="", file=sys.stderr, flush=True)
+
+
+def _short(text: str, width: int = 100) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_trace(trace: dict) -> str:
+    """A readable rendering of a local pipeline trace."""
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    out = [f"Answer ({trace['mode']}):", textwrap.indent(textwrap.fill(trace["answer"] or "(empty)", 96), "  "), ""]
+    for layer in trace.get("layers", []):
+        out.append(f"Layer {layer['index'] + 1}:")
+        for r in layer["responses"]:
+            out.append(f"  [{r['proposer']}] {r['model']} t={r['temperature']} "
+                       f"{r['prompt_tokens']}+{r['completion_tokens']} tok {r['llm_s']:.2f}s")
+            out.append(f"      role: {_short(r['role'], 80)}")
+            out.append(f"      {_short(r['text'])}")
+        if "judge" in layer:
+            j = layer["judge"]
+            out.append(f"  judge ({j['method']}): kept {j['kept']}  centrality {j['centrality']}")
+        if "moderator" in layer:
+            m = layer["moderator"]
+            out.append(f"  moderator ({m['method']}): {'STOP' if m['stop'] else 'continue'} — {m['reason']}")
+    if "aggregator" in trace and trace["mode"] != "single":
+        a = trace["aggregator"]
+        out.append(f"Aggregator: {a['model']} {a['prompt_tokens']}+{a['completion_tokens']} tok {a['llm_s']:.2f}s")
+    t = trace["totals"]
+    out.append(f"Totals: {t['calls']} LLM calls, {t['embed_calls']} embed calls, {t['tokens']} tokens "
+               f"({t['prompt_tokens']} prompt + {t['completion_tokens']} completion + {t['embed_tokens']} embed), "
+               f"{t['llm_s']:.2f}s in llama.cpp, {t.get('wall_s', 0):.2f}s wall")
+    return "\n".join(out)
+
+
+def _run_remote(args) -> int:
+    body = {"model": (args.model or ["p2pmoa"])[0] if args.model else "p2pmoa",
+            "messages": [{"role": "user", "content": args.question}],
+            "max_tokens": args.max_tokens}
+    if args.consensus:
+        body["consensus"] = args.consensus
+    url = f"http://{args.api}/v1/chat/completions"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"p2pmoa ask: node at {args.api} answered {exc.code}: {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"p2pmoa ask: cannot reach a node at {args.api} ({exc}). Start one with `p2pmoa node run`, "
+              "or use --local to run the pipeline on this machine.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(data["choices"][0]["message"]["content"])
+    trace = data.get("p2pmoa") or data.get("trace")
+    if trace:
+        print()
+        print(json.dumps(trace, indent=2)[:4000])
+    return 0

@@ -1,0 +1,225 @@
+"""Text generators: the real one (llama.cpp on a GGUF file) and a deterministic stand-in.
+
+Every call returns a :class:`Generation` that counts prompt and completion tokens and the
+seconds spent inside llama.cpp, so that pipelines and benchmarks can account for cost honestly.
+
+Instruct models (with a chat template) get the chat messages as they are. Base models (no chat
+template, e.g. ``gemma3-270m``) are prompted as plain completion: the messages are rendered as
+a short document that ends in ``Answer:`` and generation stops at the next ``Question:``.
+
+``llama_cpp`` is imported lazily so that the pure parts of p2pmoa (and the simulator) never pay
+for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from p2pmoa.effects import ChatMessage, GenParams
+from p2pmoa.models import DEFAULT_MODEL, ModelSpec, file_sha256, resolve
+
+log = logging.getLogger(__name__)
+
+PROMPT_CHARS_MAX = 64 * 1024
+"""A prompt longer than this (characters, all messages together) is refused: no model we ship
+has a context that large, and it bounds what a peer can make us tokenize."""
+
+
+class LLMError(Exception):
+    """Base class of generator errors."""
+
+
+class EmptyPrompt(LLMError):
+    pass
+
+
+class PromptTooLong(LLMError):
+    pass
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One LLM call's result.
+
+    Args:
+        text: the completion, stripped.
+        prompt_tokens: tokens of the rendered prompt (as the model tokenized it).
+        completion_tokens: tokens generated.
+        llm_s: wall seconds spent inside the model call.
+        model_id: ``name@sha256[:16]`` of the model that answered.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    llm_s: float
+    model_id: str
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TextGenerator(Protocol):
+    model_id: str
+
+    def generate(self, messages: Sequence[ChatMessage], params: GenParams) -> Generation: ...
+
+
+def check_prompt(messages: Sequence[ChatMessage]) -> None:
+    """Refuse empty and oversized prompts with a typed error (before any model work)."""
+    if not messages or not any(m.content.strip() for m in messages if m.role == "user"):
+        raise EmptyPrompt("the prompt is empty: give a non-empty user message")
+    total = sum(len(m.content) for m in messages)
+    if total > PROMPT_CHARS_MAX:
+        raise PromptTooLong(f"prompt has {total} characters, limit is {PROMPT_CHARS_MAX}")
+
+
+def render_completion_prompt(messages: Sequence[ChatMessage]) -> str:
+    """Render chat messages as plain text for a base model (no chat template).
+
+    The system message becomes a preamble; each user turn becomes ``Question: ...`` and the
+    text ends in ``Answer:`` so a base model continues with the answer.
+    """
+    parts: list[str] = []
+    for m in messages:
+        if m.role == "system":
+            parts.append(m.content.strip())
+        elif m.role == "user":
+            parts.append(f"Question: {m.content.strip()}")
+        else:
+            parts.append(f"Answer: {m.content.strip()}")
+    return "\n\n".join(parts) + "\nAnswer:"
+
+
+_QUIET = False
+
+
+def quiet_llama_logs() -> None:
+    """Route llama.cpp's own log lines (printed even with verbose=False) to Python logging at DEBUG."""
+    global _QUIET
+    if _QUIET:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _cb(level, text, user_data):  # pragma: no cover - called from C
+        log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+    quiet_llama_logs._cb = _cb  # keep a reference: C holds only a pointer
+    llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
+    _QUIET = True
+
+
+BASE_MODEL_STOP = ["\nQuestion:", "\n\n\n", "<end_of_turn>", "<eos>"]
+
+
+class LlamaGenerator:
+    """A GGUF model run by llama.cpp (llama-cpp-python), on the CPU.
+
+    Not thread-safe by itself: calls are serialised with a lock (the daemon additionally runs
+    them through one trio CapacityLimiter, so one model call runs at a time per process).
+
+    Args:
+        path: the GGUF file.
+        spec: how to prompt it (chat template or plain completion) and its context size.
+        n_threads: CPU threads for llama.cpp; default: all cores.
+    """
+
+    def __init__(self, path, spec: ModelSpec, *, n_threads: int | None = None):
+        import llama_cpp  # lazy: heavy, and only the real backend needs it
+
+        quiet_llama_logs()
+        self.path = path
+        self.spec = spec
+        self.model_id = f"{spec.name}@{file_sha256(path)[:16]}"
+        self._lock = threading.Lock()
+        t0 = time.perf_counter()
+        self._llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=spec.n_ctx, n_threads=n_threads or os.cpu_count() or 1,
+            verbose=False, seed=0,
+        )
+        log.info("loaded %s from %s in %.2fs", self.model_id, path, time.perf_counter() - t0)
+
+    @classmethod
+    def from_name(cls, name_or_path: str = DEFAULT_MODEL, **kw) -> "LlamaGenerator":
+        path, spec = resolve(name_or_path)
+        return cls(path, spec, **kw)
+
+    @property
+    def chat(self) -> bool:
+        return self.spec.chat
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def generate(self, messages: Sequence[ChatMessage], params: GenParams) -> Generation:
+        check_prompt(messages)
+        with self._lock:
+            t0 = time.perf_counter()
+            if self.spec.chat:
+                out = self._llm.create_chat_completion(
+                    messages=[{"role": m.role, "content": m.content} for m in messages],
+                    max_tokens=params.max_tokens, temperature=params.temperature,
+                    top_p=params.top_p, seed=params.seed,
+                )
+                text = out["choices"][0]["message"]["content"] or ""
+            else:
+                out = self._llm.create_completion(
+                    prompt=render_completion_prompt(messages), max_tokens=params.max_tokens,
+                    temperature=params.temperature, top_p=params.top_p, seed=params.seed,
+                    stop=BASE_MODEL_STOP,
+                )
+                text = out["choices"][0]["text"] or ""
+            llm_s = time.perf_counter() - t0
+        usage = out.get("usage") or {}
+        return Generation(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          llm_s=llm_s, model_id=self.model_id)
+
+
+class StandInGenerator:
+    """A deterministic stand-in for an LLM, for pipeline-logic tests and the simulator.
+
+    It is NOT a language model. It answers ``"<name> answer <v> to: <question>"`` where ``v``
+    is one of ``variants`` picked by a hash of (name, prompt, seed), so equal inputs give equal
+    outputs, different roles or seeds can disagree, and token counts (whitespace words) and
+    ``llm_s`` (a fixed ``seconds_per_token`` times tokens, default 0) are well defined.
+
+    Args:
+        name: shows up in ``model_id`` as ``stand-in:<name>``.
+        variants: how many distinct answers it can give to one question.
+        reply: optional function ``(messages, params) -> str`` that overrides the text.
+    """
+
+    def __init__(self, name: str = "echo", *, variants: int = 3, seconds_per_token: float = 0.0,
+                 reply=None):
+        self.model_id = f"stand-in:{name}"
+        self.variants = variants
+        self.seconds_per_token = seconds_per_token
+        self._reply = reply
+        self.calls = 0
+
+    def generate(self, messages: Sequence[ChatMessage], params: GenParams) -> Generation:
+        check_prompt(messages)
+        self.calls += 1
+        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        if self._reply is not None:
+            text = self._reply(messages, params)
+        else:
+            h = hashlib.sha256(repr((self.model_id, [(m.role, m.content) for m in messages],
+                                     params.seed)).encode()).digest()
+            text = f"{self.model_id} answer {h[0] % self.variants} to: {question[:200]}"
+            text = " ".join(text.split()[: max(1, params.max_tokens)])
+        prompt_tokens = sum(len(m.content.split()) for m in messages)
+        completion_tokens = len(text.split())
+        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          llm_s=self.seconds_per_token * (prompt_tokens + completion_tokens),
+                          model_id=self.model_id)

@@ -1,0 +1,466 @@
+"""Mixture-of-Agents and Sparse Mixture-of-Agents, written once as a sans-I/O pipeline.
+
+A pipeline is a Python generator: it *yields* a batch of effects (:class:`~p2pmoa.effects.Generate`
+and :class:`~p2pmoa.effects.Embed`; the calls of one batch are independent, so a driver may run
+them concurrently) and is *sent* the list of results in the same order
+(:class:`~p2pmoa.llm.Generation` / :class:`~p2pmoa.embed.Embedding`). When it returns, its
+value is the run's trace (a plain dict, JSON-serialisable). :func:`run_local` drives it on this
+machine; the daemon and the simulator can drive the same generator with their own executors.
+
+Modes:
+
+- ``single``: one call to the aggregator model.
+- ``moa`` (Wang et al. 2024): ``layers`` layers of ``n`` proposers, each a (model, role,
+  temperature); from the second layer on every proposer sees the previous layer's responses
+  through an aggregate-and-synthesize prompt; a final aggregator writes the answer.
+- ``smoa`` (Li et al. 2024): MoA plus a **judge** that keeps the best ``k < n`` responses of
+  each layer and a **moderator** that may stop after any layer. Sparse MoA saves tokens *only*
+  by stopping early, and a 135M-parameter model does not follow a judge's or moderator's output
+  format reliably, so both default to rules on embedding agreement that need no format at all:
+
+  * judge ``centrality``: keep the k responses with the highest mean cosine similarity to the
+    layer's other responses (the answers most others agree with). Judge ``llm`` asks the model
+    for the best k; its output is parsed robustly and, when it yields fewer than k valid picks,
+    completed by centrality — deterministic, never random.
+  * moderator ``agreement``: stop when the kept responses' mean pairwise cosine is at least
+    ``agreement_threshold`` (default: halfway between the measured mean cosine of paraphrase
+    pairs and of unrelated pairs, i.e. "the kept answers are about as close as paraphrases").
+    Moderator ``llm`` asks yes/no; unparseable output falls back to the agreement rule.
+    Moderator ``never`` runs all layers.
+
+Roles: proposers play roles, read from a roles file or generated once from a task description
+(dataset description D and task requirement T) by :func:`generate_roles`, and cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Generator, Mapping, Sequence
+
+import numpy as np
+
+from p2pmoa.effects import ChatMessage, Embed, GenParams, Generate
+
+DEFAULT_ROLES = (
+    "You are a careful domain expert. Answer accurately and concisely.",
+    "You are a patient teacher. Explain the answer simply, with one short reason.",
+    "You are a skeptical fact-checker. Give the answer you are most sure is correct.",
+    "You are a precise scientist. State the key fact first, then one supporting detail.",
+    "You are a practical engineer. Give a direct, useful answer.",
+    "You are an encyclopedia editor. Write a short, neutral, factual answer.",
+)
+
+AGREEMENT_THRESHOLD_DEFAULT = 0.9
+"""Default stop threshold of the agreement moderator, for the default embedding model
+(mean-pooled SmolLM2-135M); docs/embeddings.md records the calibration it comes from."""
+
+MODES = ("single", "moa", "smoa")
+JUDGES = ("centrality", "llm")
+MODERATORS = ("agreement", "llm", "never")
+
+
+class MoAConfigError(ValueError):
+    """A pipeline configuration that cannot run (the message says which field)."""
+
+
+@dataclass(frozen=True)
+class Proposer:
+    """One agent of a layer.
+
+    Args:
+        model: registry name or GGUF path; None means the driver's default model.
+        role: the system prompt that makes this proposer play a role.
+        temperature: sampling temperature (varied across proposers for diversity).
+    """
+
+    model: str | None = None
+    role: str = DEFAULT_ROLES[0]
+    temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class MoAConfig:
+    """A pipeline run's configuration (built once at the edge, e.g. from CLI flags).
+
+    Args:
+        mode: ``single``, ``moa`` or ``smoa``.
+        layers: number of proposer layers (``l``), >= 1.
+        proposers: the ``n`` proposers of every layer.
+        k: responses the SMoA judge keeps per layer (1 <= k < n).
+        judge: ``centrality`` (default) or ``llm``.
+        moderator: ``agreement`` (default), ``llm`` or ``never``.
+        agreement_threshold: mean pairwise cosine at which the agreement moderator stops.
+        aggregator_model: model of the final aggregator (None: driver default).
+        max_tokens: completion budget per proposer / aggregator call (tokens).
+        seed: base sampling seed; call ``i`` uses ``seed + i``.
+    """
+
+    mode: str = "smoa"
+    layers: int = 2
+    proposers: tuple[Proposer, ...] = field(default_factory=lambda: tuple(
+        Proposer(role=r, temperature=t) for r, t in zip(DEFAULT_ROLES, (0.7, 0.8, 0.6, 0.9))))
+    k: int = 2
+    judge: str = "centrality"
+    moderator: str = "agreement"
+    agreement_threshold: float = AGREEMENT_THRESHOLD_DEFAULT
+    aggregator_model: str | None = None
+    max_tokens: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise MoAConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.layers < 1:
+            raise MoAConfigError(f"layers must be >= 1, got {self.layers}")
+        if self.mode != "single" and not self.proposers:
+            raise MoAConfigError("need at least one proposer")
+        if self.mode == "smoa" and not 1 <= self.k < len(self.proposers):
+            raise MoAConfigError(f"k must satisfy 1 <= k < n={len(self.proposers)}, got k={self.k}")
+        if self.judge not in JUDGES:
+            raise MoAConfigError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        if self.moderator not in MODERATORS:
+            raise MoAConfigError(f"moderator must be one of {MODERATORS}, got {self.moderator!r}")
+        if self.max_tokens < 1:
+            raise MoAConfigError("max_tokens must be >= 1")
+
+
+# ---------------------------------------------------------------- prompts (pure)
+
+def aggregate_messages(query: str, responses: Sequence[str], role: str | None = None) -> tuple[ChatMessage, ...]:
+    """The aggregate-and-synthesize prompt: the query plus earlier responses to build on."""
+    numbered = "\n".join(f"{i}. {r.strip()}" for i, r in enumerate(responses, 1))
+    system = ((role + "\n\n") if role else "") + (
+        "Several assistants answered the user's question. Their answers are below; some may be "
+        "wrong. Write one answer that keeps what is correct, fixes what is wrong and stays short. "
+        "Do not mention the other answers.\n\nAnswers:\n" + numbered)
+    return (ChatMessage("system", system), ChatMessage("user", query))
+
+
+def judge_messages(query: str, responses: Sequence[str], k: int) -> tuple[ChatMessage, ...]:
+    numbered = "\n".join(f"Response {i}: {r.strip()}" for i, r in enumerate(responses, 1))
+    return (ChatMessage("system", "You grade answers. Reply only with the numbers of the best answers."),
+            ChatMessage("user", f"Question: {query}\n\n{numbered}\n\n"
+                                f"Which {k} responses are best? Reply like: Best: 1, 3"))
+
+
+def moderator_messages(query: str, responses: Sequence[str]) -> tuple[ChatMessage, ...]:
+    numbered = "\n".join(f"Response {i}: {r.strip()}" for i, r in enumerate(responses, 1))
+    return (ChatMessage("system", "You decide whether a discussion is finished. Reply yes or no."),
+            ChatMessage("user", f"Question: {query}\n\n{numbered}\n\n"
+                                "Do these responses agree on a good final answer? Reply yes or no."))
+
+
+# ---------------------------------------------------------------- judge / moderator rules (pure)
+
+def centrality(vectors: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of each row to the other rows (rows are L2-normalised)."""
+    n = len(vectors)
+    if n <= 1:
+        return np.ones(n)
+    sims = vectors @ vectors.T
+    return (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
+
+
+def top_k_by_centrality(vectors: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[int]:
+    """Indices of the k most central rows; ties go to the lower index (deterministic)."""
+    c = centrality(vectors)
+    order = sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 9), i))
+    return [i for i in order if i not in exclude][:k]
+
+
+def mean_pairwise_cosine(vectors: np.ndarray) -> float:
+    n = len(vectors)
+    if n < 2:
+        return 1.0
+    sims = [float(vectors[i] @ vectors[j]) for i, j in itertools.combinations(range(n), 2)]
+    return float(np.mean(sims))
+
+
+_INT = re.compile(r"\d+")
+
+
+def parse_judge_output(text: str, n: int, k: int) -> list[int]:
+    """The valid 0-based picks an LLM judge's free text names, in order, at most k.
+
+    Any 1-based integer in 1..n counts (``Best: 2, 4``, ``[2,4]``, ``{"best": [2, 4]}``,
+    ``Response 2 and Response 4``); duplicates and out-of-range numbers are ignored. Never
+    raises; may return fewer than k picks (the caller completes them deterministically).
+    """
+    picks: list[int] = []
+    for m in _INT.finditer(text or ""):
+        if len(m.group()) > 6:
+            continue
+        v = int(m.group())
+        if 1 <= v <= n and (v - 1) not in picks:
+            picks.append(v - 1)
+        if len(picks) == k:
+            break
+    return picks
+
+
+_YES = re.compile(r"\b(yes|stop|agree|agreed|done|finished|final)\b", re.I)
+_NO = re.compile(r"\b(no|continue|disagree|not)\b", re.I)
+
+
+def parse_moderator_output(text: str) -> bool | None:
+    """True (stop) / False (continue) by the first decisive word, or None if there is none."""
+    y, n = _YES.search(text or ""), _NO.search(text or "")
+    if y and (not n or y.start() < n.start()):
+        return True
+    if n:
+        return False
+    return None
+
+
+def select(vectors: np.ndarray, k: int, llm_text: str | None) -> tuple[list[int], str]:
+    """The judge's decision: (kept indices, method). Always k distinct valid indices.
+
+    With ``llm_text`` the LLM's parsed picks come first and centrality completes them; the
+    method says which happened (``llm``, ``llm+centrality``, ``centrality-fallback`` or
+    ``centrality``).
+    """
+    n = len(vectors)
+    k = min(k, n)
+    if llm_text is None:
+        return top_k_by_centrality(vectors, k), "centrality"
+    picks = parse_judge_output(llm_text, n, k)
+    if len(picks) == k:
+        return picks, "llm"
+    rest = top_k_by_centrality(vectors, k - len(picks), exclude=picks)
+    return picks + rest, ("llm+centrality" if picks else "centrality-fallback")
+
+
+# ---------------------------------------------------------------- the pipeline
+
+Pipeline = Generator[list, list, dict]
+
+
+def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
+    """The MoA / SMoA pipeline for one query (see the module docstring for the protocol)."""
+    if not query or not query.strip():
+        raise MoAConfigError("the query is empty")
+    job = itertools.count()
+    trace: dict[str, Any] = {"mode": cfg.mode, "query": query, "config": _config_dict(cfg), "layers": []}
+    calls: list[dict] = []
+
+    def gen(model, messages, temperature):
+        i = next(job)
+        return Generate(job_id=f"g{i}", messages=tuple(messages), model=model,
+                        params=GenParams(max_tokens=cfg.max_tokens, temperature=temperature,
+                                         seed=cfg.seed + i))
+
+    def account(kind, result):
+        calls.append({"kind": kind, "prompt_tokens": getattr(result, "prompt_tokens", getattr(result, "tokens", 0)),
+                      "completion_tokens": getattr(result, "completion_tokens", 0), "llm_s": result.llm_s})
+
+    if cfg.mode == "single":
+        (g,) = yield [gen(cfg.aggregator_model, [ChatMessage("user", query)], 0.3)]
+        account("single", g)
+        trace["aggregator"] = _gen_dict(g)
+        trace["answer"] = g.text
+        trace["totals"] = _totals(calls)
+        return trace
+
+    prev: list[str] = []
+    stopped_early = False
+    for layer in range(cfg.layers):
+        effects = []
+        for p in cfg.proposers:
+            msgs = aggregate_messages(query, prev, p.role) if prev else (
+                ChatMessage("system", p.role), ChatMessage("user", query))
+            effects.append(gen(p.model, msgs, p.temperature))
+        results = yield effects
+        for r in results:
+            account("proposer", r)
+        texts = [r.text for r in results]
+        entry: dict[str, Any] = {"index": layer, "responses": [
+            {"proposer": i, "role": p.role, "temperature": p.temperature, **_gen_dict(r)}
+            for i, (p, r) in enumerate(zip(cfg.proposers, results))]}
+        trace["layers"].append(entry)
+        if cfg.mode == "moa":
+            prev = texts
+            continue
+
+        # Sparse MoA: judge keeps k, moderator may stop.
+        (emb,) = yield [Embed(job_id=f"e{next(job)}", texts=tuple(t or " " for t in texts))]
+        account("embed", emb)
+        vecs = emb.vectors
+        llm_text = None
+        if cfg.judge == "llm":
+            (jg,) = yield [gen(cfg.aggregator_model, judge_messages(query, texts, cfg.k), 0.0)]
+            account("judge", jg)
+            llm_text = jg.text
+        kept, method = select(vecs, cfg.k, llm_text)
+        cen = centrality(vecs)
+        entry["judge"] = {"method": method, "kept": kept, "centrality": [round(float(c), 4) for c in cen],
+                          "llm_output": llm_text,
+                          "reason": f"kept {kept} of {len(texts)} ({method}); centrality = mean cosine to the others"}
+        kept_texts = [texts[i] for i in kept]
+        agreement = mean_pairwise_cosine(vecs[kept])
+        decision, mod_method = None, cfg.moderator
+        if cfg.moderator == "llm" and layer < cfg.layers - 1:
+            (mg,) = yield [gen(cfg.aggregator_model, moderator_messages(query, kept_texts), 0.0)]
+            account("moderator", mg)
+            decision = parse_moderator_output(mg.text)
+            if decision is None:
+                mod_method = "llm->agreement-fallback"
+        if decision is None:
+            decision = cfg.moderator != "never" and agreement >= cfg.agreement_threshold
+        last = layer == cfg.layers - 1
+        entry["moderator"] = {"method": mod_method, "agreement": round(agreement, 4),
+                              "threshold": cfg.agreement_threshold, "stop": bool(decision and not last),
+                              "reason": ("last layer" if last else
+                                         f"agreement {agreement:.3f} {'>=' if agreement >= cfg.agreement_threshold else '<'} "
+                                         f"threshold {cfg.agreement_threshold}")}
+        prev = kept_texts
+        if decision and not last:
+            stopped_early = True
+            break
+
+    (agg,) = yield [gen(cfg.aggregator_model, aggregate_messages(query, prev), 0.3)]
+    account("aggregator", agg)
+    trace["aggregator"] = _gen_dict(agg)
+    trace["answer"] = agg.text
+    trace["stopped_early"] = stopped_early
+    trace["totals"] = _totals(calls)
+    return trace
+
+
+def _gen_dict(g) -> dict:
+    return {"model": g.model_id, "text": g.text, "prompt_tokens": g.prompt_tokens,
+            "completion_tokens": g.completion_tokens, "llm_s": round(g.llm_s, 4)}
+
+
+def _config_dict(cfg: MoAConfig) -> dict:
+    d = asdict(cfg)
+    d["proposers"] = [asdict(p) for p in cfg.proposers]
+    return d
+
+
+def _totals(calls: list[dict]) -> dict:
+    gen_calls = [c for c in calls if c["kind"] != "embed"]
+    emb_calls = [c for c in calls if c["kind"] == "embed"]
+    pt = sum(c["prompt_tokens"] for c in gen_calls)
+    ct = sum(c["completion_tokens"] for c in gen_calls)
+    et = sum(c["prompt_tokens"] for c in emb_calls)
+    return {"calls": len(gen_calls), "embed_calls": len(emb_calls), "prompt_tokens": pt,
+            "completion_tokens": ct, "embed_tokens": et, "tokens": pt + ct + et,
+            "llm_s": round(sum(c["llm_s"] for c in calls), 4)}
+
+
+# ---------------------------------------------------------------- a local driver
+
+def run_local(query: str, cfg: MoAConfig, generators: Mapping[str | None, Any] | Callable,
+              embedder=None, *, on_step: Callable[[str], None] | None = None) -> dict:
+    """Drive :func:`pipeline` on this machine, one call at a time.
+
+    Args:
+        generators: maps a proposer's ``model`` (None = default) to a TextGenerator, or a
+            callable ``model -> TextGenerator`` (e.g. a lazy loader).
+        embedder: needed for ``smoa`` (judge and moderator work in embedding space).
+        on_step: called with a short description before each call (progress display).
+
+    Returns:
+        The trace, with ``totals.wall_s`` and ``totals.overhead_s`` (wall time outside the models).
+    """
+    get = generators if callable(generators) else (lambda m: generators[m] if m in generators else generators[None])
+    t0 = time.perf_counter()
+    p = pipeline(query, cfg)
+    results = None
+    try:
+        while True:
+            effects = p.send(results)
+            results = []
+            for e in effects:
+                if isinstance(e, Generate):
+                    if on_step:
+                        on_step(f"generate {e.job_id} ({e.model or 'default'})")
+                    results.append(get(e.model).generate(e.messages, e.params))
+                elif isinstance(e, Embed):
+                    if embedder is None:
+                        raise MoAConfigError("smoa needs an embedder")
+                    if on_step:
+                        on_step(f"embed {len(e.texts)} texts")
+                    results.append(embedder.embed_with_stats(list(e.texts)))
+                else:  # pragma: no cover - the pipeline only yields these two
+                    raise TypeError(f"unexpected effect {e!r}")
+    except StopIteration as stop:
+        trace = stop.value
+    wall = time.perf_counter() - t0
+    trace["totals"]["wall_s"] = round(wall, 4)
+    trace["totals"]["overhead_s"] = round(max(0.0, wall - trace["totals"]["llm_s"]), 4)
+    return trace
+
+
+# ---------------------------------------------------------------- roles
+
+ROLE_PROMPT = ("Dataset: {d}\nTask: {t}\n\nWrite {n} different expert roles that could solve this task well. "
+               "One role per line, each starting with 'You are'.")
+
+
+def parse_roles(text: str, n: int) -> list[str]:
+    """Role lines from free text (numbering and bullets stripped); at most n, maybe fewer."""
+    roles = []
+    for line in (text or "").splitlines():
+        line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip()
+        if len(line) >= 12 and line.lower().startswith("you are") and line not in roles:
+            roles.append(line[:300])
+        if len(roles) == n:
+            break
+    return roles
+
+
+def generate_roles(description: str, requirement: str, n: int, generator, *,
+                   cache_dir: Path | None = None) -> tuple[list[str], str]:
+    """Role descriptions for n proposers, generated once from (D, T) and cached.
+
+    Returns:
+        (roles, source) where source is ``cache``, ``generated``, or
+        ``generated+defaults`` when the model gave fewer than n usable lines (the rest are
+        taken from DEFAULT_ROLES, in order).
+    """
+    key = hashlib.sha256(json.dumps([description, requirement, n, generator.model_id]).encode()).hexdigest()[:16]
+    path = (cache_dir / f"roles-{key}.json") if cache_dir else None
+    if path and path.exists():
+        return json.loads(path.read_text()), "cache"
+    g = generator.generate((ChatMessage("user", ROLE_PROMPT.format(d=description, t=requirement, n=n)),),
+                           GenParams(max_tokens=40 * n, temperature=0.7, seed=0))
+    roles = parse_roles(g.text, n)
+    source = "generated"
+    if len(roles) < n:
+        roles += [r for r in DEFAULT_ROLES if r not in roles][: n - len(roles)]
+        source = "generated+defaults"
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(roles))
+    return roles, source
+
+
+def load_roles(path: Path) -> list[str]:
+    """A roles file: a JSON list of strings, or one role per non-empty line."""
+    text = Path(path).read_text()
+    try:
+        roles = json.loads(text)
+        if not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
+            raise MoAConfigError(f"{path}: JSON roles file must be a list of strings")
+    except json.JSONDecodeError:
+        roles = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not roles:
+        raise MoAConfigError(f"{path}: no roles in file")
+    return roles
+
+
+def make_proposers(n: int, models: Sequence[str | None], roles: Sequence[str]) -> tuple[Proposer, ...]:
+    """n proposers cycling through models and roles, temperatures spread over 0.6..0.9."""
+    temps = [0.7, 0.8, 0.6, 0.9]
+    return tuple(Proposer(model=models[i % len(models)], role=roles[i % len(roles)],
+                          temperature=temps[i % len(temps)]) for i in range(n))
+
+
+def with_mode(cfg: MoAConfig, mode: str) -> MoAConfig:
+    return replace(cfg, mode=mode)
