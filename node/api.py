@@ -1,0 +1,338 @@
+"""The node's local HTTP API: OpenAI-compatible chat completions plus status, peers, metrics.
+
+Served by hypercorn's trio worker on ``127.0.0.1:8800`` by default (``--api``), so existing
+OpenAI clients work unchanged with ``base_url="http://127.0.0.1:8800/v1"``.
+
+Endpoints:
+    ``POST /v1/chat/completions``: body as OpenAI's (``model``, ``messages``, ``max_tokens``,
+        ``temperature``, ``top_p``, ``seed``, ``stream``). The answer is the MESH's decision;
+        the consensus trace (proposals with peer ids and models, votes, weights, method,
+        timings) is in the extra top-level field ``p2pmoa_trace``. With ``stream: true`` the
+        reply is server-sent events in OpenAI's chunk format; because the answer exists only
+        once the mesh has decided, the content arrives after the decision (keep-alive
+        comments are sent while waiting) and the last chunk carries ``p2pmoa_trace``.
+        The consensus method can be chosen per request with the model name
+        ``p2pmoa/<method>`` or the extra field ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
+    ``GET /v1/models``: the mesh models (``p2pmoa``, ``p2pmoa/pbft`` ...) and the local model.
+    ``GET /status``, ``GET /peers``: JSON snapshots. ``GET /metrics``: Prometheus text.
+
+Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 malformed
+JSON or fields, 404 unknown model, 413 body over ``body_bytes_max``, 429 busy (prompt buffer
+full or admission bound reached; ``Retry-After`` header in seconds), 504 no decision in time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Protocol
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from p2pmoa.effects import ChatMessage, GenParams
+
+log = logging.getLogger(__name__)
+
+TRACE_FIELD = "p2pmoa_trace"
+MESH_MODEL = "p2pmoa"
+METHODS = ("pbft", "averaging", "vote", "aggregate")
+MESSAGES_MAX = 64
+CONTENT_CHARS_MAX = 16_000
+MAX_TOKENS_MAX = 2048
+KEEPALIVE_S = 5.0
+
+
+class ApiError(Exception):
+    """An error the API turns into an OpenAI-style body. ``status`` is the HTTP status."""
+
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.retry_after_s = retry_after_s
+
+
+class BadRequest(ApiError):
+    code = "invalid_request"
+
+
+class UnknownModel(ApiError):
+    status = 404
+    code = "model_not_found"
+
+
+class BodyTooLarge(ApiError):
+    status = 413
+    code = "request_too_large"
+
+
+class Busy(ApiError):
+    """The prompt buffer is full or admission control refused the query; retry later."""
+
+    status = 429
+    type = "server_busy"
+    code = "busy"
+
+
+class DecisionTimeout(ApiError):
+    status = 504
+    type = "timeout_error"
+    code = "no_decision"
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A validated chat completion request, as the node service receives it."""
+
+    messages: tuple[ChatMessage, ...]
+    params: GenParams
+    method: str | None  # None: the node's configured default
+    deadline_s: float | None
+    model: str
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    query_id: str
+    answer: str
+    trace: dict
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class NodeService(Protocol):
+    """What the API needs from the daemon (a fake implements it in tests)."""
+
+    local_model: str
+
+    async def complete(self, req: CompletionRequest) -> CompletionResult: ...
+    def status(self) -> dict: ...
+    def peers(self) -> list[dict]: ...
+    def metrics_text(self) -> str: ...
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    body = {"error": {"message": str(exc), "type": exc.type, "param": exc.param, "code": exc.code}}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise BodyTooLarge(f"request body exceeds the {limit}-byte limit")
+    return bytes(buf)
+
+
+def _num(body: dict, name: str, lo: float, hi: float, default, kind=float):
+    v = body.get(name)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+        raise BadRequest(f"{name} must be a number in [{lo}, {hi}]", param=name)
+    if kind is int and int(v) != v:
+        raise BadRequest(f"{name} must be an integer", param=name)
+    return kind(v)
+
+
+def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tuple[CompletionRequest, bool]:
+    """Validate an OpenAI chat completion body; returns (request, stream?)."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = body.get("model", MESH_MODEL)
+    if not isinstance(model, str):
+        raise BadRequest("model must be a string", param="model")
+    method = None
+    if model in (MESH_MODEL, local_model):
+        pass
+    elif model.startswith(MESH_MODEL + "/") and model.split("/", 1)[1] in METHODS:
+        method = model.split("/", 1)[1]
+    else:
+        raise UnknownModel(f"The model '{model}' does not exist; see GET /v1/models", param="model")
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise BadRequest("messages must be a non-empty list", param="messages")
+    if len(msgs) > MESSAGES_MAX:
+        raise BadRequest(f"at most {MESSAGES_MAX} messages", param="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise BadRequest(f"messages[{i}] needs role system|user|assistant", param="messages")
+        content = m.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str) or len(content) > CONTENT_CHARS_MAX:
+            raise BadRequest(f"messages[{i}].content must be a string of at most "
+                             f"{CONTENT_CHARS_MAX} characters", param="messages")
+        out.append(ChatMessage(m["role"], content))
+    if not any(m.role == "user" and m.content.strip() for m in out):
+        raise BadRequest("messages need a non-empty user message", param="messages")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    body = {**body, "max_tokens": max_tokens}
+    params = GenParams(
+        max_tokens=_num(body, "max_tokens", 1, MAX_TOKENS_MAX, default_max_tokens, int),
+        temperature=_num(body, "temperature", 0.0, 2.0, 0.7),
+        top_p=_num(body, "top_p", 0.0, 1.0, 0.95),
+        seed=_num(body, "seed", 0, 2**31 - 1, 0, int),
+    )
+    ext = body.get("p2pmoa") or {}
+    if not isinstance(ext, dict):
+        raise BadRequest("p2pmoa must be an object", param="p2pmoa")
+    if "consensus" in ext:
+        if ext["consensus"] not in METHODS:
+            raise BadRequest(f"p2pmoa.consensus must be one of {METHODS}", param="p2pmoa.consensus")
+        method = ext["consensus"]
+    deadline = _num(ext, "deadline_s", 0.1, 3600, None)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be a boolean", param="stream")
+    return CompletionRequest(tuple(out), params, method, deadline, model), stream
+
+
+def _completion_body(res: CompletionResult, model: str) -> dict:
+    return {
+        "id": f"chatcmpl-{res.query_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": res.answer}}],
+        "usage": {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                  "total_tokens": res.prompt_tokens + res.completion_tokens},
+        TRACE_FIELD: res.trace,
+    }
+
+
+def _chunk(cid: str, model: str, created: int, delta: dict, finish: str | None, **extra) -> bytes:
+    obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+           **extra}
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _pieces(text: str, n: int = 24) -> list[str]:
+    """Split an answer into word-ish chunks so SSE clients see incremental deltas."""
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)][: 10_000] or [""]
+
+
+def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
+              default_max_tokens: int = 96) -> Starlette:
+    """The ASGI app over ``service``. ``body_bytes_max``: request body limit, bytes."""
+
+    async def chat(request: Request) -> Response:
+        try:
+            raw = await _read_body(request, body_bytes_max)
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"body is not valid JSON: {exc}") from exc
+            req, stream = parse_completion(body, service.local_model, default_max_tokens)
+            if not stream:
+                res = await service.complete(req)
+                return JSONResponse(_completion_body(res, req.model))
+        except ApiError as exc:
+            return error_response(exc)
+        return StreamingResponse(_stream(req), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def _stream(req: CompletionRequest) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        yield _chunk(cid, req.model, created, {"role": "assistant", "content": ""}, None)
+        result: list = []
+
+        async def run() -> None:
+            try:
+                result.append(await service.complete(req))
+            except ApiError as exc:
+                result.append(exc)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def runner() -> None:
+                await run()
+                done.set()
+            nursery.start_soon(runner)
+            while not done.is_set():
+                with trio.move_on_after(KEEPALIVE_S):
+                    await done.wait()
+                if not done.is_set():
+                    yield b": waiting for the mesh to decide\n\n"
+        res = result[0]
+        if isinstance(res, ApiError):
+            err = {"error": {"message": str(res), "type": res.type, "param": res.param, "code": res.code}}
+            yield f"data: {json.dumps(err)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+            return
+        cid = f"chatcmpl-{res.query_id}"
+        for piece in _pieces(res.answer):
+            yield _chunk(cid, req.model, created, {"content": piece}, None)
+        usage = {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                 "total_tokens": res.prompt_tokens + res.completion_tokens}
+        yield _chunk(cid, req.model, created, {}, "stop", usage=usage, **{TRACE_FIELD: res.trace})
+        yield b"data: [DONE]\n\n"
+
+    async def models(request: Request) -> Response:
+        ids = [MESH_MODEL] + [f"{MESH_MODEL}/{m}" for m in METHODS] + [service.local_model]
+        return JSONResponse({"object": "list", "data": [
+            {"id": i, "object": "model", "created": 0, "owned_by": "p2pmoa"} for i in ids]})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(service.status())
+
+    async def peers(request: Request) -> Response:
+        return JSONResponse({"peers": service.peers()})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(service.metrics_text(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(ApiError(f"no route {request.method} {request.url.path}"))
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/peers", peers, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ])
+    return app
+
+
+async def serve_api(app: Starlette, host: str, port: int, shutdown: trio.Event,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set.
+
+    ``task_status.started()`` is called once the socket listens, with the bound ``(host, port)``.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    cfg = Config()
+    cfg.bind = [f"{host}:{port}"]
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    cfg.graceful_timeout = 5.0
+    cfg.keep_alive_timeout = 30.0
+
+    await serve(app, cfg, shutdown_trigger=shutdown.wait, task_status=task_status)
