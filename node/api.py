@@ -1,7 +1,7 @@
 """The node's local HTTP API: OpenAI-compatible chat completions plus status, peers, metrics.
 
-Served by hypercorn's trio worker on ``127.0.0.1:8800`` by default (``--api``), so existing
-OpenAI clients work unchanged with ``base_url="http://127.0.0.1:8800/v1"``.
+Served by hypercorn's trio worker on ``127.0.0.1:8700`` by default (``--api``), so existing
+OpenAI clients work unchanged with ``base_url="http://127.0.0.1:8700/v1"``.
 
 Endpoints:
     ``POST /v1/chat/completions``: body as OpenAI's (``model``, ``messages``, ``max_tokens``,
@@ -12,7 +12,8 @@ Endpoints:
         once the mesh has decided, the content arrives after the decision (keep-alive
         comments are sent while waiting) and the last chunk carries ``p2pmoa_trace``.
         The consensus method can be chosen per request with the model name
-        ``p2pmoa/<method>`` or the extra field ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
+        ``p2pmoa/<method>``, the extra field ``consensus`` or
+        ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
     ``GET /v1/models``: the mesh models (``p2pmoa``, ``p2pmoa/pbft`` ...) and the local model.
     ``GET /status``, ``GET /peers``: JSON snapshots. ``GET /metrics``: Prometheus text.
 
@@ -196,6 +197,8 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
     ext = body.get("p2pmoa") or {}
     if not isinstance(ext, dict):
         raise BadRequest("p2pmoa must be an object", param="p2pmoa")
+    if "consensus" in body and "consensus" not in ext:  # top-level shorthand
+        ext = {**ext, "consensus": body["consensus"]}
     if "consensus" in ext:
         if ext["consensus"] not in METHODS:
             raise BadRequest(f"p2pmoa.consensus must be one of {METHODS}", param="p2pmoa.consensus")

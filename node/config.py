@@ -11,7 +11,7 @@ Example ``node.toml``::
     role = "a careful fact checker"
     consensus = "pbft"
     data_dir = "~/.local/share/p2pmoa"
-    api = "127.0.0.1:8800"
+    api = "127.0.0.1:8700"
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-DEFAULT_API = "127.0.0.1:8800"
+DEFAULT_API = "127.0.0.1:8700"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/7700"
 CONSENSUS_METHODS = ("pbft", "averaging", "vote", "aggregate")
 FAULTS = ("silent", "garbage", "equivocate")

@@ -711,17 +711,17 @@ async def _reset(stream) -> None:
 
 
 def load_or_create_identity(path: str):
-    """Ed25519 key pair from ``path`` (protobuf, 0600), created on first use."""
-    import os
+    """libp2p Ed25519 key pair of the identity file at ``path`` (0600, created on first use).
+
+    The file is p2pmoa's :class:`~p2pmoa.identity.Ed25519Identity` format (libp2p's protobuf
+    key encoding); the libp2p key is derived from the same seed, so the libp2p peer id and
+    the id in signed protocol envelopes are the same string.
+    """
     from libp2p.crypto.ed25519 import create_new_key_pair
-    from libp2p.identity_utils import identity_exists, load_identity, save_identity
-    if identity_exists(path):
-        return load_identity(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    kp = create_new_key_pair()
-    save_identity(kp, path)
-    os.chmod(path, 0o600)
-    log.info("created identity %s", path)
+    from p2pmoa.identity import Ed25519Identity
+    ident = Ed25519Identity.load_or_create(path)
+    kp = create_new_key_pair(ident.seed())
+    assert peer_id_of(kp) == ident.peer_id, "libp2p and envelope peer ids must agree"
     return kp
 
 

@@ -1,0 +1,142 @@
+"""`p2pmoa node run | keygen | peers | status | demo`: the node's subcommands.
+
+Registered through the ``p2pmoa.commands`` entry points (see p2pmoa/cli.py); each
+``register_*(subparsers)`` adds one sub-parser whose ``func(args) -> int`` runs it.
+Flags are turned into one frozen :class:`node.config.NodeConfig` here, at the edge.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from node.config import (CONSENSUS_METHODS, DEFAULT_API, FAULTS, ConfigError, NodeConfig,
+                         load_config)
+
+
+def _add_node_flags(p: argparse.ArgumentParser) -> None:
+    d = NodeConfig()
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as these flags; flags override it")
+    p.add_argument("--listen", action="append", metavar="MULTIADDR",
+                   help=f"libp2p address to listen on, repeatable (default {d.listen[0]}; use /tcp/0 for any free port)")
+    p.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                   help="bootstrap peer /ip4/HOST/tcp/PORT/p2p/PEER_ID, repeatable; unreachable ones are retried with backoff")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help=f"local model: smollm2-135m, gemma3-270m, a .gguf path, or 'stand-in' (deterministic fake, for tests) (default {d.model})")
+    p.add_argument("--embedder", metavar="NAME|PATH",
+                   help=f"mesh-wide embedding model; every node of a mesh must use the same (default {d.embedder}: hashing stand-in)")
+    p.add_argument("--role", metavar="TEXT", help=f"role this node answers in (default {d.role!r})")
+    p.add_argument("--consensus", choices=CONSENSUS_METHODS,
+                   help=f"how queries asked at this node are decided (default {d.consensus})")
+    p.add_argument("--data-dir", metavar="DIR", help=f"identity key, prompt buffer, trust (default {d.data_dir})")
+    p.add_argument("--api", metavar="HOST:PORT", help=f"local HTTP API address (default {d.api})")
+    p.add_argument("--fault", choices=FAULTS,
+                   help="FAULT INJECTION for tests/demos: silent (never answers), garbage (malformed answers), equivocate (conflicting votes). Off by default")
+    p.add_argument("--deadline-s", type=float, help=f"seconds to wait for proposals before deciding (default {d.deadline_s})")
+    p.add_argument("--buffer-max", type=int, help=f"prompt buffer capacity, queries (default {d.buffer_max})")
+    p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
+    p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
+    p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    overrides = {k: getattr(args, k, None) for k in (
+        "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
+        "deadline_s", "buffer_max", "max_tokens", "connections_target", "threads")}
+    return load_config(args.config, overrides)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"p2pmoa node run: {exc}", file=sys.stderr)
+        return 2
+    from node.daemon import run_daemon
+    return run_daemon(cfg)
+
+
+def register_node(sub) -> None:
+    p = sub.add_parser("node", help="run a mesh node (libp2p + local model + HTTP API)")
+    nsub = p.add_subparsers(dest="node_command", metavar="ACTION")
+    run = nsub.add_parser("run", help="run the node daemon in the foreground (SIGINT/SIGTERM stop it cleanly)")
+    _add_node_flags(run)
+    run.set_defaults(func=_run_node)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from node.transport import load_or_create_identity, peer_id_of
+    data_dir = Path(args.data_dir or NodeConfig().data_dir).expanduser()
+    path = data_dir / "identity.key"
+    if path.exists() and not args.force:
+        print(f"{path} exists (peer id {peer_id_of(load_or_create_identity(str(path)))}); "
+              "use --force to replace it", file=sys.stderr)
+        return 1
+    if path.exists():
+        path.unlink()
+    kp = load_or_create_identity(str(path))
+    print(peer_id_of(kp))
+    return 0
+
+
+def register_keygen(sub) -> None:
+    p = sub.add_parser("keygen", help="create the node's Ed25519 identity key (0600) in the data dir")
+    p.add_argument("--data-dir", metavar="DIR", help=f"default {NodeConfig().data_dir}")
+    p.add_argument("--force", action="store_true", help="replace an existing key (the peer id changes)")
+    p.set_defaults(func=_keygen)
+
+
+def api_get(api: str, path: str, timeout_s: float = 5.0) -> dict:
+    """GET ``http://API/path`` as JSON. Raises OSError when the node is not reachable."""
+    with urllib.request.urlopen(f"http://{api}{path}", timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+def _get_cmd(path: str):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            data = api_get(args.api, path)
+        except (OSError, urllib.error.URLError) as exc:
+            print(f"no node answering at http://{args.api} ({exc}); is `p2pmoa node run` running?",
+                  file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(data, indent=2))
+        elif path == "/peers":
+            peers = data.get("peers", [])
+            print(f"{len(peers)} peers")
+            for p in peers:
+                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}")
+        else:
+            for k, v in data.items():
+                print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+        return 0
+    return run
+
+
+def register_peers(sub) -> None:
+    p = sub.add_parser("peers", help="list the running node's peers (via its local API)")
+    p.add_argument("--api", default=DEFAULT_API, metavar="HOST:PORT", help=f"node API (default {DEFAULT_API})")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
+    p.set_defaults(func=_get_cmd("/peers"))
+
+
+def register_status(sub) -> None:
+    p = sub.add_parser("status", help="show the running node's status (via its local API)")
+    p.add_argument("--api", default=DEFAULT_API, metavar="HOST:PORT", help=f"node API (default {DEFAULT_API})")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
+    p.set_defaults(func=_get_cmd("/status"))
+
+
+def register_demo(sub) -> None:
+    p = sub.add_parser("demo", help="start 4 local nodes (2 SmolLM2, 2 Gemma 3), ask one question by PBFT, print the trace")
+    p.add_argument("--question", default="What is the boiling point of water at sea level, in degrees Celsius?")
+    p.add_argument("--consensus", choices=CONSENSUS_METHODS, default="pbft")
+    p.add_argument("--stand-in", action="store_true",
+                   help="use the deterministic stand-in generator instead of the real models (fast smoke run)")
+    p.add_argument("--keep-dir", action="store_true", help="keep the nodes' data dirs and logs")
+    p.set_defaults(func=lambda a: __import__("node.demo", fromlist=["main"]).main(a))
