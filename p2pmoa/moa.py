@@ -55,9 +55,9 @@ DEFAULT_ROLES = (
     "You are an encyclopedia editor. Write a short, neutral, factual answer.",
 )
 
-AGREEMENT_THRESHOLD_DEFAULT = 0.9
+AGREEMENT_THRESHOLD_DEFAULT = 0.28
 """Default stop threshold of the agreement moderator, for the default embedding model
-(mean-pooled SmolLM2-135M); docs/embeddings.md records the calibration it comes from."""
+(centred mean-pooled Gemma3-270M); docs/embeddings.md records the calibration it comes from."""
 
 MODES = ("single", "moa", "smoa")
 JUDGES = ("centrality", "llm")

@@ -1,0 +1,93 @@
+"""The real backends: both packaged GGUF models through llama.cpp, and the mesh embedder.
+
+Few and short (max_tokens <= 24); each model is loaded once per module.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p2pmoa import moa
+from p2pmoa.effects import ChatMessage, GenParams
+from p2pmoa.embed import EmbeddingSpaceMismatch, HashingEmbedder, LlamaEmbedder, require_same_space
+from p2pmoa.llm import EmptyPrompt, LlamaGenerator
+from p2pmoa.models import ModelNotFound, NotGGUF, resolve
+
+pytestmark = pytest.mark.real_model
+
+Q = [ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "What is the capital of France?")]
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return LlamaGenerator.from_name("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return LlamaGenerator.from_name("gemma3-270m")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return LlamaEmbedder()
+
+
+@pytest.mark.parametrize("which", ["smol", "gemma"])
+def test_packaged_models_answer_and_count_tokens(which, request):
+    g = request.getfixturevalue(which)
+    r = g.generate(Q, GenParams(max_tokens=16, temperature=0.0))
+    assert r.text, "a real model returned nothing"
+    assert r.prompt_tokens > 5 and 1 <= r.completion_tokens <= 16
+    assert r.llm_s > 0
+    name = "smollm2-135m" if which == "smol" else "gemma3-270m"
+    assert r.model_id.startswith(name + "@") and len(r.model_id.split("@")[1]) == 16
+
+
+def test_base_model_is_prompted_as_completion(gemma, smol):
+    assert gemma.chat is False and smol.chat is True
+    r = gemma.generate(Q, GenParams(max_tokens=24, temperature=0.0))
+    assert "Question:" not in r.text                     # stopped before inventing the next turn
+    assert "paris" in r.text.lower()
+
+
+def test_same_seed_same_answer(smol):
+    p = GenParams(max_tokens=12, temperature=0.8, seed=7)
+    assert smol.generate(Q, p).text == smol.generate(Q, p).text
+
+
+def test_empty_prompt_refused_before_model_work(smol):
+    with pytest.raises(EmptyPrompt):
+        smol.generate([ChatMessage("user", "   ")], GenParams())
+
+
+def test_embeddings_share_one_named_space(embedder):
+    v = embedder.embed(["The cat sleeps on the sofa.", "A cat naps on the couch.", "Interest rates rose."])
+    assert v.shape == (3, embedder.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2               # paraphrase far closer than unrelated
+    assert embedder.space_id.startswith("gemma3-270m@") and "/centred-" in embedder.space_id
+    require_same_space(embedder.space_id, LlamaEmbedder().space_id)   # every node derives the same space
+    with pytest.raises(EmbeddingSpaceMismatch):
+        require_same_space(embedder.space_id, HashingEmbedder().space_id)
+
+
+def test_missing_and_non_gguf_files_say_what_is_wrong(tmp_path):
+    with pytest.raises(ModelNotFound, match=str(tmp_path / "nope.gguf")):
+        resolve(str(tmp_path / "nope.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOTGGUF" * 10)
+    with pytest.raises(NotGGUF, match="not a GGUF"):
+        resolve(str(bad))
+
+
+def test_real_smoa_pipeline_on_a_mixed_pair(smol, gemma, embedder):
+    cfg = moa.MoAConfig(mode="smoa", layers=2, proposers=moa.make_proposers(3, ["smollm2-135m", "gemma3-270m"],
+                                                                             moa.DEFAULT_ROLES),
+                        k=2, aggregator_model="smollm2-135m", max_tokens=16)
+    gens = {"smollm2-135m": smol, "gemma3-270m": gemma, None: smol}
+    trace = moa.run_local("What is 2 + 2?", cfg, gens, embedder)
+    models = {r["model"].split("@")[0] for r in trace["layers"][0]["responses"]}
+    assert models == {"smollm2-135m", "gemma3-270m"}
+    assert len(trace["layers"][0]["judge"]["kept"]) == 2
+    assert trace["totals"]["tokens"] > 0 and trace["totals"]["llm_s"] > 0
+    assert trace["answer"]
