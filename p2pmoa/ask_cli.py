@@ -143,7 +143,7 @@ def format_trace(trace: dict) -> str:
 
 
 def _run_remote(args) -> int:
-    body = {"model": (args.model or ["p2pmoa"])[0] if args.model else "p2pmoa",
+    body = {"model": "p2pmoa",
             "messages": [{"role": "user", "content": args.question}],
             "max_tokens": args.max_tokens}
     if args.consensus:
@@ -165,8 +165,24 @@ def _run_remote(args) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print(data["choices"][0]["message"]["content"])
-    trace = data.get("p2pmoa") or data.get("trace")
+    trace = data.get("p2pmoa_trace")
     if trace:
         print()
-        print(json.dumps(trace, indent=2)[:4000])
+        print(format_mesh_trace(trace))
     return 0
+
+
+def format_mesh_trace(trace: dict) -> str:
+    """A readable summary of a node's consensus trace (the API's ``p2pmoa_trace`` field)."""
+    out = []
+    for key in ("method", "query_id", "decided_by", "proposals_received", "proposals_expected", "view", "latency_s"):
+        if key in trace:
+            out.append(f"{key}: {trace[key]}")
+    for p in trace.get("proposals", [])[:16]:
+        if isinstance(p, dict):
+            who = str(p.get("peer", p.get("responder", "?")))[:16]
+            out.append(f"  {who}… {p.get('model', '?')}: {_short(str(p.get('answer', p.get('text', ''))), 90)}")
+    rest = {k: v for k, v in trace.items() if k not in {"proposals"} and not any(line.startswith(f"{k}:") for line in out)}
+    if rest:
+        out.append(json.dumps(rest, indent=2, default=str)[:3000])
+    return "\n".join(out)
