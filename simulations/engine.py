@@ -73,11 +73,14 @@ class TimerFired:
 
 @dataclass(frozen=True)
 class GenerateDone:
-    """The LLM server finished ``job_id``; ``generation`` is what the run's agent returned."""
+    """The LLM server finished ``job_id``; ``generation`` is what the run's agent returned and
+    ``service_s`` the virtual seconds the job occupied the server (what a daemon would measure
+    as ``llm_s``)."""
 
     now: float
     job_id: str
     generation: Any
+    service_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -443,10 +446,10 @@ class Engine:
         else:
             dur = self.service.embed_s
         srv.busy_s += dur
-        self._push(self.now + dur, _JOB_DONE, node, (job, srv.epoch))
+        self._push(self.now + dur, _JOB_DONE, node, (job, srv.epoch, dur))
 
     def _job_done(self, node: int, payload: tuple) -> None:
-        job, epoch = payload
+        job, epoch, dur = payload
         srv = self._servers[node]
         if not self.alive[node] or epoch != srv.epoch:
             return
@@ -456,7 +459,7 @@ class Engine:
             raise SimulationError(f"node {node} asked for LLM work but the run has no agent")
         if isinstance(job, Generate):
             res = self.agent.generate(node, job, self.rng)
-            event: SimEvent = GenerateDone(self.now, job.job_id, res)
+            event: SimEvent = GenerateDone(self.now, job.job_id, res, dur)
         else:
             res = self.agent.embed(node, job, self.rng)
             event = EmbedDone(self.now, job.job_id, res)
