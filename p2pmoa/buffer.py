@@ -1,0 +1,394 @@
+"""The prompt buffer: bounded, durable queue of the queries a node is working on.
+
+After Distributed MoA (Mitra, Kaswan, Ulukus 2024): every node holds a prompt buffer; the
+queries of its own users and the queries gossiped by peers wait there for the local model.
+
+Durability: the buffer writes through an injected :class:`Store`. :class:`SQLiteStore` uses
+SQLite in WAL mode with ``synchronous=FULL``, so ``put`` returns only after the WAL was
+fsynced: a query is on disk *before* :meth:`PromptBuffer.admit` returns, hence before the
+driver acknowledges it to the user, and it survives ``kill -9``. :class:`MemoryStore` is the
+same interface without a disk, for the simulator and fast tests.
+
+States of a query (see docs/protocol.md for the full diagram)::
+
+    buffered -> generating -> voting -> done
+        \\____________\\___________\\-> failed
+
+Admission control: a query is refused with :class:`Busy` (reason, ``retry_after_s``) when
+the buffer already holds ``capacity`` unfinished queries, or when admitting it would break the
+queue-stability bound of Distributed MoA, ``((k+1)·M + 1)·λ < 1/α_max``, where λ is the
+arrival rate the node admitted over the last ``rate_window_s`` seconds (counting the new one),
+α_max the largest of the node's recent generation times (seconds, measured by the driver and
+passed in), k the number of extra MoA layers and M the proposers per layer. Everything is
+pure: times are arguments.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections import deque
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Protocol
+
+from p2pmoa.effects import QueryId
+from p2pmoa.messages import FrameError, QueryAnnounce, decode_body, encode_body, pack, unpack_bounded
+
+log = logging.getLogger(__name__)
+
+
+class BufferError_(Exception):
+    """Base class of prompt-buffer errors."""
+
+
+class UnknownQuery(BufferError_):
+    """The query id is not in the buffer."""
+
+
+class CorruptRecord(BufferError_):
+    """A stored record could not be decoded (skipped on recovery and counted)."""
+
+
+class QueryState(str, Enum):
+    BUFFERED = "buffered"
+    GENERATING = "generating"
+    VOTING = "voting"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (QueryState.DONE, QueryState.FAILED)
+
+
+@dataclass(frozen=True)
+class BufferedQuery:
+    """One query in the buffer.
+
+    Args:
+        announce: the query as announced on the mesh (prompt, origin, method, deadline...).
+        local: True if our own user asked it (we must deliver an answer or a failure).
+        state: where it is in its life cycle.
+        accepted_at: admission time, seconds (driver clock).
+        updated_at: last state change, seconds.
+        answer: the decided answer once ``done``.
+        detail: why it ``failed`` (or a note).
+    """
+
+    announce: QueryAnnounce
+    local: bool
+    state: QueryState
+    accepted_at: float
+    updated_at: float
+    answer: str = ""
+    detail: str = ""
+
+    @property
+    def query_id(self) -> QueryId:
+        return self.announce.query_id
+
+    def to_bytes(self) -> bytes:
+        return pack({"a": encode_body(self.announce), "l": self.local, "s": self.state.value,
+                     "t0": self.accepted_at, "t": self.updated_at, "ans": self.answer,
+                     "d": self.detail})
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> "BufferedQuery":
+        try:
+            d = unpack_bounded(b)
+            ann = decode_body("announce", d["a"])
+            return cls(ann, bool(d["l"]), QueryState(d["s"]), float(d["t0"]), float(d["t"]),
+                       str(d["ans"]), str(d["d"]))
+        except (FrameError, KeyError, ValueError, TypeError) as exc:
+            raise CorruptRecord(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Admission refused. ``retry_after_s`` is a hint in seconds for the client."""
+
+    reason: str  # "full" | "unstable" | "duplicate"
+    retry_after_s: float
+
+
+@dataclass(frozen=True)
+class Admitted:
+    query: BufferedQuery
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class Store(Protocol):
+    """Durable key-value storage of buffer records plus a few metadata blobs."""
+
+    def put(self, query_id: str, state: str, updated_at: float, record: bytes) -> None: ...
+
+    def delete(self, query_id: str) -> None: ...
+
+    def load_all(self) -> list[tuple[str, bytes]]: ...
+
+    def put_meta(self, key: str, value: bytes) -> None: ...
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """In-memory :class:`Store` (simulator, tests). Survives only as long as the object."""
+
+    def __init__(self):
+        self.rows: dict[str, bytes] = {}
+        self.meta: dict[str, bytes] = {}
+        self.writes = 0
+
+    def put(self, query_id, state, updated_at, record) -> None:
+        self.rows[query_id] = record
+        self.writes += 1
+
+    def delete(self, query_id) -> None:
+        self.rows.pop(query_id, None)
+
+    def load_all(self):
+        return list(self.rows.items())
+
+    def put_meta(self, key, value) -> None:
+        self.meta[key] = value
+
+    def get_meta(self, key):
+        return self.meta.get(key)
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteStore:
+    """SQLite :class:`Store` in WAL mode with ``synchronous=FULL`` (fsync on every commit).
+
+    Args:
+        path: database file; its directory is created. One process should own it.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS queries (query_id TEXT PRIMARY KEY, "
+                         "state TEXT NOT NULL, updated_at REAL NOT NULL, record BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)")
+
+    def put(self, query_id, state, updated_at, record) -> None:
+        self._db.execute("INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)",
+                         (query_id, state, updated_at, record))
+
+    def delete(self, query_id) -> None:
+        self._db.execute("DELETE FROM queries WHERE query_id = ?", (query_id,))
+
+    def load_all(self):
+        return [(q, bytes(r)) for q, r in
+                self._db.execute("SELECT query_id, record FROM queries ORDER BY updated_at")]
+
+    def put_meta(self, key, value) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def stability_load(arrival_rate_per_s: float, alpha_max_s: float, layers_k: int,
+                   proposers_m: int) -> float:
+    """Left side of the Distributed-MoA bound times α_max: ``((k+1)M+1)·λ·α_max``.
+
+    The queue is stable iff the result is < 1.
+    """
+    return ((layers_k + 1) * proposers_m + 1) * arrival_rate_per_s * alpha_max_s
+
+
+def max_stable_rate_per_s(alpha_max_s: float, layers_k: int, proposers_m: int) -> float:
+    """Largest arrival rate λ (queries/s) that keeps ``((k+1)M+1)·λ < 1/α_max``."""
+    if alpha_max_s <= 0:
+        return math.inf
+    return 1.0 / (alpha_max_s * ((layers_k + 1) * proposers_m + 1))
+
+
+@dataclass(frozen=True)
+class BufferStatistics:
+    capacity: int
+    unfinished: int
+    by_state: dict
+    admitted: int
+    refused_full: int
+    refused_unstable: int
+    refused_duplicate: int
+    alpha_max_s: float
+    arrival_rate_per_s: float
+    max_stable_rate_per_s: float
+    corrupt_records: int
+
+
+class PromptBuffer:
+    """Bounded, durable prompt buffer with admission control.
+
+    Args:
+        store: where records live (:class:`SQLiteStore` or :class:`MemoryStore`).
+        capacity: maximum unfinished queries (default 64); beyond it ``admit`` says busy.
+        finished_keep: finished records kept for de-duplication and late lookups (default
+            1024); older ones are deleted from the store.
+        layers_k: extra MoA layers k in the stability bound (default 0: one proposal round).
+        proposers_m: proposals per layer M that load this node (default 1: each node answers
+            each query once; the ``+1`` of the bound covers the aggregation/embedding work).
+        rate_window_s: window over which λ is measured, seconds (default 60).
+        alpha_window: number of recent generation times α_max is taken over (default 32).
+        retry_after_min_s: smallest retry hint, seconds (default 1).
+    """
+
+    def __init__(self, store: Store, *, capacity: int = 64, finished_keep: int = 1024,
+                 layers_k: int = 0, proposers_m: int = 1, rate_window_s: float = 60.0,
+                 alpha_window: int = 32, retry_after_min_s: float = 1.0):
+        assert capacity > 0, "capacity must be positive"
+        self.store = store
+        self.capacity = capacity
+        self.finished_keep = finished_keep
+        self.layers_k = layers_k
+        self.proposers_m = proposers_m
+        self.rate_window_s = rate_window_s
+        self.retry_after_min_s = retry_after_min_s
+        self._q: dict[QueryId, BufferedQuery] = {}
+        self._finished: deque[QueryId] = deque()
+        self._arrivals: deque[float] = deque()
+        self._alphas: deque[float] = deque(maxlen=alpha_window)
+        self._n = dict(admitted=0, full=0, unstable=0, duplicate=0, corrupt=0)
+        for qid, raw in store.load_all():
+            try:
+                rec = BufferedQuery.from_bytes(raw)
+            except CorruptRecord:
+                self._n["corrupt"] += 1
+                log.warning("skipping corrupt buffer record %s", qid)
+                continue
+            self._q[rec.query_id] = rec
+            if rec.state.finished:
+                self._finished.append(rec.query_id)
+
+    # ---- measurements (pure inputs)
+
+    def record_generation_time(self, seconds: float) -> None:
+        """Feed one measured generation time (seconds) into the α_max window."""
+        if math.isfinite(seconds) and seconds >= 0:
+            self._alphas.append(seconds)
+
+    @property
+    def alpha_max_s(self) -> float:
+        return max(self._alphas, default=0.0)
+
+    def arrival_rate_per_s(self, now: float) -> float:
+        self._trim(now)
+        return len(self._arrivals) / self.rate_window_s
+
+    def _trim(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0] <= now - self.rate_window_s:
+            self._arrivals.popleft()
+
+    # ---- queries
+
+    def unfinished(self) -> list[BufferedQuery]:
+        """Unfinished queries, oldest first (what recovery must resume)."""
+        return sorted((r for r in self._q.values() if not r.state.finished),
+                      key=lambda r: (r.accepted_at, r.query_id))
+
+    def get(self, query_id: QueryId) -> BufferedQuery | None:
+        return self._q.get(query_id)
+
+    def __contains__(self, query_id) -> bool:
+        return query_id in self._q
+
+    def admit(self, announce: QueryAnnounce, *, local: bool, now: float) -> Admitted | Busy:
+        """Admit a query, writing it durably before returning ``Admitted``.
+
+        Returns ``Busy`` (nothing written) if the id is known, the buffer is full, or the
+        stability bound would be violated.
+        """
+        if announce.query_id in self._q:
+            self._n["duplicate"] += 1
+            return Busy("duplicate", 0.0)
+        n_open = sum(1 for r in self._q.values() if not r.state.finished)
+        alpha = self.alpha_max_s
+        if n_open >= self.capacity:
+            self._n["full"] += 1
+            return Busy("full", max(self.retry_after_min_s, alpha))
+        self._trim(now)
+        lam_max = max_stable_rate_per_s(alpha, self.layers_k, self.proposers_m)
+        allowed = lam_max * self.rate_window_s  # arrivals allowed per window
+        if len(self._arrivals) + 1 > allowed:
+            self._n["unstable"] += 1
+            # wait until enough old arrivals leave the window
+            excess = len(self._arrivals) + 1 - int(allowed)
+            idx = min(max(excess - 1, 0), len(self._arrivals) - 1)
+            wait = (self._arrivals[idx] + self.rate_window_s - now) if self._arrivals else alpha
+            return Busy("unstable", max(self.retry_after_min_s, wait))
+        rec = BufferedQuery(announce, local, QueryState.BUFFERED, now, now)
+        self._write(rec)
+        self._arrivals.append(now)
+        self._n["admitted"] += 1
+        log.info("buffer: admitted %s (local=%s, open=%d)", rec.query_id, local, n_open + 1)
+        return Admitted(rec)
+
+    def set_state(self, query_id: QueryId, state: QueryState, now: float, *, answer: str = "",
+                  detail: str = "") -> BufferedQuery:
+        """Move a query to ``state`` (durably). Finished states may carry answer/detail."""
+        rec = self._q.get(query_id)
+        if rec is None:
+            raise UnknownQuery(query_id)
+        if rec.state.finished and not state.finished:
+            return rec  # never resurrect a finished query
+        if rec.state == state and not answer and not detail:
+            return rec
+        new = replace(rec, state=state, updated_at=now, answer=answer or rec.answer,
+                      detail=detail or rec.detail)
+        self._write(new)
+        if state.finished and not rec.state.finished:
+            self._finished.append(query_id)
+            self._prune()
+        log.info("buffer: %s %s -> %s", query_id, rec.state.value, state.value)
+        return new
+
+    def _write(self, rec: BufferedQuery) -> None:
+        self.store.put(rec.query_id, rec.state.value, rec.updated_at, rec.to_bytes())
+        self._q[rec.query_id] = rec
+
+    def _prune(self) -> None:
+        while len(self._finished) > self.finished_keep:
+            old = self._finished.popleft()
+            self._q.pop(old, None)
+            self.store.delete(old)
+
+    def statistics(self, now: float | None = None) -> BufferStatistics:
+        by_state: dict[str, int] = {s.value: 0 for s in QueryState}
+        for r in self._q.values():
+            by_state[r.state.value] += 1
+        rate = self.arrival_rate_per_s(now) if now is not None else (
+            len(self._arrivals) / self.rate_window_s)
+        return BufferStatistics(
+            capacity=self.capacity,
+            unfinished=sum(1 for r in self._q.values() if not r.state.finished),
+            by_state=by_state, admitted=self._n["admitted"], refused_full=self._n["full"],
+            refused_unstable=self._n["unstable"], refused_duplicate=self._n["duplicate"],
+            alpha_max_s=self.alpha_max_s, arrival_rate_per_s=rate,
+            max_stable_rate_per_s=max_stable_rate_per_s(self.alpha_max_s, self.layers_k,
+                                                          self.proposers_m),
+            corrupt_records=self._n["corrupt"])
+
+
+__all__ = ["Admitted", "BufferStatistics", "BufferedQuery", "Busy", "CorruptRecord",
+           "MemoryStore", "PromptBuffer", "QueryState", "SQLiteStore", "Store", "UnknownQuery",
+           "max_stable_rate_per_s", "stability_load"]

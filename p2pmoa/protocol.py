@@ -1,0 +1,1605 @@
+"""The peer protocol: one sans-I/O state machine per node, ``handle(event) -> list[Effect]``.
+
+The daemon (node/) and the simulator (simulations/) both drive this class; nothing in it does
+I/O, reads a clock or uses global randomness. Time comes in every event (``now``, seconds),
+randomness from the ``random.Random`` passed at construction (nonces, garbage in fault mode).
+
+Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the diagram):
+
+1. ``UserQuery`` at the *originator*: admitted to the prompt buffer (durably, before
+   ``Accepted`` is returned), then ``Broadcast(QUERY_TOPIC, QueryAnnounce)``; the originator
+   also answers the query itself.
+2. Every peer that receives the announce (and is selected by ``select_ppm``) buffers it,
+   emits ``Generate`` (system message = its role), then ``Embed`` of its answer, and sends a
+   signed :class:`~p2pmoa.messages.Proposal` to the originator (acknowledged, retransmitted
+   with back-off up to ``retransmits_max`` times, de-duplicated at the receiver).
+3. When ``proposers_max`` proposals arrived, or at the collection deadline with what arrived,
+   the originator starts the aggregation round: ``RoundStart`` carries the bundle of signed
+   proposal frames to every member (originator + proposers). Each member verifies every
+   proposal itself, embeds the candidate answers with ITS OWN embedder, ranks them by
+   centrality, and then, by method:
+
+   * ``pbft``: one :class:`consensus.pbft.Replica` per query (``seq_max=1``), weights fixed
+     by the originator from its trust book; value = ``msgpack([query_id, proposer,
+     sha256(answer)])``; validity = "this candidate is in the bundle and among my top-k by my
+     own centrality". A primary proposing anything else is voted down by a view change.
+   * ``vote``: each member sends a :class:`ScoreVote`; the originator sums trust-weighted
+     scores ``S(r) = Σ w_i s_i(r)``.
+   * ``averaging``: members exchange :class:`AvgVector` for ``avg_rounds`` steps,
+     ``x ← (1-α)x + α·median(received)``; the answer is the candidate nearest the result.
+   * ``aggregate``: the originator's model synthesises an answer from the bundle.
+
+4. The decision is recorded by every member (PBFT members decide themselves; for the other
+   methods the originator sends a signed :class:`Decision`), the originator emits
+   ``Deliver(query_id, answer, trace)``; the trace says how many proposals arrived in time.
+
+Robustness: every frame goes through :class:`~p2pmoa.identity.FrameReader` (size, dedupe,
+bounded decode, replay window, signature, schema). Every reject is counted by reason in
+:meth:`PeerProtocol.statistics`; no input a peer can send raises out of :meth:`handle`.
+A bad signature is blamed on the *transport* peer (``FrameIn.peer``, authenticated by Noise
+or gossipsub's signed source), never on the key the frame claims, so nobody can get an
+honest peer quarantined by forging its name. Equivocation (two different signed proposals,
+or two conflicting PBFT messages for one slot) quarantines the signer.
+
+Fault injection (tests and simulator only, off by default): ``fault="silent"`` sends
+nothing; ``"garbage"`` proposes garbage answers, votes at random and as PBFT primary
+proposes a value outside the bundle; ``"equivocate"`` sends two different proposals and a
+conflicting twin of every PBFT message it sends.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Protocol, Sequence, Union
+
+import numpy as np
+
+from consensus import pbft
+from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
+from p2pmoa.effects import (
+    Broadcast,
+    CancelTimer,
+    ChatMessage,
+    Deliver,
+    Embed,
+    GenParams,
+    Generate,
+    PeerId,
+    QueryId,
+    Send,
+    SetTimer,
+)
+from p2pmoa.identity import (
+    Envelope,
+    FrameReader,
+    Signer,
+    Verifier,
+    decode_envelope,
+    public_key_from_peer_id,
+    seal,
+)
+from p2pmoa.messages import (
+    DEFAULT_LIMITS,
+    METHODS,
+    QUERY_TOPIC,
+    Ack,
+    AvgVector,
+    BadSignature,
+    Decision,
+    Duplicate,
+    FrameError,
+    Limits,
+    Nack,
+    PbftWire,
+    Proposal,
+    QueryAnnounce,
+    Replayed,
+    RoundStart,
+    ScoreVote,
+    StaleFrame,
+    f32_to_vector,
+    pack,
+    unpack_bounded,
+    vector_to_f32,
+)
+
+log = logging.getLogger(__name__)
+
+FAULTS = (None, "silent", "garbage", "equivocate")
+
+
+class _UnknownEvent(TypeError):
+    """The driver passed something that is not an Event (a driver bug: raised, not hidden)."""
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    """A local user asks ``prompt`` (the API or CLI chose ``query_id``, unique per node)."""
+
+    query_id: QueryId
+    prompt: str
+    method: str | None = None
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    """Bytes from ``peer`` (the transport-authenticated sender: stream remote peer, or the
+    gossipsub message source). ``topic`` is the gossip topic, or None for a direct stream."""
+
+    peer: PeerId
+    topic: str | None
+    data: bytes
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    name: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class GenerateDone:
+    """Result of ``Generate(job_id)``: a ``p2pmoa.llm.Generation`` (text, prompt_tokens,
+    completion_tokens, llm_s, model_id)."""
+
+    job_id: str
+    generation: Any
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class GenerateFailed:
+    job_id: str
+    error: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True, eq=False)
+class EmbedDone:
+    """Result of ``Embed(job_id)``: (n, dim) float32 array, rows L2-normalised."""
+
+    job_id: str
+    vectors: Any
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class EmbedFailed:
+    job_id: str
+    error: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class PeerUp:
+    peer: PeerId
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    peer: PeerId
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """The driver (re)started the machine: unfinished buffered queries are resumed."""
+
+    _: KW_ONLY
+    now: float
+
+
+Event = Union[UserQuery, FrameIn, TimerFired, GenerateDone, GenerateFailed, EmbedDone,
+              EmbedFailed, PeerUp, PeerDown, Started]
+
+
+# --------------------------------------------------------------------------- extra effects
+# (to be moved to p2pmoa/effects.py by its owner; the drivers match on these names)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The user's query is durably buffered; the driver may acknowledge it now."""
+
+    query_id: QueryId
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The user's query was not accepted: ``reason`` in busy/unstable/full/duplicate/invalid."""
+
+    query_id: QueryId
+    reason: str
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An accepted query could not be answered (the user must hear about it)."""
+
+    query_id: QueryId
+    reason: str
+    trace: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Everything a node decides about its own protocol behaviour.
+
+    Args:
+        role: system message this node's model answers in (its MoA role).
+        model_id: the local model's id (goes into proposals and traces).
+        space_id: the mesh embedding space; proposals in another space are refused.
+        method: default aggregation method for local queries (pbft/averaging/vote/aggregate).
+        topic: gossip topic of query announcements.
+        collect_timeout_s: how long the originator waits for proposals (default 20 s).
+        round_timeout_s: how long the aggregation round may take before the originator
+            decides on its own judgement and says so in the trace (default 15 s).
+        view_timeout_s: PBFT view-change timeout (default 2 s, doubles per view change).
+        proposers_max: proposals collected per query, hence members - 1 (default 8).
+        select_ppm: share of peers asked to answer, parts per million (default all).
+        retransmit_s: first retransmission delay of unacknowledged frames (default 1 s,
+            doubling each time).
+        retransmits_max: retransmissions before giving up (default 4).
+        skew_s: accepted clock skew / replay window (default 30 s).
+        gen_params: sampling parameters for this node's generations.
+        top_k: PBFT validity: a candidate is acceptable if among the top-k by the replica's
+            own centrality (0 = half of the candidates, rounded up).
+        avg_rounds: averaging steps (default 6); avg_alpha: step size α (default 0.5).
+        limits: wire limits.
+        fault: fault-injection mode (None = honest; "silent", "garbage", "equivocate").
+        remember_max: finished queries remembered in memory for de-duplication (default 1024).
+    """
+
+    role: str = "You are a helpful assistant. Answer briefly."
+    model_id: str = "unknown"
+    space_id: str = "unknown"
+    method: str = "pbft"
+    topic: str = QUERY_TOPIC
+    collect_timeout_s: float = 20.0
+    round_timeout_s: float = 15.0
+    view_timeout_s: float = 2.0
+    proposers_max: int = 8
+    select_ppm: int = 1_000_000
+    retransmit_s: float = 1.0
+    retransmits_max: int = 4
+    skew_s: float = 30.0
+    gen_params: GenParams = field(default_factory=GenParams)
+    top_k: int = 0
+    avg_rounds: int = 6
+    avg_alpha: float = 0.5
+    limits: Limits = DEFAULT_LIMITS
+    fault: str | None = None
+    remember_max: int = 1024
+
+    def __post_init__(self):
+        assert self.method in METHODS, f"method must be one of {METHODS}"
+        assert self.fault in FAULTS, f"fault must be one of {FAULTS}"
+        assert 1 <= self.proposers_max < self.limits.members_max, "proposers_max out of range"
+        assert self.retransmits_max >= 0 and self.retransmit_s > 0
+
+
+# --------------------------------------------------------------------------- trust
+
+
+class TrustPort(Protocol):
+    """What the protocol needs from a trust book (consensus.trust.TrustBook via an adapter)."""
+
+    def good(self, member: str, now: float) -> None: ...
+
+    def bad(self, member: str, reason: str, now: float) -> None: ...
+
+    def quality(self, member: str, score: float, now: float) -> None: ...
+
+    def quarantine(self, member: str, evidence: str, now: float) -> None: ...
+
+    def is_quarantined(self, member: str) -> bool: ...
+
+    def weights(self, members: Sequence[str]) -> dict[str, int]: ...
+
+    def score(self, member: str) -> float: ...
+
+
+class LocalTrust:
+    """Minimal trust ledger used until/unless a consensus.trust.TrustBook is passed in.
+
+    Score in [0, 1] starts at 0.5, moves by exponential smoothing towards 1 on good events and
+    quality scores, towards 0 on bad ones; quarantine is permanent. Weight = 1 + round(9 *
+    score) (quarantined: 0), so one member never weighs more than 10x another.
+    """
+
+    def __init__(self, rate: float = 0.2):
+        self.rate = rate
+        self.scores: dict[str, float] = {}
+        self.quarantined: dict[str, str] = {}
+
+    def _move(self, m: str, target: float) -> None:
+        s = self.scores.get(m, 0.5)
+        self.scores[m] = s + self.rate * (target - s)
+
+    def good(self, member, now):
+        self._move(member, 1.0)
+
+    def bad(self, member, reason, now):
+        self._move(member, 0.0)
+
+    def quality(self, member, score, now):
+        self._move(member, min(1.0, max(0.0, score)))
+
+    def quarantine(self, member, evidence, now):
+        self.quarantined.setdefault(member, evidence)
+        self.scores[member] = 0.0
+
+    def is_quarantined(self, member):
+        return member in self.quarantined
+
+    def weights(self, members):
+        return {m: 0 if m in self.quarantined else 1 + round(9 * self.scores.get(m, 0.5))
+                for m in members}
+
+    def score(self, member):
+        return 0.0 if member in self.quarantined else self.scores.get(member, 0.5)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class ProtocolStatistics:
+    """Frozen snapshot of a node's protocol counters.
+
+    ``rejects`` counts dropped inputs by reason (metric label); ``counters`` counts protocol
+    events; ``decisions`` maps query id -> (digest hex, answer) recorded by this node.
+    """
+
+    peer_id: PeerId
+    rejects: dict
+    counters: dict
+    active_queries: int
+    quarantined: tuple
+    verifications: int
+    decisions: dict
+
+
+# --------------------------------------------------------------------------- internal state
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    b = text.encode("utf-8", "surrogatepass")
+    if len(b) <= max_bytes:
+        return text
+    return b[:max_bytes].decode("utf-8", "ignore")
+
+
+def selected(query_id: str, peer: str, select_ppm: int) -> bool:
+    """Deterministic sampling of proposers: does ``peer`` answer ``query_id``?"""
+    if select_ppm >= 1_000_000:
+        return True
+    h = hashlib.sha256(f"{query_id}\x00{peer}".encode()).digest()
+    return int.from_bytes(h[:8], "big") % 1_000_000 < select_ppm
+
+
+def centrality(vectors: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of each row to the others (rows L2-normalised)."""
+    n = len(vectors)
+    if n <= 1:
+        return np.ones(n)
+    sims = vectors @ vectors.T
+    return (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
+
+
+def ranking(vectors: np.ndarray) -> list[int]:
+    """Candidate indices by decreasing centrality; ties to the lower index."""
+    c = centrality(vectors)
+    return sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 6), i))
+
+
+class _Origin:
+    """Originator-side state of one local query."""
+
+    def __init__(self, ann: QueryAnnounce, ann_nonce: bytes, now: float):
+        self.ann = ann
+        self.ann_nonce = ann_nonce
+        self.started = now
+        self.proposals: dict[PeerId, tuple[bytes, Proposal, float]] = {}
+        self.bad: set[PeerId] = set()
+        self.nacks: dict[PeerId, str] = {}
+        self.phase = "collect"  # collect -> round -> done
+        self.round: RoundStart | None = None
+        self.round_at = 0.0
+        self.votes: dict[PeerId, tuple[int, ...]] = {}
+        self.tally: dict[bytes, dict[PeerId, Decision]] = {}
+        self.synth_job: str | None = None
+        self.notes: list[str] = []
+
+
+class _Answer:
+    """Proposer-side state of one query this node answers."""
+
+    def __init__(self, ann: QueryAnnounce):
+        self.ann = ann
+        self.generation: Any = None
+        self.text = ""
+        self.proposal: Proposal | None = None
+
+
+class _Member:
+    """Member-side state of one aggregation round."""
+
+    def __init__(self, rs: RoundStart, origin: PeerId, cands: list[tuple[bytes, Proposal]]):
+        self.rs = rs
+        self.origin = origin
+        self.cands = cands
+        self.texts = [p.answer for _, p in cands]
+        self.vectors: np.ndarray | None = None
+        self.rank: list[int] = []
+        self.replica: pbft.Replica | None = None
+        self.pending: list[tuple[PeerId, Any]] = []
+        self.slots: dict[tuple, Any] = {}
+        self.decision: Decision | None = None
+        self.avg_x: np.ndarray | None = None
+        self.avg_step = 0
+        self.avg_inbox: dict[int, dict[PeerId, np.ndarray]] = {}
+        self.spoke: set[PeerId] = set()
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class PeerProtocol:
+    """The peer state machine of one node.
+
+    Args:
+        signer: this node's identity (Ed25519Identity, or InsecureSimSigner in the simulator).
+        verifier: signature checker matching the mesh's signers.
+        config: protocol behaviour (see :class:`ProtocolConfig`).
+        rng: source of nonces and fault-mode randomness (``random.SystemRandom()`` in the
+            daemon, a seeded ``random.Random`` in the simulator and tests).
+        buffer: the prompt buffer (default: 64 slots over a :class:`MemoryStore`).
+        trust: trust book port (default :class:`LocalTrust`).
+
+    Driving it: call :meth:`handle` with one event at a time, in the order the driver
+    observes them, and execute the returned effects in order. ``Send``/``Broadcast`` carry
+    ready signed frames (bytes). ``SetTimer(name, delay_s)`` replaces a pending timer of the
+    same name; deliver ``TimerFired(name)`` when it expires unless cancelled. Results of
+    ``Generate``/``Embed`` come back as ``GenerateDone``/``GenerateFailed``/``EmbedDone``/
+    ``EmbedFailed`` with the same ``job_id``. Call ``Started`` once after (re)start.
+    """
+
+    def __init__(self, signer: Signer, verifier: Verifier, config: ProtocolConfig | None = None,
+                 *, rng: random.Random, buffer: PromptBuffer | None = None,
+                 trust: TrustPort | None = None):
+        self.signer = signer
+        self.me: PeerId = signer.peer_id
+        self.cfg = config or ProtocolConfig()
+        self.rng = rng
+        self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
+        self.trust: TrustPort = trust if trust is not None else LocalTrust()
+        self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
+        self._verifier = verifier
+        self.peers: set[PeerId] = set()
+        self._origins: dict[QueryId, _Origin] = {}
+        self._answers: dict[QueryId, _Answer] = {}
+        self._members: dict[QueryId, _Member] = {}
+        self._jobs: dict[str, tuple[str, QueryId]] = {}
+        self._timers: dict[str, tuple] = {}
+        self._rtx: dict[tuple, list] = {}  # (peer, kind, qid) -> [msg, tries, nonces]
+        self._rtx_nonce: dict[bytes, tuple] = {}
+        self._decisions: dict[QueryId, Decision] = {}
+        self._done_order: list[QueryId] = []
+        self._rejects: dict[str, int] = {}
+        self._n: dict[str, int] = {}
+        self._out: list = []
+        self._now = 0.0
+        log.info("peer %s ready (model %s, method %s%s)", self.me, self.cfg.model_id,
+                 self.cfg.method, f", FAULT MODE {self.cfg.fault}" if self.cfg.fault else "")
+
+    # ------------------------------------------------------------------ public API
+
+    def handle(self, event: Event) -> list:
+        """Apply one event; return the effects to execute, in order. Never raises on input."""
+        self._out = []
+        self._now = event.now
+        try:
+            match event:
+                case FrameIn():
+                    self._on_frame(event)
+                case TimerFired(name=name):
+                    self._on_timer(name)
+                case UserQuery():
+                    self._on_user_query(event)
+                case GenerateDone(job_id=job, generation=g):
+                    self._on_generate_done(job, g)
+                case GenerateFailed(job_id=job, error=err):
+                    self._on_job_failed(job, f"generate: {err}")
+                case EmbedDone(job_id=job, vectors=v):
+                    self._on_embed_done(job, v)
+                case EmbedFailed(job_id=job, error=err):
+                    self._on_job_failed(job, f"embed: {err}")
+                case PeerUp(peer=p):
+                    self.peers.add(p)
+                case PeerDown(peer=p):
+                    self.peers.discard(p)
+                case Started():
+                    self._on_started()
+                case _:
+                    raise _UnknownEvent(f"unknown event {type(event).__name__}")
+        except _UnknownEvent:
+            raise
+        except Exception:
+            # A bug, not a peer's fault; keep the node alive and make it visible.
+            log.exception("internal error on %s", type(event).__name__)
+            self._reject("internal_error")
+        out = self._out
+        self._out = []
+        if self.cfg.fault == "silent":
+            out = [e for e in out if not isinstance(e, (Send, Broadcast))]
+        return out
+
+    def statistics(self) -> ProtocolStatistics:
+        return ProtocolStatistics(
+            peer_id=self.me, rejects=dict(self._rejects), counters=dict(self._n),
+            active_queries=len(self._origins) + len(self._answers) + len(self._members),
+            quarantined=tuple(sorted(getattr(self.trust, "quarantined", {}))),
+            verifications=self.reader.verifications,
+            decisions={q: (d.digest.hex(), d.answer) for q, d in self._decisions.items()})
+
+    def decision(self, query_id: QueryId) -> Decision | None:
+        """The decision this node recorded for ``query_id`` (None if none yet)."""
+        return self._decisions.get(query_id)
+
+    # ------------------------------------------------------------------ small helpers
+
+    def _emit(self, effect) -> None:
+        self._out.append(effect)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._n[name] = self._n.get(name, 0) + n
+
+    def _reject(self, reason: str) -> None:
+        self._rejects[reason] = self._rejects.get(reason, 0) + 1
+
+    def _seal(self, msg) -> tuple[bytes, bytes]:
+        nonce = self.rng.getrandbits(128).to_bytes(16, "little")
+        return seal(self.signer, msg, now=self._now, nonce=nonce), nonce
+
+    def _send(self, peer: PeerId, msg) -> bytes:
+        frame, nonce = self._seal(msg)
+        self._emit(Send(peer, frame))
+        return nonce
+
+    def _send_reliable(self, peer: PeerId, msg) -> None:
+        """Send with application-level ack; retransmit (re-sealed, fresh nonce) on timeout."""
+        key = (peer, msg.kind, msg.query_id)
+        old = self._rtx.get(key)
+        if old is not None:
+            for n in old[2]:
+                self._rtx_nonce.pop(n, None)
+        nonce = self._send(peer, msg)
+        self._rtx[key] = [msg, 0, [nonce]]
+        self._rtx_nonce[nonce] = key
+        self._set_timer(f"rtx:{msg.kind}:{peer}:{msg.query_id}", self.cfg.retransmit_s,
+                        ("rtx", key))
+
+    def _stop_rtx(self, key: tuple) -> None:
+        entry = self._rtx.pop(key, None)
+        if entry is None:
+            return
+        for n in entry[2]:
+            self._rtx_nonce.pop(n, None)
+        self._cancel_timer(f"rtx:{key[1]}:{key[0]}:{key[2]}")
+
+    def _set_timer(self, name: str, delay_s: float, owner: tuple) -> None:
+        self._timers[name] = owner
+        self._emit(SetTimer(name, max(0.0, delay_s)))
+
+    def _cancel_timer(self, name: str) -> None:
+        if self._timers.pop(name, None) is not None:
+            self._emit(CancelTimer(name))
+
+    def _buffer_state(self, qid: QueryId, state: QueryState, **kw) -> None:
+        if qid in self.buffer:
+            self.buffer.set_state(qid, state, self._now, **kw)
+
+    # ------------------------------------------------------------------ user queries
+
+    def _on_user_query(self, e: UserQuery) -> None:
+        method = e.method or self.cfg.method
+        L = self.cfg.limits
+        if (not isinstance(e.prompt, str) or not e.prompt.strip()
+                or len(e.prompt.encode("utf-8", "surrogatepass")) > L.prompt_bytes_max
+                or not isinstance(e.query_id, str) or not e.query_id
+                or len(e.query_id.encode("utf-8", "surrogatepass")) > L.id_bytes_max):
+            self._emit(Refused(e.query_id, "invalid"))
+            return
+        if method not in METHODS:
+            self._emit(Refused(e.query_id, "invalid_method"))
+            return
+        gp = self.cfg.gen_params
+        ann = QueryAnnounce(e.query_id, self.me, e.prompt, method, e.now,
+                            self.cfg.collect_timeout_s, self.cfg.proposers_max,
+                            self.cfg.select_ppm, gp.max_tokens, gp.temperature, gp.seed)
+        adm = self.buffer.admit(ann, local=True, now=e.now)
+        if isinstance(adm, Busy):
+            self._emit(Refused(e.query_id, adm.reason, adm.retry_after_s))
+            return
+        self._emit(Accepted(e.query_id))
+        self._count("queries_accepted")
+        self._start_origin(ann)
+
+    def _start_origin(self, ann: QueryAnnounce) -> None:
+        frame, nonce = self._seal(ann)
+        self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
+        self._emit(Broadcast(self.cfg.topic, frame))
+        self._set_timer(f"collect:{ann.query_id}", ann.deadline_s, ("collect", ann.query_id))
+        log.info("query %s: announced (method %s)", ann.query_id, ann.method)
+        self._start_answer(ann)
+
+    def _on_started(self) -> None:
+        """Resume unfinished buffered queries after a restart."""
+        for rec in self.buffer.unfinished():
+            qid = rec.query_id
+            if qid in self._origins or qid in self._answers:
+                continue
+            if rec.local:
+                a = rec.announce
+                ann = QueryAnnounce(qid, self.me, a.prompt, a.method, self._now, a.deadline_s,
+                                    a.proposers_max, a.select_ppm, a.max_tokens, a.temperature,
+                                    a.seed)
+                self._count("recovered_local")
+                log.info("query %s: recovered after restart, re-announcing", qid)
+                self._buffer_state(qid, QueryState.BUFFERED)
+                self._start_origin(ann)
+            elif rec.announce.created_at + rec.announce.deadline_s > self._now:
+                self._count("recovered_remote")
+                self._start_answer(rec.announce)
+            else:
+                self.buffer.set_state(qid, QueryState.FAILED, self._now, detail="expired")
+
+    # ------------------------------------------------------------------ answering
+
+    def _start_answer(self, ann: QueryAnnounce) -> None:
+        qid = ann.query_id
+        st = _Answer(ann)
+        self._answers[qid] = st
+        job = f"gen:{qid}"
+        self._jobs[job] = ("gen", qid)
+        self._buffer_state(qid, QueryState.GENERATING)
+        params = GenParams(max_tokens=ann.max_tokens, temperature=ann.temperature,
+                           top_p=self.cfg.gen_params.top_p, seed=ann.seed)
+        msgs = (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt))
+        self._emit(Generate(job, msgs, params))
+        remote_deadline = ann.created_at + ann.deadline_s + self.cfg.round_timeout_s * 2
+        if ann.origin != self.me:
+            self._set_timer(f"expire:{qid}", max(1.0, remote_deadline - self._now),
+                            ("expire", qid))
+
+    def _on_generate_done(self, job: str, g: Any) -> None:
+        kind, qid = self._jobs.pop(job, (None, None))
+        if kind == "synth":
+            self._on_synth_done(qid, g)
+            return
+        st = self._answers.get(qid) if kind == "gen" else None
+        if st is None:
+            self._count("stale_job")
+            return
+        llm_s = float(getattr(g, "llm_s", 0.0) or 0.0)
+        self.buffer.record_generation_time(llm_s)
+        text = str(getattr(g, "text", ""))
+        if self.cfg.fault == "garbage":
+            text = f"garbage {self.rng.getrandbits(64):016x} zzz qqq"
+        st.generation = g
+        st.text = _clip_utf8(text, self.cfg.limits.answer_bytes_max)
+        ejob = f"emb:{qid}"
+        self._jobs[ejob] = ("emb", qid)
+        self._buffer_state(qid, QueryState.VOTING)
+        self._emit(Embed(ejob, (st.text,)))
+
+    def _on_job_failed(self, job: str, err: str) -> None:
+        kind, qid = self._jobs.pop(job, (None, None))
+        if kind is None:
+            return
+        log.warning("query %s: %s job failed: %s", qid, kind, err)
+        self._count(f"{kind}_failed")
+        if kind in ("gen", "emb"):
+            self._answers.pop(qid, None)
+            if qid not in self._origins:
+                self._buffer_state(qid, QueryState.FAILED, detail=err[:200])
+        elif kind == "memb":
+            self._members.pop(qid, None)
+        elif kind == "synth" and qid in self._origins:
+            o = self._origins[qid]
+            o.notes.append(f"synthesis failed ({err[:80]}); fell back to medoid")
+            self._finish_by_rank(o, "aggregate")
+
+    def _on_embed_done(self, job: str, vectors: Any) -> None:
+        kind, qid = self._jobs.pop(job, (None, None))
+        try:
+            v = np.asarray(vectors, dtype=np.float32)
+        except Exception:
+            v = np.zeros((0, 0), np.float32)
+        if kind == "emb":
+            self._on_own_embedding(qid, v)
+        elif kind == "memb":
+            self._on_member_embedding(qid, v)
+        else:
+            self._count("stale_job")
+
+    def _on_own_embedding(self, qid: QueryId, v: np.ndarray) -> None:
+        st = self._answers.get(qid)
+        if st is None:
+            return
+        if v.ndim != 2 or v.shape[0] < 1 or not np.all(np.isfinite(v[0])) \
+                or v.shape[1] > self.cfg.limits.dim_max or v.shape[1] == 0:
+            self._count("emb_failed")
+            self._answers.pop(qid, None)
+            if qid not in self._origins:
+                self._buffer_state(qid, QueryState.FAILED, detail="bad embedding")
+            return
+        vec = v[0]
+        if self.cfg.fault == "garbage":
+            r = np.array([self.rng.uniform(-1, 1) for _ in range(len(vec))], np.float32)
+            vec = r / max(float(np.linalg.norm(r)), 1e-9)
+        g = st.generation
+        prop = Proposal(qid, self.me, st.text, str(getattr(g, "model_id", self.cfg.model_id))[:100],
+                        _clip_utf8(self.cfg.role, self.cfg.limits.text_bytes_max),
+                        self.cfg.space_id, vector_to_f32(vec),
+                        int(getattr(g, "prompt_tokens", 0) or 0),
+                        int(getattr(g, "completion_tokens", 0) or 0),
+                        min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0))
+        st.proposal = prop
+        origin = st.ann.origin
+        self._count("proposals_made")
+        if origin == self.me:
+            frame, _ = self._seal(prop)
+            self.reader.remember_verified(frame, decode_envelope(frame, self.cfg.limits), prop)
+            self._origin_add(self.me, frame, prop)
+            return
+        self._send_reliable(origin, prop)
+        if self.cfg.fault == "equivocate":
+            twin = Proposal(qid, self.me, st.text + " Actually, the opposite is true.",
+                            prop.model_id, prop.role, prop.space_id, prop.embedding_f32,
+                            prop.prompt_tokens, prop.completion_tokens, prop.llm_s)
+            self._send(origin, twin)
+
+    # ------------------------------------------------------------------ frames in
+
+    def _on_frame(self, e: FrameIn) -> None:
+        try:
+            env, msg = self.reader.read(e.data, e.now)
+        except FrameError as exc:
+            self._reject(exc.reason)
+            if isinstance(exc, BadSignature):
+                self.trust.quarantine(e.peer, "forged signature", e.now)
+                log.warning("peer %s sent a forged signature: quarantined", e.peer)
+            elif not isinstance(exc, (Duplicate, Replayed, StaleFrame)):
+                self.trust.bad(e.peer, exc.reason, e.now)
+            return
+        self._last_frame = e.data
+        self._last_nonce = env.nonce
+        sender = env.sender
+        if sender == self.me:
+            self._count("own_frames")
+            return
+        if (msg.kind == "announce") != (e.topic is not None):
+            self._reject("wrong_channel")
+            return
+        if e.topic is not None and e.topic != self.cfg.topic:
+            self._reject("wrong_topic")
+            return
+        if self.trust.is_quarantined(sender) and msg.kind not in ("pbft", "ack"):
+            self._reject("quarantined")
+            return
+        self._count(f"in_{msg.kind}")
+        match msg:
+            case QueryAnnounce():
+                self._on_announce(env, msg)
+            case Proposal():
+                self._on_proposal(env, msg)
+            case Ack():
+                self._on_ack(sender, msg)
+            case Nack():
+                self._on_nack(sender, msg)
+            case RoundStart():
+                self._on_round_start(env, msg)
+            case PbftWire():
+                self._on_pbft(env, msg)
+            case ScoreVote():
+                self._on_vote(sender, msg)
+            case AvgVector():
+                self._on_avg(sender, msg)
+            case Decision():
+                self._on_decision(env, msg)
+
+    def _on_ack(self, sender: PeerId, msg: Ack) -> None:
+        key = self._rtx_nonce.get(msg.ref)
+        if key is None or key[0] != sender:
+            self._count("ack_unmatched")
+            return
+        self._stop_rtx(key)
+
+    def _on_nack(self, sender: PeerId, msg: Nack) -> None:
+        key = self._rtx_nonce.get(msg.ref)
+        if key is not None and key[0] == sender:
+            self._stop_rtx(key)
+            if key[1] == "proposal":
+                self._finish_answer(msg.query_id, QueryState.DONE, f"origin said {msg.reason}")
+            return
+        st = self._answers.get(msg.query_id)
+        if st is not None and st.ann.origin == sender and msg.reason in ("late", "decided"):
+            self._stop_rtx((sender, "proposal", msg.query_id))
+            self._finish_answer(msg.query_id, QueryState.DONE, f"origin said {msg.reason}")
+            return
+        o = self._origins.get(msg.query_id)
+        if o is not None and msg.ref == o.ann_nonce:
+            o.nacks[sender] = msg.reason
+            return
+        self._count("nack_unmatched")
+
+    def _ack(self, env: Envelope, peer: PeerId) -> None:
+        self._send(peer, Ack(env.query_id, env.nonce))
+
+    # ---- announce (peer side)
+
+    def _on_announce(self, env: Envelope, ann: QueryAnnounce) -> None:
+        qid = ann.query_id
+        if ann.origin != env.sender:
+            self._reject("sender_mismatch")
+            return
+        if ann.created_at + ann.deadline_s < self._now:
+            self._reject("expired")
+            return
+        st = self._answers.get(qid)
+        if st is not None:
+            if st.proposal is not None and st.ann.origin == ann.origin:
+                self._count("proposal_resent")  # originator restarted: answer again
+                self._send_reliable(ann.origin, st.proposal)
+            return
+        if qid in self.buffer or qid in self._decisions:
+            self._count("announce_duplicate")
+            return
+        if not selected(qid, self.me, ann.select_ppm):
+            self._count("not_selected")
+            return
+        adm = self.buffer.admit(ann, local=False, now=self._now)
+        if isinstance(adm, Busy):
+            self._count("announce_refused")
+            self._send(ann.origin, Nack(qid, env.nonce, adm.reason, adm.retry_after_s))
+            return
+        self._start_answer(ann)
+
+    def _finish_answer(self, qid: QueryId, state: QueryState, detail: str = "") -> None:
+        self._answers.pop(qid, None)
+        self._cancel_timer(f"expire:{qid}")
+        if qid not in self._origins:
+            self._buffer_state(qid, state, detail=detail)
+
+    # ---- proposals (originator side)
+
+    def _on_proposal(self, env: Envelope, p: Proposal) -> None:
+        qid = p.query_id
+        if p.proposer != env.sender:
+            self._reject("sender_mismatch")
+            return
+        o = self._origins.get(qid)
+        if o is None:
+            if qid in self._decisions:
+                self._ack(env, env.sender)
+                self._send(env.sender, Nack(qid, env.nonce, "decided"))
+            else:
+                self._reject("unknown_query")
+            return
+        self._ack(env, env.sender)
+        if p.space_id != self.cfg.space_id:
+            self._reject("space_mismatch")
+            self.trust.bad(env.sender, "space_mismatch", self._now)
+            return
+        if o.phase != "collect":
+            have = o.proposals.get(p.proposer)
+            if have is None:
+                self._count("late_proposals")
+                self._send(env.sender, Nack(qid, env.nonce, "late"))
+            return
+        frame = self._last_frame
+        self.reader.remember_verified(frame, env, p)
+        self._origin_add(env.sender, frame, p)
+
+    def _origin_add(self, sender: PeerId, frame: bytes, p: Proposal) -> None:
+        o = self._origins.get(p.query_id)
+        if o is None or o.phase != "collect":
+            return
+        if sender in o.bad:
+            return
+        have = o.proposals.get(sender)
+        if have is not None:
+            if have[1] == p:
+                self._count("proposal_duplicate")
+                return
+            # two different signed proposals from one key for one query: equivocation
+            self._reject("equivocation")
+            o.bad.add(sender)
+            del o.proposals[sender]
+            self.trust.quarantine(sender, f"two proposals for {p.query_id}", self._now)
+            o.notes.append(f"{sender} equivocated (two proposals): excluded and quarantined")
+            log.warning("query %s: %s equivocated, quarantined", p.query_id, sender)
+            return
+        if own_dim := len(p.embedding_f32) // 4:
+            dims = {len(x[1].embedding_f32) // 4 for x in o.proposals.values()}
+            if dims and own_dim not in dims:
+                self._reject("dim_mismatch")
+                return
+        o.proposals[sender] = (frame, p, self._now)
+        self._count("proposals_received")
+        if len(o.proposals) >= o.ann.proposers_max:
+            self._start_round(o)
+
+    # ------------------------------------------------------------------ timers
+
+    def _on_timer(self, name: str) -> None:
+        owner = self._timers.pop(name, None)
+        if owner is None:
+            self._count("stale_timer")
+            return
+        match owner:
+            case ("collect", qid):
+                o = self._origins.get(qid)
+                if o is not None and o.phase == "collect":
+                    o.notes.append(f"collection deadline: {len(o.proposals)} of "
+                                   f"{o.ann.proposers_max} proposals arrived")
+                    self._start_round(o)
+            case ("round", qid):
+                o = self._origins.get(qid)
+                if o is not None and o.phase == "round":
+                    self._round_timeout(o)
+            case ("rtx", key):
+                self._on_rtx(key)
+            case ("expire", qid):
+                self._count("rounds_closed" if qid in self._decisions else "answers_expired")
+                self._members.pop(qid, None)
+                self._finish_answer(qid, QueryState.DONE, "no decision seen")
+            case ("pbft", qid, inner):
+                m = self._members.get(qid)
+                if m is not None and m.replica is not None:
+                    self._run_pbft(qid, m, pbft.TimerExpired(inner))
+            case ("avg", qid, step):
+                m = self._members.get(qid)
+                if m is not None and m.avg_step == step and m.decision is None:
+                    self._avg_advance(qid, m, force=True)
+
+    def _on_rtx(self, key: tuple) -> None:
+        entry = self._rtx.get(key)
+        if entry is None:
+            return
+        msg, tries, nonces = entry
+        if tries >= self.cfg.retransmits_max:
+            self._count("retransmit_exhausted")
+            self._stop_rtx(key)
+            return
+        nonce = self._send(key[0], msg)
+        nonces.append(nonce)
+        entry[1] = tries + 1
+        self._rtx_nonce[nonce] = key
+        self._count("retransmits")
+        self._set_timer(f"rtx:{key[1]}:{key[0]}:{key[2]}",
+                        self.cfg.retransmit_s * (2 ** (tries + 1)), ("rtx", key))
+
+    # ------------------------------------------------------------------ round start
+
+    def _start_round(self, o: _Origin) -> None:
+        qid = o.ann.query_id
+        self._cancel_timer(f"collect:{qid}")
+        props = {s: v for s, v in o.proposals.items() if s not in o.bad
+                 and not self.trust.is_quarantined(s)}
+        if not props:
+            o.phase = "done"
+            self._fail_origin(o, "no proposals arrived before the deadline")
+            return
+        o.phase = "round"
+        o.round_at = self._now
+        members = tuple(sorted(set(props) | {self.me}))
+        w = self.trust.weights(list(members))
+        weights = tuple(max(0, int(w.get(m, 1))) for m in members)
+        if sum(weights) <= 0:
+            weights = tuple(1 for _ in members)
+        bundle = tuple(props[s][0] for s in sorted(props))
+        method = o.ann.method
+        rs = RoundStart(qid, method, members, weights, bundle, self.cfg.round_timeout_s,
+                        self.cfg.view_timeout_s, self.cfg.avg_rounds)
+        o.round = rs
+        log.info("query %s: round %s with %d members, %d proposals", qid, method,
+                 len(members), len(bundle))
+        self._set_timer(f"round:{qid}", self.cfg.round_timeout_s, ("round", qid))
+        if method == "aggregate":
+            # the originator synthesises alone; members learn the decision afterwards
+            texts = [props[s][1].answer for s in sorted(props)]
+            job = f"synth:{qid}"
+            self._jobs[job] = ("synth", qid)
+            o.synth_job = job
+            gp = self.cfg.gen_params
+            self._emit(Generate(job, _aggregate_messages(o.ann.prompt, texts, self.cfg.role),
+                                GenParams(o.ann.max_tokens, gp.temperature, gp.top_p, o.ann.seed)))
+            self._member_start(rs, self.me, needs_embedding=True)
+            return
+        for m in members:
+            if m != self.me:
+                self._send_reliable(m, rs)
+        self._member_start(rs, self.me)
+
+    def _on_round_start(self, env: Envelope, rs: RoundStart) -> None:
+        qid = rs.query_id
+        if env.sender not in rs.members or self.me not in rs.members:
+            self._reject("not_member")
+            return
+        self._ack(env, env.sender)
+        if qid in self._members or qid in self._decisions:
+            self._count("round_duplicate")
+            return
+        if rs.method == "aggregate":
+            self._reject("bad_round")
+            return
+        self._member_start(rs, env.sender)
+
+    def _member_start(self, rs: RoundStart, origin: PeerId, needs_embedding: bool = True) -> None:
+        qid = rs.query_id
+        cands: list[tuple[bytes, Proposal]] = []
+        seen: set[PeerId] = set()
+        for frame in rs.bundle:
+            try:
+                env, p = self.reader.read_embedded(frame)
+            except FrameError as exc:
+                self._reject(f"bundle_{exc.reason}")
+                self.trust.bad(origin, "bad_bundle", self._now)
+                return
+            if (not isinstance(p, Proposal) or p.query_id != qid or p.proposer != env.sender
+                    or p.proposer not in rs.members or p.proposer in seen):
+                self._reject("bad_bundle")
+                self.trust.bad(origin, "bad_bundle", self._now)
+                return
+            seen.add(p.proposer)
+            cands.append((frame, p))
+        if not cands:
+            self._reject("bad_bundle")
+            return
+        m = _Member(rs, origin, cands)
+        self._members[qid] = m
+        self._finish_answer_soft(qid)
+        job = f"memb:{qid}"
+        self._jobs[job] = ("memb", qid)
+        self._emit(Embed(job, tuple(m.texts)))
+        if origin != self.me:
+            self._set_timer(f"expire:{qid}", rs.round_timeout_s * 2 + 5.0, ("expire", qid))
+
+    def _finish_answer_soft(self, qid: QueryId) -> None:
+        """Our proposal made it into a round: stop retransmitting it."""
+        st = self._answers.get(qid)
+        if st is not None:
+            self._stop_rtx((st.ann.origin, "proposal", qid))
+
+    def _on_member_embedding(self, qid: QueryId, v: np.ndarray) -> None:
+        m = self._members.get(qid)
+        if m is None:
+            return
+        if v.ndim != 2 or v.shape[0] != len(m.cands) or not np.all(np.isfinite(v)):
+            self._count("memb_failed")
+            self._members.pop(qid, None)
+            return
+        m.vectors = v
+        m.rank = ranking(v)
+        method = m.rs.method
+        if method == "pbft":
+            self._pbft_start(qid, m)
+        elif method == "vote":
+            self._vote_send(qid, m)
+        elif method == "averaging":
+            self._avg_start(qid, m)
+        elif method == "aggregate":
+            pass  # originator-only; the ranking serves the fallback and the trace
+
+    # ------------------------------------------------------------------ PBFT
+
+    def _value_of(self, qid: QueryId, idx: int) -> bytes:
+        p = self._candidate(qid, idx)
+        return pack([qid, p.proposer, _digest(p.answer)])
+
+    def _candidate(self, qid: QueryId, idx: int) -> Proposal:
+        return self._members[qid].cands[idx][1]
+
+    def _index_of_value(self, m: _Member, value: bytes) -> int | None:
+        try:
+            obj = unpack_bounded(value, self.cfg.limits)
+        except FrameError:
+            return None
+        if not isinstance(obj, list) or len(obj) != 3:
+            return None
+        q, proposer, dg = obj
+        if q != m.rs.query_id:
+            return None
+        for i, (_, p) in enumerate(m.cands):
+            if p.proposer == proposer and _digest(p.answer) == dg:
+                return i
+        return None
+
+    def _top_k(self, n: int) -> int:
+        return self.cfg.top_k if self.cfg.top_k > 0 else max(1, math.ceil(n / 2))
+
+    def _pbft_start(self, qid: QueryId, m: _Member) -> None:
+        rs = m.rs
+        weights = {pbft.MemberId(p): w for p, w in zip(rs.members, rs.weights)}
+        top = set(m.rank[: self._top_k(len(m.cands))])
+
+        def validity(value: bytes) -> bool:
+            i = self._index_of_value(m, value)
+            return i is not None and i in top
+
+        domain = b"p2pmoa/pbft/v1\x00" + qid.encode("utf-8", "surrogatepass") + b"\x00"
+
+        def sign(data: bytes) -> bytes:
+            return self.signer.sign(domain + data)
+
+        def verify(sender: str, data: bytes, sig: bytes) -> bool:
+            try:
+                pk = public_key_from_peer_id(sender)
+            except ValueError:
+                return False
+            return self._verifier.verify(pk, sig, domain + data)
+
+        m.replica = pbft.Replica(pbft.MemberId(self.me), weights, validity=validity,
+                                 view_timeout_s=rs.view_timeout_s, seq_max=1,
+                                 sign=sign, verify=verify)
+        value = self._value_of(qid, m.rank[0])
+        if self.cfg.fault == "garbage":
+            value = pack([qid, self.me, _digest(f"garbage {self.rng.getrandbits(64)}")])
+        self._run_pbft(qid, m, pbft.Request(value))
+        pending, m.pending = m.pending, []
+        for sender, inner in pending:
+            if m.decision is None:
+                self._run_pbft(qid, m, pbft.Receive(inner))
+
+    def _on_pbft(self, env: Envelope, w: PbftWire) -> None:
+        qid = w.query_id
+        m = self._members.get(qid)
+        inner = w.body
+        if getattr(inner, "sender", None) != env.sender:
+            self._reject("pbft_sender_mismatch")
+            self.trust.bad(env.sender, "pbft_sender_mismatch", self._now)
+            return
+        if m is None:
+            self._reject("unknown_round")
+            return
+        if env.sender not in m.rs.members:
+            self._reject("not_member")
+            return
+        m.spoke.add(env.sender)
+        self._check_twin(qid, m, env, inner)
+        if m.decision is not None and not isinstance(inner, pbft.ViewChange):
+            return
+        if m.replica is None:
+            if len(m.pending) < 16 * len(m.rs.members) ** 2:
+                m.pending.append((env.sender, inner))
+            else:
+                self._reject("pbft_backlog")
+            return
+        self._run_pbft(qid, m, pbft.Receive(inner))
+
+    def _check_twin(self, qid: QueryId, m: _Member, env: Envelope, inner: Any) -> None:
+        """Keep the signed envelope of each (sender, type, view, seq) as equivocation evidence."""
+        view = getattr(inner, "view", getattr(inner, "new_view", None))
+        key = (env.sender, type(inner).__name__, view, getattr(inner, "seq", None))
+        prev = m.slots.get(key)
+        if prev is None:
+            if len(m.slots) < 64 * len(m.rs.members):
+                m.slots[key] = inner
+            return
+        if prev != inner and isinstance(inner, (pbft.PrePrepare, pbft.Prepare, pbft.Commit)):
+            self._equivocation(qid, m, env.sender, "conflicting PBFT messages")
+
+    def _equivocation(self, qid: QueryId, m: _Member, member: str, what: str) -> None:
+        if self.trust.is_quarantined(member):
+            return
+        self._reject("equivocation")
+        self.trust.quarantine(member, f"{what} in {qid}", self._now)
+        log.warning("query %s: %s equivocated (%s): quarantined", qid, member, what)
+
+    def _run_pbft(self, qid: QueryId, m: _Member, ev: Any) -> None:
+        try:
+            effects = m.replica.handle(ev)
+        except pbft.PbftError as exc:
+            self._reject("pbft_error")
+            log.warning("query %s: pbft rejected input: %s", qid, exc)
+            return
+        for eff in effects:
+            match eff:
+                case pbft.BroadcastMsg(msg=msg):
+                    for peer in m.rs.members:
+                        if peer != self.me:
+                            self._pbft_out(qid, m, peer, msg)
+                case pbft.SendMsg(member=peer, msg=msg):
+                    self._pbft_out(qid, m, PeerId(peer), msg)
+                case pbft.StartTimer(name=name, delay_s=d):
+                    self._set_timer(f"pbft:{qid}:{name}", d, ("pbft", qid, name))
+                case pbft.StopTimer(name=name):
+                    self._cancel_timer(f"pbft:{qid}:{name}")
+                case pbft.Decided(seq=_, view=view, value=value, digest=_):
+                    self._pbft_decided(qid, m, view, value)
+                case pbft.EquivocationDetected(member=who):
+                    self._equivocation(qid, m, who, "equivocation seen by PBFT")
+                case _:
+                    self._count("pbft_other_effect")
+
+    def _pbft_out(self, qid: QueryId, m: _Member, peer: PeerId, msg: Any) -> None:
+        self._send(peer, PbftWire(qid, msg))
+        if self.cfg.fault == "equivocate" and isinstance(msg, (pbft.PrePrepare, pbft.Prepare,
+                                                                 pbft.Commit)):
+            fake_value = pack([qid, self.me, _digest(f"twin {msg.view}")])
+            fake = pbft.PrePrepare(msg.view, msg.seq, pbft.digest_of(fake_value), fake_value,
+                                   msg.sender) if isinstance(msg, pbft.PrePrepare) else \
+                type(msg)(msg.view, msg.seq, pbft.digest_of(fake_value), msg.sender)
+            domain = b"p2pmoa/pbft/v1\x00" + qid.encode("utf-8", "surrogatepass") + b"\x00"
+            fake = pbft._with_signature(fake, self.signer.sign(domain + pbft.signing_bytes(fake)))
+            self._send(peer, PbftWire(qid, fake))
+
+    def _pbft_decided(self, qid: QueryId, m: _Member, view: int, value: bytes) -> None:
+        idx = self._index_of_value(m, value)
+        if idx is None:
+            # a decided value we cannot map to a candidate: should be impossible with an
+            # honest quorum, so make it loud
+            self._count("pbft_decided_unknown_value")
+            log.error("query %s: PBFT decided a value outside the bundle", qid)
+            return
+        p = m.cands[idx][1]
+        d = Decision(qid, "pbft", p.answer, _digest(p.answer), p.proposer, len(m.cands),
+                     self._expected(m), view)
+        self._record_decision(qid, m, d)
+        if m.origin != self.me:
+            self._send_reliable(m.origin, d)
+        else:
+            o = self._origins.get(qid)
+            if o is not None and o.phase == "round":
+                self._finish_origin(o, d)
+
+    def _expected(self, m: _Member) -> int:
+        o = self._origins.get(m.rs.query_id)
+        return o.ann.proposers_max if o is not None else len(m.rs.members) - 1
+
+    # ------------------------------------------------------------------ score voting
+
+    def _scores(self, m: _Member) -> tuple[int, ...]:
+        c = centrality(m.vectors)
+        if self.cfg.fault == "garbage":
+            return tuple(self.rng.randint(0, 1000) for _ in c)
+        return tuple(int(round(1000 * min(1.0, max(0.0, (float(x) + 1) / 2)))) for x in c)
+
+    def _vote_send(self, qid: QueryId, m: _Member) -> None:
+        vote = ScoreVote(qid, self._scores(m))
+        if m.origin == self.me:
+            self._on_vote(self.me, vote)
+        else:
+            self._send_reliable(m.origin, vote)
+
+    def _on_vote(self, sender: PeerId, v: ScoreVote) -> None:
+        o = self._origins.get(v.query_id)
+        if o is None or o.round is None or o.phase != "round" or o.round.method != "vote":
+            self._reject("unexpected_vote")
+            return
+        if sender != self.me:
+            self._send(sender, Ack(v.query_id, self._last_nonce))
+        if sender not in o.round.members or len(v.scores) != len(o.round.bundle):
+            self._reject("bad_vote")
+            return
+        if sender in o.votes:
+            return
+        o.votes[sender] = v.scores
+        if len(o.votes) == len(o.round.members):
+            self._decide_vote(o)
+
+    def _decide_vote(self, o: _Origin) -> None:
+        rs = o.round
+        m = self._members.get(rs.query_id)
+        if m is None:
+            self._fail_origin(o, "originator could not judge the bundle")
+            return
+        weight = dict(zip(rs.members, rs.weights))
+        totals = [0] * len(rs.bundle)
+        for voter, scores in o.votes.items():
+            for i, s in enumerate(scores):
+                totals[i] += weight.get(voter, 0) * s
+        best = max(range(len(totals)), key=lambda i: (totals[i], -i))
+        o.notes.append(f"score vote: {len(o.votes)} of {len(rs.members)} members voted; "
+                       f"weighted totals {totals}")
+        self._origin_decides(o, m, best, "vote")
+
+    # ------------------------------------------------------------------ averaging
+
+    def _avg_start(self, qid: QueryId, m: _Member) -> None:
+        mine = next((i for i, (_, p) in enumerate(m.cands) if p.proposer == self.me), None)
+        m.avg_x = m.vectors[mine if mine is not None else m.rank[0]].astype(np.float64)
+        m.avg_step = 0
+        self._avg_broadcast(qid, m)
+
+    def _avg_broadcast(self, qid: QueryId, m: _Member) -> None:
+        x = m.avg_x
+        if self.cfg.fault == "garbage":
+            x = -x
+        msg = AvgVector(qid, m.avg_step, vector_to_f32(x))
+        for peer in m.rs.members:
+            if peer != self.me:
+                self._send(peer, msg)
+        self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, m.avg_step))
+        self._avg_advance(qid, m, force=False)
+
+    def _on_avg(self, sender: PeerId, v: AvgVector) -> None:
+        m = self._members.get(v.query_id)
+        if m is None or m.rs.method != "averaging" or sender not in m.rs.members:
+            self._reject("unexpected_avg")
+            return
+        vec = np.array(f32_to_vector(v.vector_f32), np.float64)
+        if m.vectors is not None and len(vec) != m.vectors.shape[1]:
+            self._reject("dim_mismatch")
+            return
+        if v.step < m.avg_step or v.step > m.avg_step + 2 or m.decision is not None:
+            return
+        m.avg_inbox.setdefault(v.step, {}).setdefault(sender, vec)
+        m.spoke.add(sender)
+        if m.avg_x is not None:
+            self._avg_advance(v.query_id, m, force=False)
+
+    def _avg_advance(self, qid: QueryId, m: _Member, force: bool) -> None:
+        while m.decision is None and m.avg_x is not None:
+            got = m.avg_inbox.get(m.avg_step, {})
+            if len(got) < len(m.rs.members) - 1 and not force:
+                return
+            force = False
+            dim = len(m.avg_x)
+            vecs = [x for x in got.values() if len(x) == dim] + [m.avg_x]
+            # coordinate-wise median: robust to < 1/2 adversarial vectors
+            target = np.median(np.stack(vecs), axis=0)
+            x = (1 - self.cfg.avg_alpha) * m.avg_x + self.cfg.avg_alpha * target
+            m.avg_x = x / max(float(np.linalg.norm(x)), 1e-12)
+            m.avg_inbox.pop(m.avg_step, None)
+            m.avg_step += 1
+            if m.avg_step >= m.rs.avg_rounds:
+                self._cancel_timer(f"avg:{qid}")
+                best = int(np.argmax(m.vectors @ m.avg_x))
+                if m.origin == self.me:
+                    o = self._origins.get(qid)
+                    if o is not None and o.phase == "round":
+                        o.notes.append(f"averaging: {m.rs.avg_rounds} steps, "
+                                       f"{len(m.spoke)} of {len(m.rs.members) - 1} peers heard")
+                        self._origin_decides(o, m, best, "averaging")
+                return
+            self._avg_broadcast(qid, m)
+            return
+
+    # ------------------------------------------------------------------ aggregate
+
+    def _on_synth_done(self, qid: QueryId, g: Any) -> None:
+        o = self._origins.get(qid)
+        if o is None or o.phase != "round":
+            return
+        text = _clip_utf8(str(getattr(g, "text", "")), self.cfg.limits.answer_bytes_max)
+        self.buffer.record_generation_time(float(getattr(g, "llm_s", 0.0) or 0.0))
+        d = Decision(qid, "aggregate", text, _digest(text), PeerId(""), len(o.round.bundle),
+                     o.ann.proposers_max, 0)
+        m = self._members.get(qid)
+        o.notes.append(f"aggregate: synthesised by {getattr(g, 'model_id', '?')} from "
+                       f"{len(o.round.bundle)} proposals")
+        self._finish_origin(o, d, m)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _record_decision(self, qid: QueryId, m: _Member | None, d: Decision) -> None:
+        if qid in self._decisions:
+            if self._decisions[qid].digest != d.digest:
+                self._count("decision_conflict")
+                log.error("query %s: conflicting decisions recorded", qid)
+            return
+        self._decisions[qid] = d
+        self._done_order.append(qid)
+        if m is not None:
+            m.decision = d
+        self._count("decisions")
+        log.info("query %s: decided %s (%s, view %d)", qid, d.digest.hex()[:12], d.method, d.view)
+        if qid not in self._origins:
+            self._answers.pop(qid, None)
+            self._buffer_state(qid, QueryState.DONE, answer=d.answer)
+        while len(self._done_order) > self.cfg.remember_max:
+            old = self._done_order.pop(0)
+            self._decisions.pop(old, None)
+            self._members.pop(old, None)
+
+    def _on_decision(self, env: Envelope, d: Decision) -> None:
+        qid = d.query_id
+        if d.digest != _digest(d.answer):
+            self._reject("bad_decision")
+            self.trust.bad(env.sender, "bad_decision", self._now)
+            return
+        o = self._origins.get(qid)
+        if o is not None:
+            # a member reports its PBFT decision to us, the originator
+            self._ack(env, env.sender)
+            if o.round is None or env.sender not in o.round.members or d.method != "pbft":
+                self._reject("unexpected_decision")
+                return
+            if o.phase != "round":
+                return
+            m = self._members.get(qid)
+            if m is None or all(p.answer != d.answer or p.proposer != d.chosen
+                                for _, p in m.cands):
+                self._reject("bad_decision")
+                return
+            votes = o.tally.setdefault(d.digest, {})
+            votes[env.sender] = d
+            w = dict(zip(o.round.members, o.round.weights))
+            total = sum(o.round.weights)
+            if 3 * sum(w.get(s, 0) for s in votes) > total:
+                o.notes.append(f"decision learned from members weighing > 1/3 ({len(votes)})")
+                self._record_decision(qid, m, d)
+                self._finish_origin(o, d)
+            return
+        m = self._members.get(qid)
+        st = self._answers.get(qid)
+        origin = m.origin if m is not None else (st.ann.origin if st is not None else None)
+        if origin is None or env.sender != origin:
+            if qid in self._decisions:
+                self._ack(env, env.sender)
+                return
+            self._reject("unexpected_decision")
+            return
+        self._ack(env, env.sender)
+        if d.method == "pbft":
+            return  # PBFT members decide themselves
+        if (m is not None and d.method != "aggregate"
+                and all(p.answer != d.answer for _, p in m.cands)):
+            self._reject("bad_decision")
+            return
+        self._record_decision(qid, m, d)
+        self._cancel_timer(f"expire:{qid}")
+
+    def _origin_decides(self, o: _Origin, m: _Member, idx: int, method: str) -> None:
+        p = m.cands[idx][1]
+        d = Decision(o.ann.query_id, method, p.answer, _digest(p.answer), p.proposer,
+                     len(m.cands), o.ann.proposers_max, 0)
+        self._finish_origin(o, d, m)
+
+    def _finish_by_rank(self, o: _Origin, method: str) -> None:
+        m = self._members.get(o.ann.query_id)
+        if m is None or m.vectors is None:
+            self._fail_origin(o, "round timed out before the originator could judge")
+            return
+        self._origin_decides(o, m, m.rank[0], method)
+
+    def _round_timeout(self, o: _Origin) -> None:
+        method = o.round.method if o.round else o.ann.method
+        o.notes.append(f"round timeout after {self.cfg.round_timeout_s:.1f}s: decided by the "
+                       f"originator's own ranking (fallback)")
+        self._count("round_timeouts")
+        if method == "vote" and o.votes:
+            m = self._members.get(o.ann.query_id)
+            if m is not None:
+                self._decide_vote(o)
+                return
+        self._finish_by_rank(o, method)
+
+    def _finish_origin(self, o: _Origin, d: Decision, m: _Member | None = None) -> None:
+        qid = o.ann.query_id
+        if o.phase == "done":
+            return
+        o.phase = "done"
+        m = m or self._members.get(qid)
+        self._record_decision(qid, m, d)
+        for name in (f"round:{qid}", f"collect:{qid}"):
+            self._cancel_timer(name)
+        if o.round is not None and d.method != "pbft":
+            for peer in o.round.members:
+                if peer != self.me:
+                    self._send_reliable(peer, d)
+        self._update_trust(o, m, d)
+        trace = self._trace(o, m, d)
+        self._buffer_state(qid, QueryState.DONE, answer=d.answer)
+        self._answers.pop(qid, None)
+        self._origins.pop(qid, None)
+        self._count("queries_decided")
+        self._emit(Deliver(qid, d.answer, trace))
+
+    def _fail_origin(self, o: _Origin, reason: str) -> None:
+        qid = o.ann.query_id
+        o.phase = "done"
+        for name in (f"round:{qid}", f"collect:{qid}"):
+            self._cancel_timer(name)
+        self._buffer_state(qid, QueryState.FAILED, detail=reason)
+        self._origins.pop(qid, None)
+        self._answers.pop(qid, None)
+        self._count("queries_failed")
+        log.info("query %s: failed: %s", qid, reason)
+        self._emit(Failed(qid, reason, {"query_id": qid, "notes": o.notes + [reason]}))
+
+    def _update_trust(self, o: _Origin, m: _Member | None, d: Decision) -> None:
+        if m is None or m.vectors is None:
+            return
+        c = centrality(m.vectors)
+        for i, (_, p) in enumerate(m.cands):
+            if p.proposer == self.me:
+                continue
+            self.trust.quality(p.proposer, float((c[i] + 1) / 2), self._now)
+            if d.chosen == p.proposer:
+                self.trust.good(p.proposer, self._now)
+        if o.round is not None and o.round.method in ("pbft", "averaging"):
+            for peer in o.round.members:
+                if peer != self.me and peer not in m.spoke:
+                    self.trust.bad(peer, "silent_in_round", self._now)
+
+    def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
+        rs = o.round
+        cent = centrality(m.vectors) if m is not None and m.vectors is not None else None
+        proposals = []
+        for i, (sender, (frame, p, at)) in enumerate(sorted(o.proposals.items())):
+            idx = next((j for j, (_, q) in enumerate(m.cands) if q.proposer == sender), None) \
+                if m is not None else None
+            proposals.append({
+                "peer": sender, "model_id": p.model_id, "role": p.role, "answer": p.answer,
+                "llm_s": p.llm_s, "completion_tokens": p.completion_tokens,
+                "arrived_s": round(at - o.started, 6),
+                "centrality": None if cent is None or idx is None else round(float(cent[idx]), 6),
+                "in_round": idx is not None,
+            })
+        return {
+            "query_id": o.ann.query_id, "method": d.method, "originator": self.me,
+            "n_proposals": len(rs.bundle) if rs else 0, "n_expected": o.ann.proposers_max,
+            "proposals": proposals,
+            "members": list(rs.members) if rs else [],
+            "weights": dict(zip(rs.members, rs.weights)) if rs else {},
+            "votes": {k: list(v) for k, v in o.votes.items()},
+            "decision": {"proposer": d.chosen, "digest": d.digest.hex(), "view": d.view},
+            "nacks": dict(o.nacks),
+            "timings": {"collect_s": round((o.round_at or self._now) - o.started, 6),
+                        "round_s": round(self._now - (o.round_at or self._now), 6),
+                        "total_s": round(self._now - o.started, 6)},
+            "notes": list(o.notes),
+        }
+
+    # the two attributes below are set by _on_frame for handlers that need the raw frame
+    _last_frame: bytes = b""
+    _last_nonce: bytes = b""
+
+
+def _aggregate_messages(query: str, responses: Sequence[str], role: str) -> tuple[ChatMessage, ...]:
+    """Aggregate-and-synthesize prompt (Wang et al. 2024)."""
+    numbered = "\n".join(f"{i}. {r.strip()}" for i, r in enumerate(responses, 1))
+    system = (role + "\n\n" if role else "") + (
+        "Several assistants answered the user's question. Their answers are below; some may be "
+        "wrong. Write one answer that keeps what is correct, fixes what is wrong and stays "
+        "short. Do not mention the other answers.\n\nAnswers:\n" + numbered)
+    return (ChatMessage("system", system), ChatMessage("user", query))
+
+
+__all__ = [
+    "Accepted", "EmbedDone", "EmbedFailed", "Event", "Failed", "FrameIn", "GenerateDone",
+    "GenerateFailed", "LocalTrust", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
+    "ProtocolStatistics", "Refused", "Started", "TimerFired", "TrustPort", "UserQuery",
+    "centrality", "ranking", "selected",
+]

@@ -1,0 +1,196 @@
+"""In-memory driver for :class:`~p2pmoa.protocol.PeerProtocol`: the shared fake for tests.
+
+:class:`InMemoryMesh` runs several peer machines on one virtual clock and executes their
+effects synchronously: ``Send``/``Broadcast`` become ``FrameIn`` events after ``latency_s``
+(full-mesh gossip; optional loss and a drop filter), timers fire on the virtual clock,
+``Generate`` calls the node's :class:`~p2pmoa.llm.TextGenerator` (a ``StandInGenerator`` in
+tests) and ``Embed`` the mesh's embedder (``HashingEmbedder``). It is deterministic for a
+given seed, does no I/O and never sleeps; it is *not* the simulator (simulations/ has the
+real topology, link and fault models) and not the daemon.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from p2pmoa.effects import Broadcast, CancelTimer, Deliver, Embed, Generate, PeerId, Send, SetTimer
+from p2pmoa.protocol import (
+    Accepted,
+    EmbedDone,
+    EmbedFailed,
+    Failed,
+    FrameIn,
+    GenerateDone,
+    GenerateFailed,
+    PeerProtocol,
+    Refused,
+    Started,
+    TimerFired,
+    UserQuery,
+)
+
+
+@dataclass
+class _Node:
+    proto: PeerProtocol
+    generator: Any
+    up: bool = True
+    timers: dict = field(default_factory=dict)
+    epoch: int = 0
+
+
+class InMemoryMesh:
+    """A deterministic in-memory network of peer machines.
+
+    Args:
+        embedder: the mesh's embedder (one space for everyone).
+        latency_s: one-way delay of every frame, seconds (default 5 ms).
+        loss: probability a frame is dropped (default 0), drawn from ``seed``.
+        seed: seed of the loss draws.
+        embed_s: virtual time an embedding takes (default 1 ms).
+    """
+
+    def __init__(self, embedder, *, latency_s: float = 0.005, loss: float = 0.0, seed: int = 0,
+                 embed_s: float = 0.001):
+        self.embedder = embedder
+        self.latency_s = latency_s
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.embed_s = embed_s
+        self.now = 0.0
+        self.nodes: dict[PeerId, _Node] = {}
+        self._q: list = []
+        self._seq = itertools.count()
+        self.delivered: dict[tuple[PeerId, str], Deliver] = {}
+        self.accepted: list[tuple[PeerId, str]] = []
+        self.refused: list[tuple[PeerId, Refused]] = []
+        self.failed: list[tuple[PeerId, Failed]] = []
+        self.frames_sent = 0
+        self.drop: Callable[[PeerId, PeerId, bytes], bool] | None = None
+        self.tap: Callable[[PeerId, PeerId, bytes], None] | None = None
+
+    # ---- topology
+
+    def add(self, proto: PeerProtocol, generator) -> PeerId:
+        """Add a running node (its ``Started`` event is delivered immediately)."""
+        self.nodes[proto.me] = _Node(proto, generator)
+        self._push(self.now, proto.me, None, lambda: Started(now=self.now))
+        return proto.me
+
+    def crash(self, peer: PeerId) -> None:
+        """Stop a node abruptly: pending timers and in-flight jobs are lost."""
+        node = self.nodes[peer]
+        node.up = False
+        node.epoch += 1
+        node.timers.clear()
+
+    def restart(self, proto: PeerProtocol, generator) -> None:
+        """Replace a crashed node by a fresh machine with the same identity."""
+        old = self.nodes.get(proto.me)
+        epoch = old.epoch + 1 if old else 0
+        self.nodes[proto.me] = _Node(proto, generator, epoch=epoch)
+        self._push(self.now, proto.me, None, lambda: Started(now=self.now))
+
+    # ---- inputs
+
+    def ask(self, peer: PeerId, query_id: str, prompt: str, method: str | None = None) -> None:
+        self._push(self.now, peer, None,
+                   lambda: UserQuery(query_id, prompt, method, now=self.now))
+
+    def inject(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None = None) -> None:
+        """Deliver raw bytes to ``dst`` as if ``src`` had sent them (for hostile-input tests)."""
+        self._push(self.now, dst, None, lambda: FrameIn(src, topic, data, now=self.now))
+
+    # ---- loop
+
+    def _push(self, t: float, peer: PeerId, epoch: int | None, make) -> None:
+        node = self.nodes.get(peer)
+        ep = node.epoch if node is not None and epoch is None else epoch
+        heapq.heappush(self._q, (t, next(self._seq), peer, ep, make))
+
+    def run(self, until_s: float = 120.0, max_events: int = 200_000) -> int:
+        """Process events until the queue is empty, ``until_s`` or ``max_events``."""
+        n = 0
+        while self._q and n < max_events:
+            t, _, peer, epoch, make = self._q[0]
+            if t > until_s:
+                break
+            heapq.heappop(self._q)
+            node = self.nodes.get(peer)
+            if node is None or not node.up or node.epoch != epoch:
+                continue
+            self.now = max(self.now, t)
+            ev = make()
+            if ev is None:
+                continue
+            n += 1
+            for eff in node.proto.handle(ev):
+                self._execute(peer, node, eff)
+        return n
+
+    def _deliver_frame(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None) -> None:
+        self.frames_sent += 1
+        if self.tap is not None:
+            self.tap(src, dst, data)
+        if self.drop is not None and self.drop(src, dst, data):
+            return
+        if self.loss and self.rng.random() < self.loss:
+            return
+        if dst not in self.nodes:
+            return
+        self._push(self.now + self.latency_s, dst, None,
+                   lambda: FrameIn(src, topic, data, now=self.now))
+
+    def _execute(self, peer: PeerId, node: _Node, eff) -> None:
+        match eff:
+            case Send(peer=dst, msg=data):
+                self._deliver_frame(peer, dst, data, None)
+            case Broadcast(topic=topic, msg=data):
+                for dst in self.nodes:
+                    if dst != peer:
+                        self._deliver_frame(peer, dst, data, topic)
+            case SetTimer(name=name, delay_s=d):
+                token = next(self._seq)
+                node.timers[name] = token
+
+                def fire(name=name, token=token, node=node):
+                    if node.timers.get(name) != token:
+                        return None
+                    del node.timers[name]
+                    return TimerFired(name, now=self.now)
+
+                self._push(self.now + d, peer, None, fire)
+            case CancelTimer(name=name):
+                node.timers.pop(name, None)
+            case Generate(job_id=job, messages=msgs, params=params):
+                try:
+                    g = node.generator.generate(msgs, params)
+                except Exception as exc:  # the stand-in may refuse a prompt
+                    err = f"{type(exc).__name__}: {exc}"
+                    self._push(self.now, peer, None,
+                               lambda: GenerateFailed(job, err, now=self.now))
+                    return
+                self._push(self.now + max(0.01, g.llm_s), peer, None,
+                           lambda: GenerateDone(job, g, now=self.now))
+            case Embed(job_id=job, texts=texts):
+                try:
+                    v = self.embedder.embed(list(texts))
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}"
+                    self._push(self.now, peer, None, lambda: EmbedFailed(job, err, now=self.now))
+                    return
+                self._push(self.now + self.embed_s, peer, None,
+                           lambda: EmbedDone(job, v, now=self.now))
+            case Deliver(query_id=q):
+                self.delivered[(peer, q)] = eff
+            case Accepted(query_id=q):
+                self.accepted.append((peer, q))
+            case Refused():
+                self.refused.append((peer, eff))
+            case Failed():
+                self.failed.append((peer, eff))
+            case _:
+                raise TypeError(f"unknown effect {eff!r}")
