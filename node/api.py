@@ -86,6 +86,12 @@ class Busy(ApiError):
     code = "busy"
 
 
+class InternalError(ApiError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
 class DecisionTimeout(ApiError):
     status = 504
     type = "timeout_error"

@@ -49,13 +49,19 @@ class NodeConfig:
         data_dir: identity key, prompt buffer and trust state live here.
         api: ``HOST:PORT`` of the local HTTP API (loopback by default).
         fault: fault-injection mode, off by default (tests and demos only).
-        deadline_s: how long the originator waits for proposals before deciding.
+        deadline_s: how long the originator waits for proposals before deciding, seconds.
+        round_timeout_s: how long the aggregation round (PBFT, averaging, vote) may take
+            before the originator decides on its own ranking and says so in the trace.
+        proposers_max: proposals the originator waits for (itself included); the round
+            starts as soon as this many arrived, else at ``deadline_s`` with what arrived.
         buffer_max: prompt-buffer capacity (queries); when full new queries get busy errors.
         max_tokens: default generation length, tokens.
         connections_target: keep dialling discovered peers until this many connections.
         frame_bytes_max: largest frame accepted on a stream or topic, bytes.
         body_bytes_max: largest HTTP request body accepted by the API, bytes.
         threads: llama.cpp threads (default 1: the machine is shared by several nodes).
+        stand_in_delay_s: with ``--model stand-in`` only: seconds each generation takes
+            (simulated service time, for load tests and benchmarks; default 0).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -68,12 +74,15 @@ class NodeConfig:
     api: str = DEFAULT_API
     fault: str | None = None
     deadline_s: float = 60.0
+    round_timeout_s: float = 30.0
+    proposers_max: int = 8
     buffer_max: int = 64
     max_tokens: int = 96
     connections_target: int = 8
     frame_bytes_max: int = 256 * 1024
     body_bytes_max: int = 64 * 1024
     threads: int = 1
+    stand_in_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.consensus not in CONSENSUS_METHODS:
@@ -83,11 +92,13 @@ class NodeConfig:
         host, _, port = self.api.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"api must be HOST:PORT, not {self.api!r}")
-        for name in ("deadline_s",):
+        if self.stand_in_delay_s < 0:
+            raise ConfigError("stand_in_delay_s must be >= 0")
+        for name in ("deadline_s", "round_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("buffer_max", "max_tokens", "connections_target", "frame_bytes_max",
-                     "body_bytes_max", "threads"):
+                     "body_bytes_max", "threads", "proposers_max"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if not self.listen:
@@ -128,10 +139,12 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(str(v) for v in value)
         if name == "data_dir":
             return Path(str(value)).expanduser()
-        if name in ("deadline_s",):
+        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s"):
+            if isinstance(value, bool):
+                raise TypeError("bool")
             return float(value)
         if name in ("buffer_max", "max_tokens", "connections_target", "frame_bytes_max",
-                    "body_bytes_max", "threads"):
+                    "body_bytes_max", "threads", "proposers_max"):
             if isinstance(value, bool):
                 raise TypeError("bool")
             return int(value)

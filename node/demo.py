@@ -80,7 +80,7 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
             n = NodeProcess(f"node{i + 1}", base / f"node{i + 1}", model=model, role=ROLES[i],
                             consensus=consensus, embedder="hashing" if stand_in else "gemma3-270m",
                             bootstrap=[nodes[0].addr] if nodes else [],
-                            extra=["--deadline-s", "120", "--max-tokens", "48"])
+                            extra=["--deadline-s", "120", "--round-timeout-s", "120", "--proposers-max", "4", "--max-tokens", "48"])
             nodes.append(n)
         t0 = time.monotonic()
         _say(f"starting 4 nodes in {base} (logs: <node dir>/node.log)")

@@ -1,0 +1,519 @@
+"""The node daemon: runs the sans-I/O peer protocol on trio, libp2p and llama.cpp.
+
+This module is deliberately thin. The peer logic (announce, buffer, propose, aggregate,
+PBFT/averaging/vote, trust) lives in :mod:`p2pmoa.protocol` as a state machine
+``handle(event, now) -> [effects]``; the daemon only
+
+* feeds it events: inbound frames (gossip and direct streams), timer expiries, results of
+  model calls, queries from the local API;
+* executes its effects: ``Send`` -> one request on a new libp2p stream (the reply is the
+  receiver's acknowledgement, or its refusal), ``Broadcast`` -> gossipsub publish,
+  ``SetTimer``/``CancelTimer`` -> trio tasks, ``Generate``/``Embed`` -> llama.cpp in a worker
+  thread behind ``CapacityLimiter(1)``, ``Deliver`` -> wake the waiting API request.
+
+One task (:meth:`Daemon._machine_loop`) owns the machine: events are queued on a bounded
+channel and handled one at a time, so the machine never sees concurrency.
+
+Shutdown: SIGINT/SIGTERM set a shutdown event; the API stops accepting, in-flight work is
+given ``shutdown_grace_s`` to finish, and whatever is unfinished stays in the durable prompt
+buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed explicitly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout,
+                      build_app, serve_api)
+from node.config import STAND_IN_MODEL, NodeConfig
+from node.metrics import Metrics
+from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
+                            TransportLimits, load_or_create_identity, open_libp2p_transport)
+from p2pmoa.effects import (Broadcast, CancelTimer, Deliver, Embed, Generate, PeerId, QueryId,
+                            Send, SetTimer)
+
+log = logging.getLogger(__name__)
+
+INBOX_MAX = 4096
+"""Events waiting for the machine; a full inbox makes inbound streams wait (backpressure)."""
+SHUTDOWN_GRACE_S = 5.0
+
+
+def load_generator(cfg: NodeConfig):
+    """The local text generator named by ``cfg.model`` (real GGUF, or the named stand-in)."""
+    from p2pmoa.llm import LlamaGenerator, StandInGenerator
+    if cfg.model == STAND_IN_MODEL or cfg.model.startswith(STAND_IN_MODEL + ":"):
+        name = cfg.model.split(":", 1)[1] if ":" in cfg.model else "node"
+        gen = StandInGenerator(name)
+        if cfg.stand_in_delay_s > 0:
+            return _SlowStandIn(gen, cfg.stand_in_delay_s)
+        return gen
+    return LlamaGenerator.from_name(cfg.model, n_threads=cfg.threads)
+
+
+class _SlowStandIn:
+    """The stand-in generator plus a fixed service time (runs in the worker thread)."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s, self.model_id = inner, delay_s, inner.model_id
+
+    def generate(self, messages, params):
+        time.sleep(self.delay_s)  # simulated model time, in a worker thread, not the event loop
+        g = self.inner.generate(messages, params)
+        import dataclasses
+        return dataclasses.replace(g, llm_s=self.delay_s)
+
+
+def load_embedder(cfg: NodeConfig):
+    from p2pmoa.embed import HashingEmbedder, LlamaEmbedder
+    if cfg.embedder in ("hashing", STAND_IN_MODEL):
+        return HashingEmbedder(dim=64)
+    return LlamaEmbedder(cfg.embedder, n_threads=cfg.threads)
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event
+    result: Any = None
+
+
+class Daemon:
+    """One running node. Build with :func:`run_node` (which opens transport, API, signals)."""
+
+    def __init__(self, cfg: NodeConfig, transport: Transport, generator, embedder,
+                 identity, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.transport = transport
+        self.generator = generator
+        self.embedder = embedder
+        self.identity = identity
+        self.metrics = metrics or Metrics()
+        self.local_model = getattr(generator, "model_id", str(cfg.model))
+        self.started_at = time.time()
+        self._send_in, self._inbox = trio.open_memory_channel[tuple](INBOX_MAX)
+        self._timers: dict[str, trio.CancelScope] = {}
+        self._waiters: dict[QueryId, _Waiter] = {}
+        self._llm_limiter = trio.CapacityLimiter(1)
+        self._embed_limiter = trio.CapacityLimiter(1)
+        self._nursery: trio.Nursery | None = None
+        self.machine = self._build_machine()
+        self._register_metrics()
+
+    # ------------------------------------------------------------------ protocol adapter
+    # Everything that knows the names in p2pmoa.protocol is in this section.
+
+    def _build_machine(self):
+        from p2pmoa import protocol as P
+        from p2pmoa.buffer import PromptBuffer, SQLiteStore
+        from p2pmoa.effects import GenParams
+        from p2pmoa.identity import Ed25519Verifier
+        self.P = P
+        self.store = SQLiteStore(self.cfg.buffer_path)
+        self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max)
+        self.trust = P.LocalTrust()
+        self._load_trust()
+        pcfg = P.ProtocolConfig(
+            role=self.cfg.role, model_id=self.local_model,
+            space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
+            collect_timeout_s=self.cfg.deadline_s, round_timeout_s=self.cfg.round_timeout_s,
+            proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
+            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0))
+        return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
+                              buffer=self.buffer, trust=self.trust)
+
+    def _load_trust(self) -> None:
+        """Restore the trust book persisted by :meth:`_save_trust` (survives restarts)."""
+        import json
+        raw = self.store.get_meta("trust")
+        if not raw:
+            return
+        try:
+            d = json.loads(raw)
+            self.trust.scores.update({str(k): float(v) for k, v in d.get("scores", {}).items()})
+            self.trust.quarantined.update({str(k): str(v) for k, v in d.get("quarantined", {}).items()})
+            log.info("restored trust for %d peers", len(self.trust.scores))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable trust state: %s", exc)
+
+    def _save_trust(self) -> None:
+        import json
+        self.store.put_meta("trust", json.dumps({
+            "scores": dict(self.trust.scores), "quarantined": dict(self.trust.quarantined)}).encode())
+
+    def trust_snapshot(self) -> dict[str, float]:
+        return {p: round(self.trust.score(p), 4) for p in
+                set(self.trust.scores) | set(self.trust.quarantined)}
+
+    @staticmethod
+    def _now() -> float:
+        """Protocol time: Unix seconds (timestamps in envelopes are compared across nodes)."""
+        return time.time()
+
+    # ------------------------------------------------------------------ event loop
+
+    async def _push(self, event) -> Any:
+        """Queue ``event`` for the machine; returns what handling it returned (for acks)."""
+        done = _Waiter(trio.Event())
+        await self._send_in.send((event, done))
+        await done.event.wait()
+        return done.result
+
+    def _push_nowait(self, event) -> None:
+        try:
+            self._send_in.send_nowait((event, None))
+        except trio.WouldBlock:
+            self.metrics.inc("events_dropped_total", "events dropped because the inbox was full")
+            log.warning("inbox full, dropped %s", type(event).__name__)
+
+    async def _machine_loop(self) -> None:
+        async for event, done in self._inbox:
+            t0 = time.perf_counter()
+            try:
+                effects = self.machine.handle(event)
+                err = None
+            except Exception as exc:  # a machine bug must not take the node down: log, count
+                log.exception("protocol failed on %s", type(event).__name__)
+                self.metrics.inc("protocol_errors_total", "exceptions raised by the protocol machine")
+                effects, err = [], exc
+            self.metrics.observe("handle_seconds", time.perf_counter() - t0,
+                                 "time to handle one event in the protocol machine")
+            for eff in effects:
+                self._execute(eff)
+            if done is not None:
+                done.result = err if err is not None else effects
+                done.event.set()
+
+    def _execute(self, eff) -> None:
+        assert self._nursery is not None, "daemon is not running"
+        match eff:
+            case Send(peer=peer, msg=msg):
+                self._nursery.start_soon(self._do_send, peer, msg)
+            case Broadcast(topic=topic, msg=msg):
+                self._nursery.start_soon(self._do_broadcast, topic, msg)
+            case SetTimer(name=name, delay_s=delay_s):
+                self._cancel_timer(name)
+                scope = trio.CancelScope()
+                self._timers[name] = scope
+                self._nursery.start_soon(self._do_timer, name, delay_s, scope)
+            case CancelTimer(name=name):
+                self._cancel_timer(name)
+            case Generate():
+                self._nursery.start_soon(self._do_generate, eff)
+            case Embed():
+                self._nursery.start_soon(self._do_embed, eff)
+            case Deliver(query_id=qid, answer=answer, trace=trace):
+                self._deliver(qid, answer, trace)
+            case self.P.Failed(query_id=qid, reason=reason, trace=trace):
+                self.metrics.inc("queries_failed_total", "queries asked here that failed")
+                w = self._waiters.get(qid)
+                if w is not None:
+                    w.result = DecisionTimeout(f"query failed: {reason}")
+                    w.event.set()
+            case self.P.Accepted() | self.P.Refused():
+                pass  # read by complete() from the handle() result
+            case _:
+                log.debug("ignoring effect %r", eff)
+
+    def _cancel_timer(self, name: str) -> None:
+        scope = self._timers.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _do_timer(self, name: str, delay_s: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(max(0.0, delay_s))
+            if self._timers.get(name) is scope:
+                del self._timers[name]
+                self._push_nowait(self.P.TimerFired(name, now=self._now()))
+
+    async def _do_send(self, peer: PeerId, frame: bytes) -> None:
+        try:
+            reply = await self.transport.request(peer, frame)
+        except TransportError as exc:
+            self.metrics.inc("sends_failed_total", "direct sends that failed", reason=type(exc).__name__)
+            log.info("send to %s failed: %s", peer, exc)
+            return  # the protocol retransmits what needs an acknowledgement
+        self.metrics.inc("sends_total", "direct sends acknowledged by the receiver")
+
+    async def _do_broadcast(self, topic: str, frame: bytes) -> None:
+        try:
+            await self.transport.publish(topic, frame)
+            self.metrics.inc("gossip_published_total", "gossip messages published", topic=topic)
+        except Exception as exc:  # noqa: BLE001 - gossip is best effort; the protocol retries
+            log.warning("publish on %s failed: %s", topic, exc)
+
+    async def _do_generate(self, eff: Generate) -> None:
+        async with self._llm_limiter:
+            t0 = time.perf_counter()
+            try:
+                gen = await trio.to_thread.run_sync(self.generator.generate, eff.messages, eff.params)
+                err = None
+            except Exception as exc:  # noqa: BLE001 - LLMError and friends: report to the machine
+                gen, err = None, f"{type(exc).__name__}: {exc}"
+                log.warning("generation %s failed: %s", eff.job_id, err)
+        self.metrics.observe("generate_seconds", time.perf_counter() - t0, "local LLM call time")
+        self.metrics.inc("generations_total", "local LLM calls")
+        if err is None:
+            self._push_nowait(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
+        else:
+            self._push_nowait(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
+
+    async def _do_embed(self, eff: Embed) -> None:
+        async with self._embed_limiter:
+            t0 = time.perf_counter()
+            try:
+                emb = await trio.to_thread.run_sync(self.embedder.embed, list(eff.texts))
+                err = None
+            except Exception as exc:  # noqa: BLE001
+                emb, err = None, f"{type(exc).__name__}: {exc}"
+                log.warning("embedding %s failed: %s", eff.job_id, err)
+        self.metrics.observe("embed_seconds", time.perf_counter() - t0, "local embedding time")
+        if err is None:
+            self._push_nowait(self.P.EmbedDone(eff.job_id, emb, now=self._now()))
+        else:
+            self._push_nowait(self.P.EmbedFailed(eff.job_id, err, now=self._now()))
+
+    def _deliver(self, qid: QueryId, answer: str, trace: dict) -> None:
+        self._save_trust()
+        self.metrics.inc("queries_decided_total", "queries asked here and decided by the mesh",
+                         method=str(trace.get("method", "?")))
+        w = self._waiters.get(qid)
+        if w is not None:
+            w.result = (answer, trace)
+            w.event.set()
+
+    # ------------------------------------------------------------------ inbound network
+
+    async def _on_request(self, peer: PeerId, data: bytes) -> bytes:
+        """A direct stream delivered one frame: hand it to the machine, ack when handled."""
+        result = await self._push(self.P.FrameIn(peer, None, data, now=self._now()))
+        if isinstance(result, Exception):
+            raise RequestRejected("internal error")
+        return b""
+
+    async def _pump_gossip(self, topic: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        sub = await self.transport.subscribe(topic)
+        task_status.started()
+        async for m in sub:
+            self._push_nowait(self.P.FrameIn(m.source, m.topic, m.data, now=self._now()))
+
+    # ------------------------------------------------------------------ local API service
+
+    async def complete(self, req: CompletionRequest) -> CompletionResult:
+        """Ask the mesh: the query is durably buffered before this returns "accepted"."""
+        qid = QueryId(secrets.token_hex(8))
+        waiter = _Waiter(trio.Event())
+        self._waiters[qid] = waiter
+        try:
+            effects = await self._push(self.P.UserQuery(
+                qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now()))
+            if isinstance(effects, Exception):
+                raise InternalError(f"protocol error: {effects}")
+            for eff in effects:
+                if isinstance(eff, self.P.Refused):
+                    self.metrics.inc("queries_refused_total", "queries refused at admission",
+                                     reason=eff.reason)
+                    if eff.reason.startswith("invalid"):
+                        raise BadRequest(f"query refused: {eff.reason}", param="messages")
+                    raise Busy(f"node busy ({eff.reason}); retry later",
+                               retry_after_s=max(1.0, eff.retry_after_s))
+            self.metrics.inc("queries_accepted_total", "queries accepted into the prompt buffer")
+            wait_s = self.cfg.deadline_s + self.cfg.round_timeout_s * 3 + 60
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
+            if waiter.result is None:
+                raise DecisionTimeout(f"no decision within {wait_s:.0f} s; query {qid} stays buffered")
+            if isinstance(waiter.result, ApiError):
+                raise waiter.result
+            answer, trace = waiter.result
+        finally:
+            self._waiters.pop(qid, None)
+        props = trace.get("proposals", []) if isinstance(trace, dict) else []
+        chosen = (trace.get("decision") or {}).get("proposer") if isinstance(trace, dict) else None
+        completion = next((p.get("completion_tokens", 0) for p in props if p.get("peer") == chosen), 0)
+        return CompletionResult(qid, answer, trace, 0, int(completion or 0))
+
+    def status(self) -> dict:
+        st = self.transport.statistics()
+        proto = _asdict(getattr(self.machine, "statistics", lambda: None)())
+        buf = _asdict(self.buffer.statistics(self._now()))
+        if proto is not None:
+            proto["decisions"] = {q: {"digest": d[0], "answer": d[1][:200]}
+                                  for q, d in list(proto.get("decisions", {}).items())[-20:]}
+        return {
+            "peer_id": self.transport.local_peer,
+            "listen_addrs": self.transport.listen_addrs(),
+            "model": self.local_model,
+            "embedding_space": getattr(self.embedder, "space_id", "?"),
+            "role": self.cfg.role,
+            "consensus": self.cfg.consensus,
+            "fault": self.cfg.fault,
+            "peers": len(self.transport.peers()),
+            "mesh_peers": len(self.transport.topic_peers(self.P.QUERY_TOPIC)),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "transport": _asdict(st),
+            "buffer": buf,
+            "protocol": proto,
+        }
+
+    def peers(self) -> list[dict]:
+        trust = self.trust_snapshot()
+        mesh = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
+        return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh}
+                for p in self.transport.peers()]
+
+    def metrics_text(self) -> str:
+        return self.metrics.render()
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        t = self.transport
+        m.gauge_fn("peers", "connected libp2p peers", lambda: [({}, len(t.peers()))])
+        m.gauge_fn("buffer_unfinished", "queries in the prompt buffer not yet finished",
+                   lambda: [({}, self.buffer.statistics(self._now()).unfinished)])
+        m.counter_fn("transport_rejected_total", "frames refused by the transport before decoding",
+                     lambda: [({"reason": k}, getattr(t.statistics(), "rejected_" + k)) for k in
+                              ("oversized", "rate_limited", "too_many_streams", "malformed")])
+
+        def proto_rejects():
+            st = getattr(self.machine, "statistics", None)
+            snap = st() if callable(st) else None
+            rej = getattr(snap, "rejects", None) or {}
+            return [({"reason": k}, v) for k, v in sorted(dict(rej).items())]
+        m.counter_fn("frames_rejected_total", "protocol frames dropped (forged, replayed, "
+                     "malformed, oversized, stale, unknown sender)", proto_rejects)
+
+        def trust():
+            return [({"peer": p}, v) for p, v in sorted(self.trust_snapshot().items())]
+        m.gauge_fn("trust", "trust weight of each known peer", trust)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``task_status.started()`` once gossip is subscribed."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.transport.set_request_handler(self._on_request)
+            nursery.start_soon(self._machine_loop)
+            await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
+            self._push_nowait(self.P.Started(now=self._now()))
+            nursery.start_soon(self._tick)
+            task_status.started()
+
+    async def _tick(self) -> None:
+        """Tell the machine which peers joined or left the query topic (checked each second)."""
+        known: set[PeerId] = set()
+        while True:
+            now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
+            for p in sorted(now_peers - known):
+                self._push_nowait(self.P.PeerUp(p, now=self._now()))
+            for p in sorted(known - now_peers):
+                self._push_nowait(self.P.PeerDown(p, now=self._now()))
+            known = now_peers
+            await trio.sleep(1.0)
+
+
+def prompt_of(messages) -> str:
+    """The protocol gossips one prompt string: the last user message, with earlier turns
+    (if any) quoted before it so that follow-up questions keep their context."""
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    earlier = [m for m in messages[:last] if m.role in ("user", "assistant")]
+    if not earlier:
+        return messages[last].content
+    convo = "\n".join(f"{m.role}: {m.content}" for m in earlier[-6:])
+    return f"Conversation so far:\n{convo}\n\nuser: {messages[last].content}"
+
+
+def _asdict(obj) -> dict | None:
+    """A JSON-safe dict of a statistics snapshot (non-finite floats become strings)."""
+    import dataclasses
+    import math
+    if obj is None:
+        return None
+    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, bytes):
+            return v.hex()
+        return v
+    return clean(d)
+
+
+async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
+                   shutdown: trio.Event | None = None) -> None:
+    """Open identity, models, transport, daemon and API; run until ``shutdown`` is set."""
+    from p2pmoa.identity import Ed25519Identity
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    identity = Ed25519Identity.load_or_create(cfg.identity_path)
+    key_pair = load_or_create_identity(str(cfg.identity_path))
+    log.info("loading model %s and embedder %s", cfg.model, cfg.embedder)
+    generator = await trio.to_thread.run_sync(load_generator, cfg)
+    embedder = await trio.to_thread.run_sync(load_embedder, cfg)
+    if shutdown is None:
+        shutdown = trio.Event()
+    limits = TransportLimits(frame_bytes_max=cfg.frame_bytes_max,
+                             connections_target=cfg.connections_target)
+    async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
+        daemon = Daemon(cfg, transport, generator, embedder, identity)
+        log.info("node %s listening on %s; model %s, role %r, consensus %s%s", transport.local_peer,
+                 " ".join(transport.listen_addrs()), daemon.local_model, cfg.role, cfg.consensus,
+                 f", FAULT INJECTION {cfg.fault}" if cfg.fault else "")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            app = build_app(daemon, cfg.body_bytes_max, cfg.max_tokens)
+            api_stop = trio.Event()
+            await nursery.start(serve_api, app, cfg.api_host, cfg.api_port, api_stop)
+            log.info("API on http://%s (OpenAI base_url http://%s/v1)", cfg.api, cfg.api)
+            task_status.started(daemon)
+            await shutdown.wait()
+            log.info("shutting down: API first, then %.0f s grace for in-flight work", SHUTDOWN_GRACE_S)
+            api_stop.set()
+            with trio.move_on_after(SHUTDOWN_GRACE_S):
+                while daemon._waiters:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        daemon.store.close()
+    log.info("node stopped")
+
+
+def run_daemon(cfg: NodeConfig) -> int:
+    """Blocking entry point of ``p2pmoa node run``: handles SIGINT/SIGTERM, returns an exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    elif logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+    for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                async def watch() -> None:
+                    async for sig in signals:
+                        log.info("received %s", signal.Signals(sig).name)
+                        shutdown.set()
+                        return
+                nursery.start_soon(watch)
+                await run_node(cfg, shutdown=shutdown)
+                nursery.cancel_scope.cancel()
+    try:
+        trio.run(main)
+    except OSError as exc:
+        log.error("cannot start node: %s", exc)
+        return 1
+    return 0
