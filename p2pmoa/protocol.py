@@ -100,6 +100,7 @@ from p2pmoa.messages import (
     RoundStart,
     ScoreVote,
     StaleFrame,
+    encode_body,
     f32_to_vector,
     pack,
     unpack_bounded,
@@ -270,6 +271,8 @@ class ProtocolConfig:
         limits: wire limits.
         fault: fault-injection mode (None = honest; "silent", "garbage", "equivocate").
         remember_max: finished queries remembered in memory for de-duplication (default 1024).
+        pbft_msgs_per_member_max: PBFT messages accepted from one member in one round
+            (default 256; more is a flood and is dropped).
     """
 
     role: str = "You are a helpful assistant. Answer briefly."
@@ -292,6 +295,7 @@ class ProtocolConfig:
     limits: Limits = DEFAULT_LIMITS
     fault: str | None = None
     remember_max: int = 1024
+    pbft_msgs_per_member_max: int = 256
 
     def __post_init__(self):
         assert self.method in METHODS, f"method must be one of {METHODS}"
@@ -466,6 +470,9 @@ class _Member:
         self.avg_step = 0
         self.avg_inbox: dict[int, dict[PeerId, np.ndarray]] = {}
         self.spoke: set[PeerId] = set()
+        self.inbound: dict[PeerId, int] = {}
+        self.domain: bytes | None = None
+        self.helped: dict[PeerId, int] = {}
 
 
 # --------------------------------------------------------------------------- the machine
@@ -511,6 +518,7 @@ class PeerProtocol:
         self._rtx: dict[tuple, list] = {}  # (peer, kind, qid) -> [msg, tries, nonces]
         self._rtx_nonce: dict[bytes, tuple] = {}
         self._decisions: dict[QueryId, Decision] = {}
+        self._proposed: dict[QueryId, Proposal] = {}
         self._done_order: list[QueryId] = []
         self._rejects: dict[str, int] = {}
         self._n: dict[str, int] = {}
@@ -773,6 +781,9 @@ class PeerProtocol:
                         int(getattr(g, "completion_tokens", 0) or 0),
                         min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0))
         st.proposal = prop
+        self._proposed[qid] = prop
+        while len(self._proposed) > self.cfg.remember_max:
+            self._proposed.pop(next(iter(self._proposed)))
         origin = st.ann.origin
         self._count("proposals_made")
         if origin == self.me:
@@ -874,13 +885,13 @@ class PeerProtocol:
         if ann.created_at + ann.deadline_s < self._now:
             self._reject("expired")
             return
-        st = self._answers.get(qid)
-        if st is not None:
-            if st.proposal is not None and st.ann.origin == ann.origin:
-                self._count("proposal_resent")  # originator restarted: answer again
-                self._send_reliable(ann.origin, st.proposal)
+        mine = self._proposed.get(qid)
+        if mine is not None:
+            if ann.origin != self.me:
+                self._count("proposal_resent")  # the originator restarted: answer again
+                self._send_reliable(ann.origin, mine)
             return
-        if qid in self.buffer or qid in self._decisions:
+        if qid in self._answers or qid in self.buffer or qid in self._decisions:
             self._count("announce_duplicate")
             return
         if not selected(qid, self.me, ann.select_ppm):
@@ -909,6 +920,7 @@ class PeerProtocol:
         o = self._origins.get(qid)
         if o is None:
             if qid in self._decisions:
+                self._count("late_proposals")
                 self._ack(env, env.sender)
                 self._send(env.sender, Nack(qid, env.nonce, "decided"))
             else:
@@ -924,6 +936,10 @@ class PeerProtocol:
             if have is None:
                 self._count("late_proposals")
                 self._send(env.sender, Nack(qid, env.nonce, "late"))
+            elif have[1] != p:
+                self._reject("equivocation")
+                self.trust.quarantine(p.proposer, f"two proposals for {qid}", self._now)
+                o.notes.append(f"{p.proposer} equivocated (two proposals): quarantined")
             return
         frame = self._last_frame
         self.reader.remember_verified(frame, env, p)
@@ -1021,6 +1037,11 @@ class PeerProtocol:
             return
         o.phase = "round"
         o.round_at = self._now
+        for peer in sorted(self.peers):
+            if (peer not in o.proposals and peer not in o.nacks
+                    and selected(qid, peer, o.ann.select_ppm)):
+                self.trust.bad(peer, "no_proposal", self._now)
+                self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))
         w = self.trust.weights(list(members))
         weights = tuple(max(0, int(w.get(m, 1))) for m in members)
@@ -1056,13 +1077,29 @@ class PeerProtocol:
             self._reject("not_member")
             return
         self._ack(env, env.sender)
-        if qid in self._members or qid in self._decisions:
-            self._count("round_duplicate")
+        d = self._decisions.get(qid)
+        if d is not None:
+            # the originator restarted and runs the round again: tell it what we decided
+            self._count("round_after_decision")
+            if d.method == "pbft" and d.query_id == qid:
+                self._send_reliable(env.sender, d)
             return
+        old = self._members.get(qid)
+        if old is not None:
+            if old.rs == rs:
+                self._count("round_duplicate")
+                return
+            self._count("round_restarted")
+            self._drop_member(qid, old)
         if rs.method == "aggregate":
             self._reject("bad_round")
             return
         self._member_start(rs, env.sender)
+
+    def _drop_member(self, qid: QueryId, m: _Member) -> None:
+        self._members.pop(qid, None)
+        for name in [n for n, o in self._timers.items() if o[:2] in (("pbft", qid), ("avg", qid))]:
+            self._cancel_timer(name)
 
     def _member_start(self, rs: RoundStart, origin: PeerId, needs_embedding: bool = True) -> None:
         qid = rs.query_id
@@ -1156,7 +1193,7 @@ class PeerProtocol:
             i = self._index_of_value(m, value)
             return i is not None and i in top
 
-        domain = b"p2pmoa/pbft/v1\x00" + qid.encode("utf-8", "surrogatepass") + b"\x00"
+        domain = self._pbft_domain(m)
 
         def sign(data: bytes) -> bytes:
             return self.signer.sign(domain + data)
@@ -1180,6 +1217,15 @@ class PeerProtocol:
             if m.decision is None:
                 self._run_pbft(qid, m, pbft.Receive(inner))
 
+    @staticmethod
+    def _pbft_domain(m: _Member) -> bytes:
+        """Signature domain of the PBFT messages of one round: binds query and round content,
+        so a message can be replayed neither into another query nor into a re-run round."""
+        if m.domain is None:
+            rid = hashlib.sha256(encode_body(m.rs)).digest()[:16]
+            m.domain = b"p2pmoa/pbft/v1\x00" + rid
+        return m.domain
+
     def _on_pbft(self, env: Envelope, w: PbftWire) -> None:
         qid = w.query_id
         m = self._members.get(qid)
@@ -1195,9 +1241,18 @@ class PeerProtocol:
             self._reject("not_member")
             return
         m.spoke.add(env.sender)
-        self._check_twin(qid, m, env, inner)
-        if m.decision is not None and not isinstance(inner, pbft.ViewChange):
+        n_in = m.inbound.get(env.sender, 0) + 1
+        m.inbound[env.sender] = n_in
+        if n_in > self.cfg.pbft_msgs_per_member_max:
+            self._reject("pbft_flood")
             return
+        self._check_twin(qid, m, env, inner)
+        if m.decision is not None:
+            # after deciding, only help laggards a little (their view changes get our proofs)
+            helped = m.helped.get(env.sender, 0)
+            if not isinstance(inner, pbft.ViewChange) or helped >= 2:
+                return
+            m.helped[env.sender] = helped + 1
         if m.replica is None:
             if len(m.pending) < 16 * len(m.rs.members) ** 2:
                 m.pending.append((env.sender, inner))
@@ -1259,7 +1314,7 @@ class PeerProtocol:
             fake = pbft.PrePrepare(msg.view, msg.seq, pbft.digest_of(fake_value), fake_value,
                                    msg.sender) if isinstance(msg, pbft.PrePrepare) else \
                 type(msg)(msg.view, msg.seq, pbft.digest_of(fake_value), msg.sender)
-            domain = b"p2pmoa/pbft/v1\x00" + qid.encode("utf-8", "surrogatepass") + b"\x00"
+            domain = self._pbft_domain(m)
             fake = pbft._with_signature(fake, self.signer.sign(domain + pbft.signing_bytes(fake)))
             self._send(peer, PbftWire(qid, fake))
 
@@ -1448,8 +1503,8 @@ class PeerProtocol:
             if o.phase != "round":
                 return
             m = self._members.get(qid)
-            if m is None or all(p.answer != d.answer or p.proposer != d.chosen
-                                for _, p in m.cands):
+            if all(p.answer != d.answer or p.proposer != d.chosen
+                   for _, p, _ in o.proposals.values()):
                 self._reject("bad_decision")
                 return
             votes = o.tally.setdefault(d.digest, {})

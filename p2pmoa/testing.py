@@ -10,6 +10,7 @@ real topology, link and fault models) and not the daemon.
 """
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -26,6 +27,8 @@ from p2pmoa.protocol import (
     GenerateDone,
     GenerateFailed,
     PeerProtocol,
+    PeerUp,
+    ProtocolConfig,
     Refused,
     Started,
     TimerFired,
@@ -75,10 +78,15 @@ class InMemoryMesh:
     # ---- topology
 
     def add(self, proto: PeerProtocol, generator) -> PeerId:
-        """Add a running node (its ``Started`` event is delivered immediately)."""
-        self.nodes[proto.me] = _Node(proto, generator)
-        self._push(self.now, proto.me, None, lambda: Started(now=self.now))
-        return proto.me
+        """Add a running node, connected to every other node (``PeerUp`` both ways)."""
+        me = proto.me
+        self.nodes[me] = _Node(proto, generator)
+        self._push(self.now, me, None, lambda: Started(now=self.now))
+        for other in self.nodes:
+            if other != me:
+                self._push(self.now, me, None, lambda o=other: PeerUp(o, now=self.now))
+                self._push(self.now, other, None, lambda o=me: PeerUp(o, now=self.now))
+        return me
 
     def crash(self, peer: PeerId) -> None:
         """Stop a node abruptly: pending timers and in-flight jobs are lost."""
@@ -194,3 +202,44 @@ class InMemoryMesh:
                 self.failed.append((peer, eff))
             case _:
                 raise TypeError(f"unknown effect {eff!r}")
+
+
+def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = None,
+              seed: int = 0, loss: float = 0.0, latency_s: float = 0.005,
+              generators: dict[int, Any] | None = None, buffers: dict[int, Any] | None = None,
+              insecure: bool = False, **config) -> tuple[InMemoryMesh, list[PeerId]]:
+    """``n`` nodes with deterministic identities, StandInGenerator answers and one
+    HashingEmbedder space; node ``i`` runs in fault mode ``faults[i]`` if given.
+
+    ``config`` overrides :class:`ProtocolConfig` fields (``proposers_max`` defaults to ``n``).
+    ``insecure=True`` uses :class:`~p2pmoa.identity.InsecureSimSigner` (fast, NOT secure).
+    """
+    from p2pmoa.embed import HashingEmbedder  # noqa: PLC0415
+    from p2pmoa.identity import (  # noqa: PLC0415
+        Ed25519Identity, Ed25519Verifier, InsecureSimRegistry, InsecureSimSigner,
+        InsecureSimVerifier)
+    from p2pmoa.llm import StandInGenerator  # noqa: PLC0415
+
+    faults = faults or {}
+    emb = HashingEmbedder(64)
+    mesh = InMemoryMesh(emb, latency_s=latency_s, loss=loss, seed=seed)
+    registry = InsecureSimRegistry()
+    config.setdefault("proposers_max", n)
+    ids = []
+    for i in range(n):
+        if insecure:
+            signer = InsecureSimSigner.create(random.Random(seed * 1000 + i), registry)
+            verifier = InsecureSimVerifier(registry)
+        else:
+            signer = Ed25519Identity.from_seed(hashlib.sha256(f"node:{seed}:{i}".encode()).digest())
+            verifier = Ed25519Verifier()
+        cfg = ProtocolConfig(role=f"You are expert number {i}.", model_id=f"stand-in:m{i}",
+                             space_id=emb.space_id, method=method, fault=faults.get(i),
+                             **config)
+        kw = {}
+        if buffers and i in buffers:
+            kw["buffer"] = buffers[i]
+        proto = PeerProtocol(signer, verifier, cfg, rng=random.Random(seed * 7919 + i), **kw)
+        gen = (generators or {}).get(i) or StandInGenerator(f"m{i}", variants=1)
+        ids.append(mesh.add(proto, gen))
+    return mesh, ids

@@ -1,0 +1,142 @@
+"""Prompt buffer: durability, bounds, admission control, and restart recovery of the protocol."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pmoa.buffer import (
+    Admitted,
+    Busy,
+    MemoryStore,
+    PromptBuffer,
+    QueryState,
+    SQLiteStore,
+    max_stable_rate_per_s,
+    stability_load,
+)
+from p2pmoa.messages import QueryAnnounce
+from p2pmoa.testing import make_mesh
+
+
+def ann(qid: str, t: float = 0.0) -> QueryAnnounce:
+    return QueryAnnounce(qid, "12D3KooWorigin", f"question {qid}?", "pbft", t, 30.0, 4)
+
+
+def test_accepted_query_is_on_disk_before_admit_returns(tmp_path):
+    db = tmp_path / "buf.sqlite"
+    buf = PromptBuffer(SQLiteStore(db))
+    assert isinstance(buf.admit(ann("a"), local=True, now=1.0), Admitted)
+    # a second, independent connection sees the row immediately (no close, no checkpoint):
+    # this is what survives kill -9
+    other = SQLiteStore(db)
+    rows = dict(other.load_all())
+    assert "a" in rows
+    other.close()
+
+
+def test_reopen_recovers_unfinished_queries_with_their_state(tmp_path):
+    db = tmp_path / "buf.sqlite"
+    buf = PromptBuffer(SQLiteStore(db))
+    for q in "abcd":
+        buf.admit(ann(q), local=(q != "d"), now=1.0)
+    buf.set_state("b", QueryState.GENERATING, 2.0)
+    buf.set_state("c", QueryState.DONE, 3.0, answer="42")
+    buf.set_state("d", QueryState.VOTING, 3.0)
+    buf.store.close()
+    again = PromptBuffer(SQLiteStore(db))
+    assert [r.query_id for r in again.unfinished()] == ["a", "b", "d"]
+    assert again.get("b").state == QueryState.GENERATING
+    assert again.get("c").answer == "42" and again.get("c").state == QueryState.DONE
+    assert again.get("d").local is False
+    assert again.get("a").announce == ann("a")
+
+
+def test_corrupt_record_is_skipped_and_counted(tmp_path):
+    store = SQLiteStore(tmp_path / "b.sqlite")
+    store.put("x", "buffered", 0.0, b"\xc1garbage")
+    buf = PromptBuffer(store)
+    buf_ok = buf.admit(ann("y"), local=True, now=0.0)
+    assert isinstance(buf_ok, Admitted)
+    assert buf.statistics().corrupt_records == 1
+
+
+def test_full_buffer_says_busy_with_retry_after():
+    buf = PromptBuffer(MemoryStore(), capacity=2)
+    buf.record_generation_time(3.0)
+    assert isinstance(buf.admit(ann("a"), local=True, now=0.0), Admitted)
+    assert isinstance(buf.admit(ann("b"), local=True, now=0.0), Admitted)
+    busy = buf.admit(ann("c"), local=True, now=0.0)
+    assert isinstance(busy, Busy) and busy.reason == "full" and busy.retry_after_s >= 3.0
+    buf.set_state("a", QueryState.DONE, 1.0)
+    assert isinstance(buf.admit(ann("c"), local=True, now=1.0), Admitted)
+
+
+def test_duplicate_query_id_is_refused():
+    buf = PromptBuffer(MemoryStore())
+    buf.admit(ann("a"), local=True, now=0.0)
+    assert buf.admit(ann("a"), local=True, now=0.0).reason == "duplicate"
+
+
+def test_admission_follows_the_queue_stability_bound():
+    # alpha_max = 2 s, k = 0, M = 1: lambda < 1 / (2 * 2) = 0.25 queries/s, i.e. < 15 per 60 s
+    buf = PromptBuffer(MemoryStore(), capacity=1000, layers_k=0, proposers_m=1)
+    buf.record_generation_time(1.0)
+    buf.record_generation_time(2.0)
+    assert max_stable_rate_per_s(2.0, 0, 1) == pytest.approx(0.25)
+    admitted = [q for q in range(40)
+                if isinstance(buf.admit(ann(f"q{q}"), local=True, now=q * 0.1), Admitted)]
+    assert len(admitted) == 15
+    busy = buf.admit(ann("late"), local=True, now=4.0)
+    assert busy.reason == "unstable" and 50.0 <= busy.retry_after_s <= 60.0
+    # after the window slides, admission resumes
+    assert isinstance(buf.admit(ann("later"), local=True, now=61.0), Admitted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.001, 100), st.floats(0.001, 60), st.integers(0, 3), st.integers(1, 8))
+def test_stability_bound_is_tight(rate, alpha, k, m):
+    lam = max_stable_rate_per_s(alpha, k, m)
+    assert stability_load(lam * 0.999, alpha, k, m) < 1 <= stability_load(lam * 1.001, alpha, k, m)
+    assert (stability_load(rate, alpha, k, m) < 1) == (rate < lam) or math.isclose(rate, lam)
+
+
+def test_finished_records_are_pruned_to_the_limit():
+    store = MemoryStore()
+    buf = PromptBuffer(store, finished_keep=3)
+    for i in range(10):
+        buf.admit(ann(f"q{i}"), local=True, now=i)
+        buf.set_state(f"q{i}", QueryState.DONE, i, answer="x")
+    assert len(store.rows) == 3 and buf.get("q9") is not None and buf.get("q0") is None
+
+
+def test_finished_query_is_never_resurrected():
+    buf = PromptBuffer(MemoryStore())
+    buf.admit(ann("a"), local=True, now=0.0)
+    buf.set_state("a", QueryState.FAILED, 1.0, detail="expired")
+    assert buf.set_state("a", QueryState.GENERATING, 2.0).state == QueryState.FAILED
+
+
+@pytest.mark.parametrize("crash_after_s", [0.0, 0.012, 0.03])
+def test_originator_killed_mid_query_answers_it_after_restart(tmp_path, crash_after_s):
+    """kill -9 the originator while buffered / generating / voting; after restart it answers."""
+    db = tmp_path / "origin.sqlite"
+    mesh, ids = make_mesh(4, method="pbft", buffers={0: PromptBuffer(SQLiteStore(db))})
+    mesh.ask(ids[0], "q1", "What is the capital of France?")
+    mesh.run(until_s=crash_after_s)
+    assert (ids[0], "q1") in mesh.accepted
+    assert (ids[0], "q1") not in mesh.delivered
+    old = mesh.nodes[ids[0]].proto
+    mesh.crash(ids[0])
+    mesh.run(until_s=crash_after_s + 1.0)  # peers keep going while it is down
+    restarted = type(old)(old.signer, old._verifier, old.cfg, rng=old.rng,
+                          buffer=PromptBuffer(SQLiteStore(db)))
+    mesh.restart(restarted, mesh.nodes[ids[0]].generator)
+    mesh.run(until_s=200.0)
+    out = mesh.delivered.get((ids[0], "q1"))
+    assert out is not None, "accepted query lost across a crash"
+    assert restarted.buffer.get("q1").state == QueryState.DONE
+    assert restarted.statistics().counters.get("recovered_local") == 1
+    assert out.trace["n_proposals"] >= 3
