@@ -58,6 +58,7 @@ from typing import Any, Protocol, Sequence, Union
 import numpy as np
 
 from consensus import pbft
+from consensus.trust import TrustBook
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
     Broadcast,
@@ -324,6 +325,73 @@ class TrustPort(Protocol):
 
     def score(self, member: str) -> float: ...
 
+    def end_round(self, now: float) -> None: ...
+
+
+class TrustBookPort:
+    """:class:`consensus.trust.TrustBook` behind :class:`TrustPort` (the default).
+
+    Events go to the book as they happen; the book's epoch is closed after every round this
+    node decided as originator, so weights move once per round (down at once, up slowly, capped
+    share; see consensus.trust). Evidence (equivocation, forged signature) blocks the member
+    locally at once, drops its frames and zeroes its weight in rounds started from now on; the
+    book quarantines it for good at the next epoch.
+
+    Args:
+        book: an existing book (e.g. ``TrustBook.from_dict`` of the persisted state).
+    """
+
+    def __init__(self, book: TrustBook | None = None):
+        self.book = book if book is not None else TrustBook()
+        self.blocked: dict[str, str] = {}
+
+    def good(self, member, now):
+        self.book.record_good(member)
+
+    def bad(self, member, reason, now):
+        self.book.record_bad(member)
+
+    def quality(self, member, score, now):
+        self.book.record_quality(member, min(1.0, max(0.0, float(score))))
+
+    def quarantine(self, member, evidence, now):
+        self.blocked.setdefault(member, str(evidence)[:200])
+        self.book.record_evidence(member, evidence)
+
+    def is_quarantined(self, member):
+        return member in self.blocked or self.book.is_quarantined(member)
+
+    def weights(self, members):
+        w = self.book.weights(members)
+        for m in w:
+            if m in self.blocked:
+                w[m] = 0
+        if w and not any(w.values()):
+            return {m: 1 for m in w}
+        return w
+
+    def score(self, member):
+        return 0.0 if member in self.blocked else self.book.score(member)
+
+    def end_round(self, now):
+        self.book.close_epoch()
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        q = {m: e.reason for m, e in self.book._m.items() if e.quarantined}  # noqa: SLF001
+        q.update(self.blocked)
+        return q
+
+    def to_dict(self) -> dict:
+        """Persistable state (JSON/msgpack-able)."""
+        return {"book": self.book.to_dict(), "blocked": dict(self.blocked)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrustBookPort":
+        port = cls(TrustBook.from_dict(d["book"]))
+        port.blocked.update({str(k): str(v) for k, v in dict(d.get("blocked", {})).items()})
+        return port
+
 
 class LocalTrust:
     """Minimal trust ledger used until/unless a consensus.trust.TrustBook is passed in.
@@ -364,6 +432,9 @@ class LocalTrust:
 
     def score(self, member):
         return 0.0 if member in self.quarantined else self.scores.get(member, 0.5)
+
+    def end_round(self, now):
+        pass
 
 
 # --------------------------------------------------------------------------- statistics
@@ -488,7 +559,7 @@ class PeerProtocol:
         rng: source of nonces and fault-mode randomness (``random.SystemRandom()`` in the
             daemon, a seeded ``random.Random`` in the simulator and tests).
         buffer: the prompt buffer (default: 64 slots over a :class:`MemoryStore`).
-        trust: trust book port (default :class:`LocalTrust`).
+        trust: trust book port (default :class:`TrustBookPort` over a fresh TrustBook).
 
     Driving it: call :meth:`handle` with one event at a time, in the order the driver
     observes them, and execute the returned effects in order. ``Send``/``Broadcast`` carry
@@ -506,7 +577,7 @@ class PeerProtocol:
         self.cfg = config or ProtocolConfig()
         self.rng = rng
         self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
-        self.trust: TrustPort = trust if trust is not None else LocalTrust()
+        self.trust: TrustPort = trust if trust is not None else TrustBookPort()
         self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
         self._verifier = verifier
         self.peers: set[PeerId] = set()
@@ -1595,6 +1666,7 @@ class PeerProtocol:
 
     def _update_trust(self, o: _Origin, m: _Member | None, d: Decision) -> None:
         if m is None or m.vectors is None:
+            self.trust.end_round(self._now)
             return
         c = centrality(m.vectors)
         for i, (_, p) in enumerate(m.cands):
@@ -1607,6 +1679,7 @@ class PeerProtocol:
             for peer in o.round.members:
                 if peer != self.me and peer not in m.spoke:
                     self.trust.bad(peer, "silent_in_round", self._now)
+        self.trust.end_round(self._now)
 
     def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
         rs = o.round
@@ -1654,7 +1727,7 @@ def _aggregate_messages(query: str, responses: Sequence[str], role: str) -> tupl
 
 __all__ = [
     "Accepted", "EmbedDone", "EmbedFailed", "Event", "Failed", "FrameIn", "GenerateDone",
-    "GenerateFailed", "LocalTrust", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
+    "GenerateFailed", "LocalTrust", "TrustBookPort", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
     "ProtocolStatistics", "Refused", "Started", "TimerFired", "TrustPort", "UserQuery",
     "centrality", "ranking", "selected",
 ]

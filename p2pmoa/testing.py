@@ -207,7 +207,8 @@ class InMemoryMesh:
 def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = None,
               seed: int = 0, loss: float = 0.0, latency_s: float = 0.005,
               generators: dict[int, Any] | None = None, buffers: dict[int, Any] | None = None,
-              insecure: bool = False, **config) -> tuple[InMemoryMesh, list[PeerId]]:
+              insecure: bool = False, trust_factory: Callable[[], Any] | None = None,
+              **config) -> tuple[InMemoryMesh, list[PeerId]]:
     """``n`` nodes with deterministic identities, StandInGenerator answers and one
     HashingEmbedder space; node ``i`` runs in fault mode ``faults[i]`` if given.
 
@@ -239,6 +240,8 @@ def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = N
         kw = {}
         if buffers and i in buffers:
             kw["buffer"] = buffers[i]
+        if trust_factory is not None:
+            kw["trust"] = trust_factory()
         proto = PeerProtocol(signer, verifier, cfg, rng=random.Random(seed * 7919 + i), **kw)
         gen = (generators or {}).get(i) or StandInGenerator(f"m{i}", variants=1)
         ids.append(mesh.add(proto, gen))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from p2pmoa.identity import Ed25519Identity, seal
 from p2pmoa.llm import StandInGenerator
 from p2pmoa.messages import QUERY_TOPIC, Proposal, QueryAnnounce, pack, vector_to_f32
+from p2pmoa.protocol import LocalTrust, TrustBookPort
 from p2pmoa.testing import make_mesh
 
 Q = "What is the capital of France?"
@@ -213,3 +214,32 @@ def test_fuzz_random_and_mutated_frames_never_crash_a_node(junk, seed):
     mesh.run()
     assert_no_internal_errors(mesh)
     assert (ids[0], "q1") in mesh.delivered
+
+
+@pytest.mark.parametrize("trust_factory", [TrustBookPort, LocalTrust])
+def test_garbage_node_weight_falls_round_after_round(trust_factory):
+    # 6 members: with TrustBook's share cap of 0.2, groups of <= 5 get equal weights
+    mesh, ids = make_mesh(6, method="vote", faults={2: "garbage"}, trust_factory=trust_factory)
+    weights = []
+    for q in range(4):
+        mesh.ask(ids[0], f"q{q}", f"Question number {q}: what is the capital of France?")
+        mesh.run(until_s=mesh.now + 100)
+        out = mesh.delivered[(ids[0], f"q{q}")]
+        assert "garbage" not in out.answer
+        weights.append(out.trace["weights"])
+    last = weights[-1]
+    honest = [last[p] for p in ids[1:] if p != ids[2]]  # the originator does not rate itself
+    assert last[ids[2]] < min(honest), last
+    assert weights[0][ids[2]] >= last[ids[2]], "the garbage node's weight must not grow"
+    total = sum(last.values())
+    assert max(last.values()) <= total * 0.25 + 1, "one member holds too large a share"
+
+
+def test_trust_book_port_round_trips_through_its_dict():
+    port = TrustBookPort()
+    port.quality("a", 0.9, 0.0)
+    port.quarantine("b", "equivocation", 0.0)
+    port.end_round(0.0)
+    again = TrustBookPort.from_dict(port.to_dict())
+    assert again.is_quarantined("b") and not again.is_quarantined("a")
+    assert again.weights(["a", "b", "c"]) == port.weights(["a", "b", "c"])
