@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
+from functools import cached_property
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union
 
@@ -139,6 +140,10 @@ class Limits:
     text_bytes_max: int = 1024
     pbft_items_max: int = 256
 
+    @cached_property
+    def _unpack_kwargs(self) -> dict:
+        return self.unpack_kwargs()
+
     def unpack_kwargs(self) -> dict:
         """Keyword arguments for ``msgpack.Unpacker`` that bound every container and string."""
         return dict(
@@ -170,7 +175,9 @@ def unpack_bounded(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise OversizedFrame(f"{len(data)} bytes > frame_bytes_max={limits.frame_bytes_max}")
     data = bytes(data)
     try:
-        unpacker = msgpack.Unpacker(**limits.unpack_kwargs())
+        # Unpacker with max_buffer_size = frame_bytes_max plus every per-object limit; the
+        # explicit length check above already refused anything larger than the buffer.
+        unpacker = msgpack.Unpacker(**limits._unpack_kwargs)
         unpacker.feed(data)
         obj = unpacker.unpack()
         if unpacker.tell() != len(data):
@@ -429,12 +436,19 @@ def encode_body(msg: Message) -> bytes:
     return pack(d)
 
 
+_SCHEMA_KEYS: dict[type, tuple[frozenset, frozenset]] = {}
+
+
 def _check_keys(d: Any, cls: type) -> dict:
     if not isinstance(d, dict):
         raise MalformedFrame(f"{cls.kind}: body is not a map")
-    names = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls)
-                if f.default is MISSING and f.default_factory is MISSING}
+    sk = _SCHEMA_KEYS.get(cls)
+    if sk is None:
+        sk = _SCHEMA_KEYS[cls] = (
+            frozenset(f.name for f in fields(cls)),
+            frozenset(f.name for f in fields(cls)
+                      if f.default is MISSING and f.default_factory is MISSING))
+    names, required = sk
     keys = set(d)
     if not keys <= names or not required <= keys:
         raise MalformedFrame(f"{cls.kind}: fields {sorted(map(str, keys))} != schema")

@@ -77,12 +77,13 @@ class InMemoryMesh:
 
     # ---- topology
 
-    def add(self, proto: PeerProtocol, generator) -> PeerId:
-        """Add a running node, connected to every other node (``PeerUp`` both ways)."""
+    def add(self, proto: PeerProtocol, generator, *, peer_events: bool = True) -> PeerId:
+        """Add a running node, connected to every other node (``PeerUp`` both ways unless
+        ``peer_events=False``, which saves O(n²) events in large meshes)."""
         me = proto.me
         self.nodes[me] = _Node(proto, generator)
         self._push(self.now, me, None, lambda: Started(now=self.now))
-        for other in self.nodes:
+        for other in (self.nodes if peer_events else ()):
             if other != me:
                 self._push(self.now, me, None, lambda o=other: PeerUp(o, now=self.now))
                 self._push(self.now, other, None, lambda o=me: PeerUp(o, now=self.now))
@@ -208,7 +209,7 @@ def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = N
               seed: int = 0, loss: float = 0.0, latency_s: float = 0.005,
               generators: dict[int, Any] | None = None, buffers: dict[int, Any] | None = None,
               insecure: bool = False, trust_factory: Callable[[], Any] | None = None,
-              **config) -> tuple[InMemoryMesh, list[PeerId]]:
+              peer_events: bool = True, **config) -> tuple[InMemoryMesh, list[PeerId]]:
     """``n`` nodes with deterministic identities, StandInGenerator answers and one
     HashingEmbedder space; node ``i`` runs in fault mode ``faults[i]`` if given.
 
@@ -244,5 +245,5 @@ def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = N
             kw["trust"] = trust_factory()
         proto = PeerProtocol(signer, verifier, cfg, rng=random.Random(seed * 7919 + i), **kw)
         gen = (generators or {}).get(i) or StandInGenerator(f"m{i}", variants=1)
-        ids.append(mesh.add(proto, gen))
+        ids.append(mesh.add(proto, gen, peer_events=peer_events))
     return mesh, ids
