@@ -215,6 +215,12 @@ def _int(v: Any, name: str, lo: int, hi: int) -> int:
     return v
 
 
+def _bool(v: Any, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise MalformedFrame(f"{name}: expected bool")
+    return v
+
+
 def _float(v: Any, name: str, lo: float, hi: float) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise MalformedFrame(f"{name}: expected float")
@@ -367,12 +373,15 @@ class PbftWire:
 
 @dataclass(frozen=True)
 class AvgVector:
-    """One embedding-averaging step: the sender's current vector after ``step`` updates."""
+    """One embedding-averaging round: the sender's vector for round ``step``; ``settled``: it
+    moved less than eps last round; ``final``: it stopped (use this vector from now on)."""
 
     kind: ClassVar[str] = "avg"
     query_id: QueryId
     step: int
     vector_f32: bytes
+    settled: bool = False
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -548,6 +557,8 @@ def decode_body(kind: str, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Mess
                 query_id=q,
                 step=_int(d["step"], "step", 0, 1 << 20),
                 vector_f32=_vec(d["vector_f32"], "vector_f32", L.dim_max),
+                settled=_bool(d.get("settled", False), "settled"),
+                final=_bool(d.get("final", False), "final"),
             )
         case "vote":
             return ScoreVote(

@@ -25,8 +25,9 @@ Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the dia
      own centrality". A primary proposing anything else is voted down by a view change.
    * ``vote``: each member sends a :class:`ScoreVote`; the originator sums trust-weighted
      scores ``S(r) = Σ w_i s_i(r)``.
-   * ``averaging``: members exchange :class:`AvgVector` for ``avg_rounds`` steps,
-     ``x ← (1-α)x + α·median(received)``; the answer is the candidate nearest the result.
+   * ``averaging``: each member runs a :class:`consensus.averaging.AveragingNode` (robust
+     coordinate-median aggregator, trust weights) over :class:`AvgVector` messages for at
+     most ``avg_rounds`` rounds; the answer is the candidate nearest the agreed vector.
    * ``aggregate``: the originator's model synthesises an answer from the bundle.
 
 4. The decision is recorded by every member (PBFT members decide themselves; for the other
@@ -57,7 +58,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from consensus import pbft
+from consensus import averaging, pbft
 from consensus.trust import TrustBook
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
@@ -268,7 +269,7 @@ class ProtocolConfig:
         gen_params: sampling parameters for this node's generations.
         top_k: PBFT validity: a candidate is acceptable if among the top-k by the replica's
             own centrality (0 = half of the candidates, rounded up).
-        avg_rounds: averaging steps (default 6); avg_alpha: step size α (default 0.5).
+        avg_rounds: most averaging rounds (default 6); avg_alpha: step size α (default 0.5).
         limits: wire limits.
         fault: fault-injection mode (None = honest; "silent", "garbage", "equivocate").
         remember_max: finished queries remembered in memory for de-duplication (default 1024).
@@ -537,9 +538,8 @@ class _Member:
         self.pending: list[tuple[PeerId, Any]] = []
         self.slots: dict[tuple, Any] = {}
         self.decision: Decision | None = None
-        self.avg_x: np.ndarray | None = None
-        self.avg_step = 0
-        self.avg_inbox: dict[int, dict[PeerId, np.ndarray]] = {}
+        self.avg: averaging.AveragingNode | None = None
+        self.avg_choice: int | None = None
         self.spoke: set[PeerId] = set()
         self.inbound: dict[PeerId, int] = {}
         self.domain: bytes | None = None
@@ -1075,8 +1075,8 @@ class PeerProtocol:
                     self._run_pbft(qid, m, pbft.TimerExpired(inner))
             case ("avg", qid, step):
                 m = self._members.get(qid)
-                if m is not None and m.avg_step == step and m.decision is None:
-                    self._avg_advance(qid, m, force=True)
+                if m is not None and m.avg is not None and not m.avg.finished:
+                    self._avg_effects(qid, m, m.avg.handle(averaging.RoundTimeout(step)))
 
     def _on_rtx(self, key: tuple) -> None:
         entry = self._rtx.get(key)
@@ -1462,64 +1462,76 @@ class PeerProtocol:
     # ------------------------------------------------------------------ averaging
 
     def _avg_start(self, qid: QueryId, m: _Member) -> None:
+        """Start this member's :class:`consensus.averaging.AveragingNode` on its own answer's
+        vector (as embedded by itself); neighbours = the other members, weighted by trust."""
         mine = next((i for i, (_, p) in enumerate(m.cands) if p.proposer == self.me), None)
-        m.avg_x = m.vectors[mine if mine is not None else m.rank[0]].astype(np.float64)
-        m.avg_step = 0
-        self._avg_broadcast(qid, m)
+        x0 = m.vectors[mine if mine is not None else m.rank[0]].astype(np.float64)
+        x0 = x0 / max(float(np.linalg.norm(x0)), 1e-12)
+        neighbours = {p: float(w) for p, w in zip(m.rs.members, m.rs.weights) if p != self.me}
+        try:
+            m.avg = averaging.AveragingNode(self.me, x0, neighbours, alpha=self.cfg.avg_alpha,
+                                            rounds_max=max(1, m.rs.avg_rounds),
+                                            aggregator="median")
+        except averaging.AveragingError as exc:
+            self._count("avg_failed")
+            log.warning("query %s: cannot start averaging: %s", qid, exc)
+            return
+        self._avg_effects(qid, m, m.avg.start())
+        pending, m.pending = m.pending, []
+        for sender, v in pending:
+            if m.avg is not None and not m.avg.finished:
+                self._avg_feed(qid, m, sender, v)
 
-    def _avg_broadcast(self, qid: QueryId, m: _Member) -> None:
-        x = m.avg_x
-        if self.cfg.fault == "garbage":
-            x = -x
-        msg = AvgVector(qid, m.avg_step, vector_to_f32(x))
-        for peer in m.rs.members:
-            if peer != self.me:
-                self._send(peer, msg)
-        self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, m.avg_step))
-        self._avg_advance(qid, m, force=False)
+    def _avg_effects(self, qid: QueryId, m: _Member, effects: list) -> None:
+        for eff in effects:
+            match eff:
+                case averaging.SendVector(msg=vm):
+                    vec = np.asarray(vm.vector, np.float64)
+                    if self.cfg.fault == "garbage":
+                        vec = -vec
+                    out = AvgVector(qid, vm.round, vector_to_f32(vec), vm.settled, vm.final)
+                    for peer in m.rs.members:
+                        if peer != self.me:
+                            self._send(peer, out)
+                case averaging.AwaitRound(round=r):
+                    self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, r))
+                case averaging.Finished(round=r, vector=vec, converged=conv):
+                    self._cancel_timer(f"avg:{qid}")
+                    best = averaging.nearest_candidate(vec, m.vectors)
+                    m.avg_choice = best
+                    if m.origin == self.me:
+                        o = self._origins.get(qid)
+                        if o is not None and o.phase == "round":
+                            o.notes.append(
+                                f"averaging: {r} rounds ({'converged' if conv else 'round limit'}),"
+                                f" {len(m.spoke)} of {len(m.rs.members) - 1} peers heard")
+                            self._origin_decides(o, m, best, "averaging")
+
+    def _avg_feed(self, qid: QueryId, m: _Member, sender: PeerId, v: AvgVector) -> None:
+        vm = averaging.VectorMsg(sender, v.step, f32_to_vector(v.vector_f32), v.settled, v.final)
+        try:
+            effects = m.avg.handle(averaging.NeighbourVector(vm))
+        except averaging.AveragingError:
+            self._reject("bad_avg")
+            return
+        self._avg_effects(qid, m, effects)
 
     def _on_avg(self, sender: PeerId, v: AvgVector) -> None:
         m = self._members.get(v.query_id)
         if m is None or m.rs.method != "averaging" or sender not in m.rs.members:
             self._reject("unexpected_avg")
             return
-        vec = np.array(f32_to_vector(v.vector_f32), np.float64)
-        if m.vectors is not None and len(vec) != m.vectors.shape[1]:
-            self._reject("dim_mismatch")
-            return
-        if v.step < m.avg_step or v.step > m.avg_step + 2 or m.decision is not None:
-            return
-        m.avg_inbox.setdefault(v.step, {}).setdefault(sender, vec)
         m.spoke.add(sender)
-        if m.avg_x is not None:
-            self._avg_advance(v.query_id, m, force=False)
-
-    def _avg_advance(self, qid: QueryId, m: _Member, force: bool) -> None:
-        while m.decision is None and m.avg_x is not None:
-            got = m.avg_inbox.get(m.avg_step, {})
-            if len(got) < len(m.rs.members) - 1 and not force:
-                return
-            force = False
-            dim = len(m.avg_x)
-            vecs = [x for x in got.values() if len(x) == dim] + [m.avg_x]
-            # coordinate-wise median: robust to < 1/2 adversarial vectors
-            target = np.median(np.stack(vecs), axis=0)
-            x = (1 - self.cfg.avg_alpha) * m.avg_x + self.cfg.avg_alpha * target
-            m.avg_x = x / max(float(np.linalg.norm(x)), 1e-12)
-            m.avg_inbox.pop(m.avg_step, None)
-            m.avg_step += 1
-            if m.avg_step >= m.rs.avg_rounds:
-                self._cancel_timer(f"avg:{qid}")
-                best = int(np.argmax(m.vectors @ m.avg_x))
-                if m.origin == self.me:
-                    o = self._origins.get(qid)
-                    if o is not None and o.phase == "round":
-                        o.notes.append(f"averaging: {m.rs.avg_rounds} steps, "
-                                       f"{len(m.spoke)} of {len(m.rs.members) - 1} peers heard")
-                        self._origin_decides(o, m, best, "averaging")
-                return
-            self._avg_broadcast(qid, m)
+        if m.avg is None:
+            if len(m.pending) < 4 * len(m.rs.members) * max(1, m.rs.avg_rounds):
+                m.pending.append((sender, v))
             return
+        if m.avg.finished:
+            return
+        before = m.avg.statistics().rejected
+        self._avg_feed(v.query_id, m, sender, v)
+        if m.avg is not None and m.avg.statistics().rejected > before:
+            self._reject("bad_avg")
 
     # ------------------------------------------------------------------ aggregate
 

@@ -243,3 +243,17 @@ def test_trust_book_port_round_trips_through_its_dict():
     again = TrustBookPort.from_dict(port.to_dict())
     assert again.is_quarantined("b") and not again.is_quarantined("a")
     assert again.weights(["a", "b", "c"]) == port.weights(["a", "b", "c"])
+
+
+@pytest.mark.parametrize("method", ["vote", "averaging", "aggregate"])
+@pytest.mark.parametrize("fault", ["garbage", "equivocate", "silent"])
+def test_other_methods_resist_one_faulty_member(method, fault):
+    mesh, ids = make_mesh(4, method=method, faults={2: fault})
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    out = mesh.delivered[(ids[0], "q1")]
+    assert "garbage" not in out.answer and "opposite" not in out.answer
+    decisions = honest_decisions(mesh, ids, faulty=(ids[2],))
+    assert all(d is not None for d in decisions.values())
+    assert len({d.digest for d in decisions.values()}) == 1
+    assert_no_internal_errors(mesh)
