@@ -5,11 +5,11 @@ reach in Python, so this module runs the *same update rule* as ``consensus.avera
 whole graph at once, cycle-driven like PeerSim's cycle mode:
 
     r_i(t+1) = (1 - a) * r_i(t) + a * mean_{j in N(i)} r_j(t)        (plain)
-    r_i(t+1) = (1 - a) * r_i(t) + a * trim_F({r_i} + {r_j : j in N(i)})  (robust)
+    r_i(t+1) = (1 - a) * r_i(t) + a * trim_F({r_j : j in N(i)})       (robust)
 
-where ``trim_F`` is the coordinate-wise mean after dropping the ``F`` largest and ``F`` smallest
-values (the W-MSR / trimmed-mean filter; for ``F = 1`` computed as ``(sum - max - min)/(m-2)``,
-no sort). The run stops when ``max_i ||r_i(t+1) - r_i(t)|| < eps`` over honest nodes, or after
+where ``trim_F`` is the coordinate-wise mean of the neighbours' values after dropping the ``F``
+largest and ``F`` smallest (``consensus.averaging.trimmed_mean`` with ``trim_fraction = F/k``;
+for ``F = 1`` computed as ``(sum - max - min)/(k-2)``, no sort). The run stops when ``max_i ||r_i(t+1) - r_i(t)|| < eps`` over honest nodes, or after
 ``rounds_max`` rounds. Tests check it against ``consensus.averaging`` on small graphs.
 
 Byzantine nodes are *stubborn*: every round they re-send their poisoned vector (they never
@@ -79,7 +79,7 @@ def run_averaging(nbrs: np.ndarray, x0: np.ndarray, *, a: float = 1.0, eps: floa
         rounds_max: round limit. Default 1000.
         byzantine: boolean mask ``(n,)`` of stubborn Byzantine nodes, or ``None``.
         poison: ``(d,)`` or ``(n_byz, d)`` vectors the Byzantine nodes send every round.
-        trim: ``F`` of the trimmed-mean filter (0 = plain averaging). ``2F`` must be < k + 1.
+        trim: ``F`` of the trimmed-mean filter (0 = plain averaging). ``2F`` must be < k.
         check_every: evaluate the stopping criterion every this many rounds (1 = every round).
 
     Returns:
@@ -93,8 +93,8 @@ def run_averaging(nbrs: np.ndarray, x0: np.ndarray, *, a: float = 1.0, eps: floa
         raise SimulationError(f"x0 must be (n={n}, d<={DIM_MAX}), got {x0.shape}")
     if not (0.0 < a <= 1.0):
         raise SimulationError(f"step a must be in (0, 1], got {a}")
-    if trim < 0 or 2 * trim >= k + 1:
-        raise SimulationError(f"trim F={trim} needs 2F < k+1 = {k + 1}")
+    if trim < 0 or 2 * trim >= k:
+        raise SimulationError(f"trim F={trim} needs 2F < k = {k}")
     d = x0.shape[1]
     x = np.array(x0, dtype=np.float32, copy=True)
     honest = np.ones(n, dtype=bool) if byzantine is None else ~np.asarray(byzantine, dtype=bool)
@@ -119,17 +119,17 @@ def run_averaging(nbrs: np.ndarray, x0: np.ndarray, *, a: float = 1.0, eps: floa
                 acc += tmp
             acc *= np.float32(1.0 / k)
         elif trim == 1:
-            np.copyto(acc, x)
-            np.copyto(hi, x)
-            np.copyto(lo, x)
-            for j in range(k):
+            np.take(x, nbrs[:, 0], axis=0, out=acc)
+            np.copyto(hi, acc)
+            np.copyto(lo, acc)
+            for j in range(1, k):
                 np.take(x, nbrs[:, j], axis=0, out=tmp)
                 acc += tmp
                 np.maximum(hi, tmp, out=hi)
                 np.minimum(lo, tmp, out=lo)
             acc -= hi
             acc -= lo
-            acc *= np.float32(1.0 / (k + 1 - 2))
+            acc *= np.float32(1.0 / (k - 2))
         else:
             _trimmed_chunked(x, nbrs, trim, acc)
         if a != 1.0:
@@ -159,15 +159,14 @@ def run_averaging(nbrs: np.ndarray, x0: np.ndarray, *, a: float = 1.0, eps: floa
 def _trimmed_chunked(x: np.ndarray, nbrs: np.ndarray, trim: int, out: np.ndarray,
                      chunk: int = 65_536) -> None:
     n, k = nbrs.shape
-    m = k + 1
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        vals = np.concatenate([x[s:e, None, :], x[nbrs[s:e]]], axis=1)  # (c, m, d)
+        vals = x[nbrs[s:e]]  # (c, k, d)
         vals.sort(axis=1)
-        out[s:e] = vals[:, trim:m - trim, :].mean(axis=1)
+        out[s:e] = vals[:, trim:k - trim, :].mean(axis=1)
 
 
-def poison_vectors(mode: str, honest: np.ndarray, gen: np.random.Generator, *, scale: float = 10.0,
+def poison_vectors(mode: str, honest: np.ndarray, gen: np.random.Generator, *, scale: float = 1.0,
                    z: float = 1.0) -> np.ndarray:
     """One poison vector for all Byzantine nodes.
 
@@ -175,8 +174,10 @@ def poison_vectors(mode: str, honest: np.ndarray, gen: np.random.Generator, *, s
         mode: ``far`` -- ``-scale`` times the honest mean direction (far from the honest centre,
             easy to spot by distance); ``near`` -- "a little is enough" (Baruch et al. 2019):
             the honest coordinate-wise mean shifted by ``z`` standard deviations in every
-            coordinate, towards the side that moves the average most, inside any distance
-            filter tuned to the honest spread; ``random`` -- a random unit vector.
+            coordinate, towards the origin, then renormalised: inside any distance filter
+            tuned to the honest spread; ``random`` -- a random unit vector. ``far`` has norm
+            ``scale`` (default 1: an attacker must pass the daemon's unit-norm check); the
+            others have norm 1.
         honest: ``(m, d)`` honest vectors (a sample is enough).
         gen: numpy generator.
 
@@ -191,7 +192,8 @@ def poison_vectors(mode: str, honest: np.ndarray, gen: np.random.Generator, *, s
             return (-scale * direction).astype(np.float32)
         case "near":
             sd = honest.astype(np.float64).std(axis=0)
-            return (mu - z * sd * np.sign(mu + 1e-12)).astype(np.float32)
+            v = mu - z * sd * np.sign(mu + 1e-12)
+            return (v / np.linalg.norm(v)).astype(np.float32)
         case "random":
             v = gen.standard_normal(honest.shape[1])
             return (v / np.linalg.norm(v)).astype(np.float32)
@@ -221,8 +223,8 @@ def run_averaging_graph(adj, x0: np.ndarray, *, a: float = 0.5, eps: float = 1e-
                         poison: np.ndarray | None = None, trim: int = 0) -> tuple[np.ndarray, VectorResult]:
     """:func:`run_averaging` for any graph (irregular degrees), for graphs up to ~10**5 nodes.
 
-    A node of degree ``deg`` trims ``min(trim, deg // 2)`` values at each end (it cannot trim
-    more than it has); isolated nodes keep their vector. Same stopping rule and result.
+    A node of degree ``deg`` trims ``min(trim, (deg - 1) // 2)`` of its neighbours' values at
+    each end (it must keep at least one); isolated nodes keep their vector. Same stopping rule.
     """
     n = adj.shape[0]
     if x0.ndim != 2 or x0.shape[0] != n:
@@ -254,10 +256,10 @@ def run_averaging_graph(adj, x0: np.ndarray, *, a: float = 0.5, eps: float = 1e-
             if trim == 0:
                 agg = x[table].mean(axis=1)
             else:
-                f = min(trim, deg // 2)
-                vals = np.concatenate([x[nodes][:, None, :], x[table]], axis=1)
+                f = min(trim, (deg - 1) // 2)
+                vals = x[table]
                 vals.sort(axis=1)
-                agg = vals[:, f:deg + 1 - f, :].mean(axis=1)
+                agg = vals[:, f:deg - f, :].mean(axis=1)
             new[nodes] = (1.0 - a) * x[nodes] + a * agg
         if byz_idx.size:
             new[byz_idx] = x[byz_idx]

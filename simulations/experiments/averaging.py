@@ -1,9 +1,9 @@
 """Experiment ``averaging``: embedding-averaging consensus vs spectral gap, and under poisoning.
 
 Every node starts from the embedding of its own answer (``SyntheticAgent``: error rate
-``--eps-node``, embeddings consistent with answers) and applies the averaging rule of
-``consensus.averaging``, ``r_i <- (1 - a) r_i + a * rbar_i``, synchronously on the whole graph
-(:mod:`simulations.vector`, checked against ``consensus.averaging`` in the tests).
+``--eps-node``, embeddings consistent with answers) and applies the averaging rule
+``r_i <- (1 - a) r_i + a * rbar_i`` synchronously on the whole graph, by calling the production
+``consensus.averaging.average_graph`` (Byzantine nodes are its ``fixed`` stubborn nodes).
 
 Part 1 -- rounds vs spectral gap. For many topologies (random regular, Erdos-Renyi,
 Watts-Strogatz, Barabasi-Albert, random geometric, complete) the rounds needed until
@@ -15,9 +15,10 @@ Part 2 -- plain vs robust under embedding poisoning. A Byzantine share (placemen
 highest-degree or one region) holds a stubborn poisoned vector: ``far`` (opposite the honest
 mean) or ``near`` ("a little is enough": one standard deviation off the honest mean in every
 coordinate). Aggregators: plain mean, and coordinate-wise trimmed mean with ``F = 1, 2, 3``
-(W-MSR-style; LeBlanc et al.: safe when the graph is (2F+1)-robust and each node has at most
-``F`` Byzantine neighbours). Measured: distance of the honest nodes' final mean from the honest
-initial mean, and whether they converged.
+of the neighbours' vectors (``trim_fraction = F/k``; W-MSR-style, LeBlanc et al.: safe when the
+graph is (2F+1)-robust and each node has at most ``F`` Byzantine neighbours), coordinate-wise
+median, and (``--geometric-median``, slower) the geometric median. Measured: distance of the
+honest nodes' final mean from the honest initial mean, and whether they converged.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from simulations.faults import place
 from simulations.network import TopologySpec, build_topology, topology_report
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
                                 write_summary)
-from simulations.vector import poison_vectors, run_averaging_graph
+from simulations.vector import poison_vectors
 
 NAME = "averaging"
 DESCRIPTION = ("Embedding-averaging consensus: rounds to converge vs the topology's spectral gap "
@@ -53,6 +54,9 @@ TOPOLOGIES = (
 )
 
 
+AGGS = ("mean", "trim1", "trim2", "trim3", "median")
+
+
 def initial_vectors(n: int, dim: int, eps_node: float, seed: int) -> np.ndarray:
     """Embeddings of the nodes' answers to one synthetic question (float64, L2-normalised)."""
     agent = SyntheticAgent(eps_node, dim=dim, seed=seed, noise=0.2)
@@ -66,15 +70,18 @@ def gap_trial(task: dict) -> dict:
     g = build_topology(spec, task["seed"])
     rep = topology_report(g)
     x0 = initial_vectors(g.number_of_nodes(), task["dim"], task["eps_node"], task["seed"])
+    from consensus.averaging import average_graph
+
     adj = nx.to_scipy_sparse_array(g, nodelist=range(g.number_of_nodes()), format="csr")
-    _, res = run_averaging_graph(adj, x0, a=task["a"], eps=task["eps"], rounds_max=task["rounds_max"])
+    res = average_graph(adj, x0, alpha=task["a"], eps=task["eps"], rounds_max=task["rounds_max"])
+    drift = float(np.linalg.norm(res.vectors.mean(axis=0) - x0.mean(axis=0)))
     gap = rep.spectral_gap
     predicted = math.log(1 / task["eps"]) / -math.log(1 - task["a"] * gap) if 0 < task["a"] * gap < 1 else float("nan")
     label = task["kind"] + "(" + ",".join(f"{k}={v}" for k, v in task["params"].items()) + ")"
     return {"part": "gap", "topology": label, "n": rep.n, "seed": task["seed"], "spectral_gap": gap,
             "diameter": rep.diameter, "r_robust_lower": rep.r_robust_lower, "r_robust_upper": rep.r_robust_upper,
             "rounds": res.rounds, "converged": res.converged, "predicted_rounds": predicted,
-            "mean_drift": res.honest_mean_distance}
+            "mean_drift": drift}
 
 
 def poison_trial(task: dict) -> dict:
@@ -86,15 +93,28 @@ def poison_trial(task: dict) -> dict:
     mask = np.zeros(n, dtype=bool)
     mask[byz] = True
     honest = x0[~mask]
-    poison = poison_vectors(task["mode"], honest, np.random.default_rng(task["seed"]), scale=1.0) \
-        if byz else None
+    x = x0.copy()
+    if byz:
+        x[mask] = poison_vectors(task["mode"], honest, np.random.default_rng(task["seed"]))
+    from consensus.averaging import average_graph
+
     adj = nx.to_scipy_sparse_array(g, nodelist=range(n), format="csr")
-    _, res = run_averaging_graph(adj, x0, a=task["a"], eps=task["eps"], rounds_max=task["rounds_max"],
-                                 byzantine=mask if byz else None, poison=poison, trim=task["trim"])
+    agg = task["aggregator"]
+    opts: dict = {}
+    if agg.startswith("trim"):
+        opts = {"aggregator": "trimmed_mean", "trim_fraction": int(agg[4:]) / task["params"]["degree"]}
+    elif agg != "mean":
+        opts = {"aggregator": agg}
+    res = average_graph(adj, x, alpha=task["a"], eps=task["eps"], rounds_max=task["rounds_max"],
+                        fixed=mask, **opts)
+    final = res.vectors[~mask]
+    distance = float(np.linalg.norm(final.mean(axis=0) - honest.mean(axis=0)))
+    dev = final - final.mean(axis=0)
+    spread = float(np.sqrt(np.einsum("ij,ij->i", dev, dev).max()))
     max_byz_nbrs = max((sum(1 for u in g.neighbors(v) if mask[u]) for v in range(n) if not mask[v]), default=0)
     return {"part": "poison", "mode": task["mode"], "placement": task["placement"], "share": task["share"],
-            "byzantine": len(byz), "aggregator": "mean" if task["trim"] == 0 else f"trim{task['trim']}",
-            "seed": task["seed"], "distance": res.honest_mean_distance, "spread": res.spread,
+            "byzantine": len(byz), "aggregator": agg,
+            "seed": task["seed"], "distance": distance, "spread": spread,
             "rounds": res.rounds, "converged": res.converged, "max_byz_neighbours": max_byz_nbrs}
 
 
@@ -111,7 +131,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=3, help="seeds per point (default 3)")
     p.add_argument("--shares", default="0,0.05,0.1,0.2,0.3,0.4", help="Byzantine shares of part 2")
     p.add_argument("--poison-degree", type=int, default=8, help="degree of the random regular graph of part 2 (default 8)")
-    p.add_argument("--rounds-max", type=int, default=400, help="round limit (default 400)")
+    p.add_argument("--rounds-max", type=int, default=400, help="round limit of part 1 (default 400)")
+    p.add_argument("--poison-n", type=int, default=100, help="nodes of part 2 (default 100)")
+    p.add_argument("--poison-rounds-max", type=int, default=100, help="round limit of part 2 (default 100)")
+    p.add_argument("--geometric-median", action="store_true", help="also run the (slow) geometric median")
 
 
 def build_tasks(args: argparse.Namespace) -> list[dict]:
@@ -132,14 +155,18 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
         for t in range(args.trials):
             tasks.append({**base, "part": "gap", "kind": kind, "params": params,
                           "seed": task_seed(args.seed, "gap", kind, sorted(params.items()), t)})
+    if not (4 <= args.poison_degree < args.poison_n) or (args.poison_degree * args.poison_n) % 2:
+        raise ExperimentError("--poison-degree must be in [4, --poison-n) with degree*n even")
+    aggs = list(AGGS) + (["geometric_median"] if args.geometric_median else [])
     for mode in ("far", "near"):
         for placement in ("random", "highest_degree", "region"):
             for share in shares:
-                for trim in (0, 1, 2, 3):
+                for agg in aggs:
                     for t in range(args.trials):
-                        tasks.append({**base, "part": "poison", "kind": "regular",
+                        tasks.append({**base, "part": "poison", "kind": "regular", "n": args.poison_n,
+                                      "rounds_max": args.poison_rounds_max,
                                       "params": {"degree": args.poison_degree}, "mode": mode,
-                                      "placement": placement, "share": share, "trim": trim,
+                                      "placement": placement, "share": share, "aggregator": agg,
                                       "seed": task_seed(args.seed, "poison", t)})
     return tasks
 
@@ -176,7 +203,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
 
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
         for ax, placement in zip(axes, ("random", "highest_degree", "region")):
-            for agg in ("mean", "trim1", "trim2", "trim3"):
+            for agg in sorted({r["aggregator"] for r in poison_rows}):
                 rs = [r for r in poison_rows if r["mode"] == mode and r["placement"] == placement and r["aggregator"] == agg]
                 shares = sorted({r["share"] for r in rs})
                 ys = [float(np.mean([r["distance"] for r in rs if r["share"] == s])) for s in shares]
@@ -212,6 +239,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "far_trim3_distance_at_10pct": dist("far", "trim3", 0.1),
         "near_mean_distance_at_10pct": dist("near", "mean", 0.1),
         "near_trim3_distance_at_10pct": dist("near", "trim3", 0.1),
+        "far_median_distance_at_10pct": dist("far", "median", 0.1),
         "far_trim3_distance_at_30pct": dist("far", "trim3", 0.3),
         "far_trim3_distance_at_10pct_region": dist("far", "trim3", 0.1, "region"),
         "far_trim3_distance_at_10pct_hubs": dist("far", "trim3", 0.1, "highest_degree"),
@@ -234,6 +262,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         f"{headline['far_trim3_distance_at_10pct_hubs']:.3f} (highest degree).",
     ]
     params = {k: getattr(args, k) for k in ("n", "dim", "a", "eps", "eps_node", "trials", "shares",
-                                             "poison_degree", "rounds_max", "seed")}
+                                             "poison_n", "poison_degree", "rounds_max", "poison_rounds_max",
+                                             "geometric_median", "seed")}
     write_summary(out, NAME, description=DESCRIPTION, params=params, headline=headline, findings=findings, files=files)
     return headline
