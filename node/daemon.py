@@ -254,7 +254,8 @@ class Daemon:
         async with self._llm_limiter:
             t0 = time.perf_counter()
             try:
-                gen = await trio.to_thread.run_sync(self.generator.generate, eff.messages, eff.params)
+                gen = await trio.to_thread.run_sync(self.generator.generate, eff.messages, eff.params,
+                                                    abandon_on_cancel=True)
                 err = None
             except Exception as exc:  # noqa: BLE001 - LLMError and friends: report to the machine
                 gen, err = None, f"{type(exc).__name__}: {exc}"
@@ -270,7 +271,8 @@ class Daemon:
         async with self._embed_limiter:
             t0 = time.perf_counter()
             try:
-                emb = await trio.to_thread.run_sync(self.embedder.embed, list(eff.texts))
+                emb = await trio.to_thread.run_sync(self.embedder.embed, list(eff.texts),
+                                                    abandon_on_cancel=True)
                 err = None
             except Exception as exc:  # noqa: BLE001
                 emb, err = None, f"{type(exc).__name__}: {exc}"
@@ -460,11 +462,26 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     identity = Ed25519Identity.load_or_create(cfg.identity_path)
     key_pair = load_or_create_identity(str(cfg.identity_path))
-    log.info("loading model %s and embedder %s", cfg.model, cfg.embedder)
-    generator = await trio.to_thread.run_sync(load_generator, cfg)
-    embedder = await trio.to_thread.run_sync(load_embedder, cfg)
     if shutdown is None:
         shutdown = trio.Event()
+    log.info("loading model %s and embedder %s", cfg.model, cfg.embedder)
+    loaded: list = []
+    async with trio.open_nursery() as loading:
+        async def load() -> None:
+            # abandon_on_cancel: a SIGTERM during a long model load exits at once
+            loaded.append(await trio.to_thread.run_sync(load_generator, cfg, abandon_on_cancel=True))
+            loaded.append(await trio.to_thread.run_sync(load_embedder, cfg, abandon_on_cancel=True))
+            loading.cancel_scope.cancel()
+
+        async def stop_early() -> None:
+            await shutdown.wait()
+            log.info("shutdown requested while loading models")
+            loading.cancel_scope.cancel()
+        loading.start_soon(load)
+        loading.start_soon(stop_early)
+    if len(loaded) < 2:
+        return
+    generator, embedder = loaded
     limits = TransportLimits(frame_bytes_max=cfg.frame_bytes_max,
                              connections_target=cfg.connections_target)
     async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:

@@ -70,7 +70,7 @@ def format_trace(trace: dict, names: dict[str, str] | None = None) -> str:
 
 
 def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
-             keep_dir: bool = False, base: Path | None = None) -> int:
+             keep_dir: bool = False, base: Path | None = None, embedder: str | None = None) -> int:
     base = base or Path(tempfile.mkdtemp(prefix="p2pmoa-demo-"))
     nodes: list[NodeProcess] = []
     code = 1
@@ -78,17 +78,20 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
         for i in range(4):
             model = "stand-in:" + MODELS[i] if stand_in else MODELS[i]
             n = NodeProcess(f"node{i + 1}", base / f"node{i + 1}", model=model, role=ROLES[i],
-                            consensus=consensus, embedder="hashing" if stand_in else "gemma3-270m",
+                            consensus=consensus, embedder=embedder or ("hashing" if stand_in else "gemma3-270m"),
                             bootstrap=[nodes[0].addr] if nodes else [],
                             extra=["--deadline-s", "120", "--round-timeout-s", "120", "--proposers-max", "4", "--max-tokens", "48"])
             nodes.append(n)
         t0 = time.monotonic()
-        _say(f"starting 4 nodes in {base} (logs: <node dir>/node.log)")
+        _say(f"starting 4 nodes in {base} (logs: <node dir>/node.log); embedder "
+             f"{nodes[0].embedder} (the whole mesh embeds in one space)")
+        if nodes[0].embedder != "hashing":
+            _say("  loading the embedder computes its centring vector: ~1 min per node on 2 cores")
         for n in nodes:
             n.start()
             _say(f"  {n.name}: model={n.model:<22} peer={n.peer_id}  api=http://{n.api}")
         for n in nodes:
-            n.wait_ready(timeout_s=300)
+            n.wait_ready(timeout_s=900)
         _say(f"all APIs up after {time.monotonic() - t0:.1f} s; waiting for the mesh")
         mesh_s = wait_mesh(nodes, timeout_s=120)
         _say(f"mesh formed: every node sees the other 3 on the query topic ({mesh_s:.1f} s)")
@@ -124,7 +127,8 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
 
 
 def main(args) -> int:
-    return run_demo(args.question, args.consensus, args.stand_in, args.keep_dir)
+    return run_demo(args.question, args.consensus, args.stand_in, args.keep_dir,
+                    embedder=args.embedder)
 
 
 if __name__ == "__main__":

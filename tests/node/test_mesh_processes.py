@@ -1,0 +1,193 @@
+"""Real daemons as real processes on 127.0.0.1 (stand-in generator + hashing embedder, for speed).
+
+One module-scoped mesh of four honest nodes serves several tests; a fifth node in fault
+mode joins it for the fault test. The kill -9 test has its own node. The one test with a
+real GGUF model is in test_real_model.py.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from node.procs import NodeProcess, wait_mesh
+
+pytestmark = pytest.mark.real_net
+
+
+def _ask(node: NodeProcess, question: str, method: str = "pbft", timeout_s: float = 60.0):
+    status, body = node.post("/v1/chat/completions", {
+        "model": f"p2pmoa/{method}", "messages": [{"role": "user", "content": question}]},
+        timeout_s=timeout_s)
+    assert status == 200, body
+    return body
+
+
+def _decisions(node: NodeProcess) -> dict:
+    return (node.status() or {}).get("protocol", {}).get("decisions", {})
+
+
+def _poll(pred, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    lab = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pat = re.escape(name + ("{" + lab + "}" if lab else "")) + r" ([0-9.e+-]+)$"
+    for line in text.splitlines():
+        m = re.match(pat, line)
+        if m:
+            return float(m.group(1))
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    base = Path(tempfile.mkdtemp(prefix="p2pmoa-mesh-"))
+    nodes: list[NodeProcess] = []
+    roles = ["scientist", "teacher", "fact checker", "editor"]
+    try:
+        for i in range(4):
+            nodes.append(NodeProcess(
+                f"n{i}", base / f"n{i}", model=f"stand-in:m{i % 2}", role=roles[i],
+                bootstrap=[nodes[0].addr] if nodes else [],
+                extra=["--proposers-max", "5", "--deadline-s", "2", "--round-timeout-s", "20"]))
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_ready(60)
+        wait_mesh(nodes, 60)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_four_node_mesh_decides_by_pbft_and_every_honest_node_records_the_same_decision(mesh):
+    body = _ask(mesh[1], "What colour is the sky on a clear day?")
+    trace = body["p2pmoa_trace"]
+    assert trace["method"] == "pbft"
+    assert {p["peer"] for p in trace["proposals"]} == {n.peer_id for n in mesh}
+    assert set(trace["members"]) == {n.peer_id for n in mesh}
+    assert body["choices"][0]["message"]["content"] in {p["answer"] for p in trace["proposals"]}
+    qid = trace["query_id"]
+    digests = _poll(lambda: [_decisions(n).get(qid, {}).get("digest") for n in mesh]
+                    if all(qid in _decisions(n) for n in mesh) else None,
+                    what="every member to record the decision")
+    assert len(set(digests)) == 1 and digests[0] == trace["decision"]["digest"]
+
+
+def test_openai_client_against_a_running_node_plain_and_streaming(mesh):
+    c = openai.OpenAI(base_url=f"http://{mesh[2].api}/v1", api_key="unused", max_retries=0,
+                      timeout=60)
+    r = c.chat.completions.create(model="p2pmoa/vote",
+                                  messages=[{"role": "user", "content": "Name a prime number."}])
+    assert r.model_extra["p2pmoa_trace"]["method"] == "vote"
+    assert r.choices[0].message.content
+    chunks = list(c.chat.completions.create(
+        model="p2pmoa", stream=True, messages=[{"role": "user", "content": "Name a colour."}]))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
+    trace = chunks[-1].model_extra["p2pmoa_trace"]
+    assert text and text in {p["answer"] for p in trace["proposals"]}
+    assert "p2pmoa/pbft" in [m.id for m in c.models.list()]
+
+
+def test_fault_node_does_not_change_the_honest_decision_and_loses_trust(mesh):
+    honest = {n.peer_id for n in mesh}
+    bad = NodeProcess("garbage", Path(tempfile.mkdtemp(prefix="p2pmoa-bad-")), model="stand-in:m0",
+                      fault="garbage", bootstrap=[mesh[0].addr],
+                      extra=["--proposers-max", "5", "--deadline-s", "2"])
+    bad.start()
+    try:
+        bad.wait_ready(60)
+        wait_mesh(mesh + [bad], 60)
+        for i in range(3):
+            body = _ask(mesh[0], f"Question {i}: what is {i} plus {i}?")
+            trace = body["p2pmoa_trace"]
+            props = {p["peer"]: p for p in trace["proposals"]}
+            assert bad.peer_id in props, "the faulty node took part"
+            assert trace["decision"]["proposer"] in honest
+            assert body["choices"][0]["message"]["content"] == props[trace["decision"]["proposer"]]["answer"]
+            qid = trace["query_id"]
+            _poll(lambda: all(qid in _decisions(n) for n in mesh), what="honest decisions")
+            assert len({_decisions(n)[qid]["digest"] for n in mesh}) == 1
+        peers = {p["peer_id"]: p["trust"] for p in mesh[0].get("/peers")["peers"]}
+        assert peers[bad.peer_id] < 0.5, "trust of the faulty node dropped below the start value"
+        assert peers[bad.peer_id] < min(peers[p] for p in honest if p in peers and peers[p] is not None)
+    finally:
+        bad.stop()
+
+
+def test_raw_libp2p_client_abuse_is_rejected_counted_and_node_keeps_serving(mesh, tmp_path):
+    import trio
+
+    from node.transport import (RequestRejected, TransportLimits, load_or_create_identity,
+                                open_libp2p_transport)
+    from p2pmoa.identity import Ed25519Identity, seal
+    from p2pmoa.messages import Ack
+
+    target = mesh[3]
+    ident = Ed25519Identity.load_or_create(tmp_path / "raw.key")
+
+    async def attack():
+        kp = load_or_create_identity(str(tmp_path / "raw.key"))
+        big = TransportLimits(frame_bytes_max=1 << 20)       # the client itself would send anything
+        async with open_libp2p_transport(kp, bootstrap=[target.addr], limits=big) as t:
+            while target.peer_id not in t.peers():
+                await trio.sleep(0.05)
+            now = time.time()
+            nonce = b"\x01" * 16
+            good = seal(ident, Ack("q1", b"r" * 16), now=now, nonce=nonce)
+            other = seal(ident, Ack("q3", b"t" * 16), now=now, nonce=b"\x02" * 16)
+            unsigned = other[:-10] + bytes(10)                         # signature zeroed
+            replay = seal(ident, Ack("q2", b"s" * 16), now=now, nonce=nonce)  # same nonce
+            for frame in (b"\xc1\x00garbage", good, replay, unsigned):
+                await t.request(target.peer_id, frame)                 # transport acks; protocol drops
+            with pytest.raises(RequestRejected, match="oversized"):
+                await t.request(target.peer_id, b"x" * (300 * 1024))
+    trio.run(attack)
+    text = target.get("/metrics")
+    assert _metric(text, "p2pmoa_frames_rejected_total", reason="malformed") >= 1
+    assert _metric(text, "p2pmoa_frames_rejected_total", reason="bad_signature") >= 1
+    assert _metric(text, "p2pmoa_frames_rejected_total", reason="replayed") >= 1
+    assert _metric(text, "p2pmoa_transport_rejected_total", reason="oversized") >= 1
+    assert _ask(target, "Still there?")["choices"][0]["message"]["content"]
+
+
+def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
+    node = NodeProcess("solo", tmp_path / "solo", model="stand-in",
+                       extra=["--proposers-max", "1", "--deadline-s", "2",
+                              "--stand-in-delay-s", "30"]).start()
+    try:
+        node.wait_ready(60)
+        def client():
+            try:
+                node.post("/v1/chat/completions", {
+                    "messages": [{"role": "user", "content": "survive a crash?"}]}, timeout_s=60)
+            except OSError:
+                pass  # the node is killed under this request: the connection drops
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        _poll(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 1,
+              what="the query to be buffered")
+        node.kill9()
+        node.extra = ["--proposers-max", "1", "--deadline-s", "2"]   # fast model after restart
+        node.start()
+        node.wait_ready(60)
+        dec = _poll(lambda: _decisions(node), what="the recovered query to be decided")
+        (qid, d), = dec.items()
+        assert "survive a crash?" in d["answer"]
+        assert (node.status() or {})["buffer"]["unfinished"] == 0
+    finally:
+        node.stop()

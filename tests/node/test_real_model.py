@@ -1,0 +1,29 @@
+"""The ONE node test with a real GGUF model: a daemon running SmolLM2-135M through llama.cpp
+answers through its OpenAI-compatible API (embedder: hashing stand-in, to keep it short)."""
+from __future__ import annotations
+
+import pytest
+
+from node.procs import NodeProcess
+
+pytestmark = [pytest.mark.real_net, pytest.mark.real_model]
+
+
+def test_real_model_smollm2_daemon_answers_through_the_api(tmp_path):
+    node = NodeProcess("real", tmp_path / "real", model="smollm2-135m",
+                       extra=["--proposers-max", "1", "--deadline-s", "5", "--max-tokens", "16"]).start()
+    try:
+        node.wait_ready(180)
+        status, body = node.post("/v1/chat/completions", {
+            "model": "p2pmoa/pbft", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "What is the capital of France? One word."}]},
+            timeout_s=240)
+        assert status == 200, body
+        trace = body["p2pmoa_trace"]
+        (prop,) = trace["proposals"]
+        assert prop["model_id"].startswith("smollm2-135m@")      # the real GGUF, by its hash
+        assert prop["completion_tokens"] > 0 and prop["llm_s"] > 0
+        assert body["choices"][0]["message"]["content"] == prop["answer"]
+        assert "paris" in prop["answer"].lower()
+    finally:
+        assert node.stop() == 0, node.tail()
