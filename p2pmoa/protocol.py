@@ -53,6 +53,7 @@ import hashlib
 import logging
 import math
 import random
+from collections import deque
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol, Sequence, Union
 
@@ -590,6 +591,7 @@ class PeerProtocol:
         self._rtx_nonce: dict[bytes, tuple] = {}
         self._decisions: dict[QueryId, Decision] = {}
         self._proposed: dict[QueryId, Proposal] = {}
+        self._evidence: deque[dict] = deque(maxlen=64)
         self._done_order: list[QueryId] = []
         self._rejects: dict[str, int] = {}
         self._n: dict[str, int] = {}
@@ -647,6 +649,18 @@ class PeerProtocol:
             quarantined=tuple(sorted(getattr(self.trust, "quarantined", {}))),
             verifications=self.reader.verifications,
             decisions={q: (d.digest.hex(), d.answer) for q, d in self._decisions.items()})
+
+    def evidence(self) -> list[dict]:
+        """Recent equivocation evidence (newest last, at most 64): each entry names the
+        member and query and holds the two conflicting *signed* items (whole proposal frames,
+        or msgpack of the two PBFT messages with their round-bound signatures), so a third
+        party can check the accusation."""
+        return list(self._evidence)
+
+    def _keep_evidence(self, member: str, qid: QueryId, what: str, first: bytes,
+                       second: bytes) -> None:
+        self._evidence.append({"member": member, "query_id": qid, "what": what,
+                               "first": first, "second": second, "at": self._now})
 
     def decision(self, query_id: QueryId) -> Decision | None:
         """The decision this node recorded for ``query_id`` (None if none yet)."""
@@ -1008,6 +1022,7 @@ class PeerProtocol:
                 self._count("late_proposals")
                 self._send(env.sender, Nack(qid, env.nonce, "late"))
             elif have[1] != p:
+                self._keep_evidence(p.proposer, qid, "two proposals", have[0], self._last_frame)
                 self._reject("equivocation")
                 self.trust.quarantine(p.proposer, f"two proposals for {qid}", self._now)
                 o.notes.append(f"{p.proposer} equivocated (two proposals): quarantined")
@@ -1028,6 +1043,7 @@ class PeerProtocol:
                 self._count("proposal_duplicate")
                 return
             # two different signed proposals from one key for one query: equivocation
+            self._keep_evidence(sender, p.query_id, "two proposals", have[0], frame)
             self._reject("equivocation")
             o.bad.add(sender)
             del o.proposals[sender]
@@ -1342,6 +1358,8 @@ class PeerProtocol:
                 m.slots[key] = inner
             return
         if prev != inner and isinstance(inner, (pbft.PrePrepare, pbft.Prepare, pbft.Commit)):
+            self._keep_evidence(env.sender, qid, "conflicting PBFT messages",
+                                pack(pbft.encode(prev)), pack(pbft.encode(inner)))
             self._equivocation(qid, m, env.sender, "conflicting PBFT messages")
 
     def _equivocation(self, qid: QueryId, m: _Member, member: str, what: str) -> None:
@@ -1372,7 +1390,9 @@ class PeerProtocol:
                     self._cancel_timer(f"pbft:{qid}:{name}")
                 case pbft.Decided(seq=_, view=view, value=value, digest=_):
                     self._pbft_decided(qid, m, view, value)
-                case pbft.EquivocationDetected(member=who):
+                case pbft.EquivocationDetected(member=who, first=a, second=b):
+                    self._keep_evidence(who, qid, "conflicting PBFT messages",
+                                        pack(pbft.encode(a)), pack(pbft.encode(b)))
                     self._equivocation(qid, m, who, "equivocation seen by PBFT")
                 case _:
                     self._count("pbft_other_effect")

@@ -81,6 +81,8 @@ def test_one_faulty_node_does_not_change_the_honest_decision_and_loses_trust(fau
     assert trust.score(faulty) < min(honest_scores), f"{fault} node did not lose trust"
     if fault == "equivocate":
         assert trust.is_quarantined(faulty)
+        ev = [e for node in mesh.nodes.values() for e in node.proto.evidence()]
+        assert ev and all(e["member"] == faulty and e["first"] != e["second"] for e in ev)
     assert_no_internal_errors(mesh)
 
 
