@@ -140,3 +140,66 @@ def test_originator_killed_mid_query_answers_it_after_restart(tmp_path, crash_af
     assert restarted.buffer.get("q1").state == QueryState.DONE
     assert restarted.statistics().counters.get("recovered_local") == 1
     assert out.trace["n_proposals"] >= 3
+
+
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
+
+
+class BufferAcrossCrashes(RuleBasedStateMachine):
+    """Any interleaving of admits, state changes and kill -9 + reopen: nothing admitted is
+    lost or changes state behind our back, and the buffer never exceeds its capacity."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.mkdtemp()
+        self.path = f"{self.dir}/b.sqlite"
+        self.buf = PromptBuffer(SQLiteStore(self.path), capacity=5, finished_keep=1000)
+        self.model: dict[str, QueryState] = {}
+        self.t = 0.0
+        self.n = 0
+
+    @rule()
+    def admit(self):
+        self.t += 1.0
+        qid = f"q{self.n}"
+        self.n += 1
+        res = self.buf.admit(ann(qid), local=True, now=self.t)
+        open_ = sum(1 for s in self.model.values() if not s.finished)
+        if open_ >= 5:
+            assert isinstance(res, Busy) and res.reason == "full"
+        else:
+            assert isinstance(res, Admitted)
+            self.model[qid] = QueryState.BUFFERED
+
+    @precondition(lambda self: any(not s.finished for s in self.model.values()))
+    @rule(state=st.sampled_from(list(QueryState)), pick=st.integers(0, 100))
+    def advance(self, state, pick):
+        open_ids = sorted(q for q, s in self.model.items() if not s.finished)
+        qid = open_ids[pick % len(open_ids)]
+        self.t += 1.0
+        self.buf.set_state(qid, state, self.t, answer="a" if state == QueryState.DONE else "")
+        self.model[qid] = state
+
+    @rule()
+    def crash_and_reopen(self):
+        # no close(): the old connection is simply abandoned, as after kill -9
+        self.buf = PromptBuffer(SQLiteStore(self.path), capacity=5, finished_keep=1000)
+
+    def teardown(self):
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @invariant()
+    def matches_model(self):
+        for qid, state in self.model.items():
+            rec = self.buf.get(qid)
+            assert rec is not None and rec.state == state, qid
+        assert self.buf.statistics().unfinished <= 5
+
+
+TestBufferAcrossCrashes = BufferAcrossCrashes.TestCase
+TestBufferAcrossCrashes.settings = settings(max_examples=25, stateful_step_count=25,
+                                            deadline=None)
