@@ -205,3 +205,66 @@ class SplitBrainPbft:
                 case _:
                     pass
         return effects
+
+
+class PeerMachine:
+    """Drives one production ``p2pmoa.protocol.PeerProtocol`` (the daemon's state machine).
+
+    Event mapping: ``Started`` -> ``Started`` then ``PeerUp`` for every graph neighbour (the
+    peers a libp2p host would be connected to); ``Received`` -> ``FrameIn`` (the engine's ``src``
+    is the transport-authenticated peer); ``TimerFired``/``GenerateDone``/``EmbedDone`` map one
+    to one; ``External((query_id, prompt, method))`` -> ``UserQuery``; ``Recovered`` ->
+    ``Started`` (the protocol resumes its buffered queries). The protocol's extra effects
+    ``Accepted``/``Refused``/``Failed`` are recorded here; every other effect goes to the engine.
+
+    Args:
+        proto: the peer protocol instance.
+        neighbours: PeerIds of the graph neighbours.
+    """
+
+    def __init__(self, proto: Any, neighbours: Sequence[str]) -> None:
+        from p2pmoa import protocol as P
+
+        self.P = P
+        self.proto = proto
+        self.neighbours = list(neighbours)
+        self.accepted: list[str] = []
+        self.refused: list[Any] = []
+        self.failed: list[Any] = []
+
+    def handle(self, event: SimEvent) -> list:
+        P = self.P
+        now = event.now
+        match event:
+            case Received(src=src, msg=data, topic=topic):
+                out = self.proto.handle(P.FrameIn(PeerId(src), topic, data, now=now))
+            case TimerFired(name=name):
+                out = self.proto.handle(P.TimerFired(name, now=now))
+            case External(payload=(qid, prompt, method)):
+                out = self.proto.handle(P.UserQuery(QueryId(qid), prompt, method, now=now))
+            case Started():
+                out = list(self.proto.handle(P.Started(now=now)))
+                for p in self.neighbours:
+                    out.extend(self.proto.handle(P.PeerUp(PeerId(p), now=now)))
+            case Recovered():
+                out = self.proto.handle(P.Started(now=now))
+            case _:
+                from simulations.engine import EmbedDone, GenerateDone
+
+                if isinstance(event, GenerateDone):
+                    out = self.proto.handle(P.GenerateDone(event.job_id, event.generation, now=now))
+                elif isinstance(event, EmbedDone):
+                    out = self.proto.handle(P.EmbedDone(event.job_id, event.vectors, now=now))
+                else:
+                    return []
+        effects = []
+        for e in out:
+            if isinstance(e, P.Accepted):
+                self.accepted.append(e.query_id)
+            elif isinstance(e, P.Refused):
+                self.refused.append(e)
+            elif isinstance(e, P.Failed):
+                self.failed.append(e)
+            else:
+                effects.append(e)
+        return effects
