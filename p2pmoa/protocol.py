@@ -276,6 +276,8 @@ class ProtocolConfig:
         remember_max: finished queries remembered in memory for de-duplication (default 1024).
         pbft_msgs_per_member_max: PBFT messages accepted from one member in one round
             (default 256; more is a flood and is dropped).
+        announce_repeats: times the originator re-broadcasts its announce while proposals
+            are missing, evenly spread over the collection window (default 2).
     """
 
     role: str = "You are a helpful assistant. Answer briefly."
@@ -299,6 +301,7 @@ class ProtocolConfig:
     fault: str | None = None
     remember_max: int = 1024
     pbft_msgs_per_member_max: int = 256
+    announce_repeats: int = 2
 
     def __post_init__(self):
         assert self.method in METHODS, f"method must be one of {METHODS}"
@@ -544,6 +547,7 @@ class _Member:
         self.spoke: set[PeerId] = set()
         self.inbound: dict[PeerId, int] = {}
         self.domain: bytes | None = None
+        self.sent: dict[tuple, Any] = {}
         self.helped: dict[PeerId, int] = {}
 
 
@@ -590,7 +594,7 @@ class PeerProtocol:
         self._rtx: dict[tuple, list] = {}  # (peer, kind, qid) -> [msg, tries, nonces]
         self._rtx_nonce: dict[bytes, tuple] = {}
         self._decisions: dict[QueryId, Decision] = {}
-        self._proposed: dict[QueryId, Proposal] = {}
+        self._proposed: dict[QueryId, list] = {}  # qid -> [Proposal, acked_at or None]
         self._evidence: deque[dict] = deque(maxlen=64)
         self._done_order: list[QueryId] = []
         self._rejects: dict[str, int] = {}
@@ -750,6 +754,10 @@ class PeerProtocol:
         self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
         self._emit(Broadcast(self.cfg.topic, frame))
         self._set_timer(f"collect:{ann.query_id}", ann.deadline_s, ("collect", ann.query_id))
+        if self.cfg.announce_repeats > 0:
+            self._set_timer(f"reannounce:{ann.query_id}",
+                            ann.deadline_s / (self.cfg.announce_repeats + 1),
+                            ("reannounce", ann.query_id, 1))
         log.info("query %s: announced (method %s)", ann.query_id, ann.method)
         self._start_answer(ann)
 
@@ -866,7 +874,7 @@ class PeerProtocol:
                         int(getattr(g, "completion_tokens", 0) or 0),
                         min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0))
         st.proposal = prop
-        self._proposed[qid] = prop
+        self._proposed[qid] = [prop, None]
         while len(self._proposed) > self.cfg.remember_max:
             self._proposed.pop(next(iter(self._proposed)))
         origin = st.ann.origin
@@ -937,6 +945,8 @@ class PeerProtocol:
         if key is None or key[0] != sender:
             self._count("ack_unmatched")
             return
+        if key[1] == "proposal" and key[2] in self._proposed:
+            self._proposed[key[2]][1] = self._now
         self._stop_rtx(key)
 
     def _on_nack(self, sender: PeerId, msg: Nack) -> None:
@@ -972,9 +982,11 @@ class PeerProtocol:
             return
         mine = self._proposed.get(qid)
         if mine is not None:
-            if ann.origin != self.me:
-                self._count("proposal_resent")  # the originator restarted: answer again
-                self._send_reliable(ann.origin, mine)
+            prop, acked_at = mine
+            if ann.origin != self.me and (acked_at is None or acked_at < ann.created_at):
+                # not acknowledged yet, or acknowledged by an earlier life of the originator
+                self._count("proposal_resent")
+                self._send_reliable(ann.origin, prop)
             return
         if qid in self._answers or qid in self.buffer or qid in self._decisions:
             self._count("announce_duplicate")
@@ -1079,6 +1091,22 @@ class PeerProtocol:
                 o = self._origins.get(qid)
                 if o is not None and o.phase == "round":
                     self._round_timeout(o)
+            case ("reannounce", qid, k):
+                o = self._origins.get(qid)
+                if (o is not None and o.phase == "collect"
+                        and len(o.proposals) < o.ann.proposers_max):
+                    # gossip drops silently under load: say it again (peers de-duplicate)
+                    frame, o.ann_nonce = self._seal(o.ann)
+                    self._emit(Broadcast(self.cfg.topic, frame))
+                    self._count("reannounces")
+                    if k < self.cfg.announce_repeats:
+                        self._set_timer(f"reannounce:{qid}",
+                                        o.ann.deadline_s / (self.cfg.announce_repeats + 1),
+                                        ("reannounce", qid, k + 1))
+            case ("pbft-resend", qid):
+                m = self._members.get(qid)
+                if m is not None and m.replica is not None and m.decision is None:
+                    self._pbft_resend(qid, m)
             case ("rtx", key):
                 self._on_rtx(key)
             case ("expire", qid):
@@ -1116,6 +1144,7 @@ class PeerProtocol:
     def _start_round(self, o: _Origin) -> None:
         qid = o.ann.query_id
         self._cancel_timer(f"collect:{qid}")
+        self._cancel_timer(f"reannounce:{qid}")
         props = {s: v for s, v in o.proposals.items() if s not in o.bad
                  and not self.trust.is_quarantined(s)}
         if not props:
@@ -1185,7 +1214,8 @@ class PeerProtocol:
 
     def _drop_member(self, qid: QueryId, m: _Member) -> None:
         self._members.pop(qid, None)
-        for name in [n for n, o in self._timers.items() if o[:2] in (("pbft", qid), ("avg", qid))]:
+        mine = {("pbft", qid), ("avg", qid), ("pbft-resend", qid)}
+        for name in [n for n, o in self._timers.items() if o[:2] in mine]:
             self._cancel_timer(name)
 
     def _member_start(self, rs: RoundStart, origin: PeerId, needs_embedding: bool = True) -> None:
@@ -1299,6 +1329,7 @@ class PeerProtocol:
         if self.cfg.fault == "garbage":
             value = pack([qid, self.me, _digest(f"garbage {self.rng.getrandbits(64)}")])
         self._run_pbft(qid, m, pbft.Request(value))
+        self._set_timer(f"pbft-resend:{qid}", m.rs.view_timeout_s / 2, ("pbft-resend", qid))
         pending, m.pending = m.pending, []
         for sender, inner in pending:
             if m.decision is None:
@@ -1337,7 +1368,7 @@ class PeerProtocol:
         if m.decision is not None:
             # after deciding, only help laggards a little (their view changes get our proofs)
             helped = m.helped.get(env.sender, 0)
-            if not isinstance(inner, pbft.ViewChange) or helped >= 2:
+            if not isinstance(inner, pbft.ViewChange) or helped >= 8:
                 return
             m.helped[env.sender] = helped + 1
         if m.replica is None:
@@ -1397,7 +1428,20 @@ class PeerProtocol:
                 case _:
                     self._count("pbft_other_effect")
 
+    def _pbft_resend(self, qid: QueryId, m: _Member) -> None:
+        """Re-send this member's messages of the current view (lossy links: PBFT itself only
+        recovers by view change); receivers treat identical PBFT messages idempotently."""
+        view = m.replica.view
+        for (peer, _kind, v), msg in list(m.sent.items()):
+            if v >= view:
+                self._send(peer, PbftWire(qid, msg))
+                self._count("pbft_resent")
+        self._set_timer(f"pbft-resend:{qid}", m.rs.view_timeout_s / 2, ("pbft-resend", qid))
+
     def _pbft_out(self, qid: QueryId, m: _Member, peer: PeerId, msg: Any) -> None:
+        view = getattr(msg, "view", getattr(msg, "new_view", 0))
+        if len(m.sent) < 64 * len(m.rs.members):
+            m.sent[(peer, type(msg).__name__, view)] = msg
         self._send(peer, PbftWire(qid, msg))
         if self.cfg.fault == "equivocate" and isinstance(msg, (pbft.PrePrepare, pbft.Prepare,
                                                                  pbft.Commit)):
@@ -1421,6 +1465,7 @@ class PeerProtocol:
         d = Decision(qid, "pbft", p.answer, _digest(p.answer), p.proposer, len(m.cands),
                      self._expected(m), view)
         self._record_decision(qid, m, d)
+        self._cancel_timer(f"pbft-resend:{qid}")
         if m.origin != self.me:
             self._send_reliable(m.origin, d)
         else:
@@ -1670,7 +1715,7 @@ class PeerProtocol:
         o.phase = "done"
         m = m or self._members.get(qid)
         self._record_decision(qid, m, d)
-        for name in (f"round:{qid}", f"collect:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
             self._cancel_timer(name)
         if o.round is not None and d.method != "pbft":
             for peer in o.round.members:
@@ -1687,7 +1732,7 @@ class PeerProtocol:
     def _fail_origin(self, o: _Origin, reason: str) -> None:
         qid = o.ann.query_id
         o.phase = "done"
-        for name in (f"round:{qid}", f"collect:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
             self._cancel_timer(name)
         self._buffer_state(qid, QueryState.FAILED, detail=reason)
         self._origins.pop(qid, None)
