@@ -203,3 +203,22 @@ class BufferAcrossCrashes(RuleBasedStateMachine):
 TestBufferAcrossCrashes = BufferAcrossCrashes.TestCase
 TestBufferAcrossCrashes.settings = settings(max_examples=25, stateful_step_count=25,
                                             deadline=None)
+
+
+def test_peer_killed_while_generating_resumes_and_its_proposal_counts(tmp_path):
+    db = tmp_path / "peer1.sqlite"
+    mesh, ids = make_mesh(4, method="pbft", buffers={1: PromptBuffer(SQLiteStore(db))})
+    mesh.ask(ids[0], "q1", "What is the capital of France?")
+    mesh.run(until_s=0.007)  # the announce arrived at peer 1, its generation is running
+    old = mesh.nodes[ids[1]].proto
+    assert old.buffer.get("q1").state == QueryState.GENERATING
+    mesh.crash(ids[1])
+    mesh.run(until_s=1.0)
+    again = type(old)(old.signer, old._verifier, old.cfg, rng=old.rng,
+                      buffer=PromptBuffer(SQLiteStore(db)))
+    mesh.restart(again, mesh.nodes[ids[1]].generator)
+    mesh.run(until_s=200.0)
+    out = mesh.delivered[(ids[0], "q1")]
+    assert again.statistics().counters.get("recovered_remote") == 1
+    assert ids[1] in {p["peer"] for p in out.trace["proposals"]}
+    assert again.buffer.get("q1").state == QueryState.DONE
