@@ -153,6 +153,8 @@ class EngineStatistics:
     hops_blocked: int
     hops_duplicated: int
     bytes_sent: int
+    gossip_hops: int
+    gossip_bytes: int
     broadcasts: int
     gossip_duplicates_dropped: int
     direct_sends: int
@@ -243,7 +245,7 @@ class Engine:
         self._bcast_id = 0
         self.deliveries: list[tuple[float, int, Deliver]] = []
         self._c = dict(events=0, hops_sent=0, hops_delivered=0, hops_lost=0, hops_blocked=0,
-                       hops_duplicated=0, bytes_sent=0, broadcasts=0, gossip_duplicates_dropped=0,
+                       hops_duplicated=0, bytes_sent=0, gossip_hops=0, gossip_bytes=0, broadcasts=0, gossip_duplicates_dropped=0,
                        direct_sends=0, generate_jobs=0, embed_jobs=0, jobs_rejected=0,
                        deliveries=0, timers_fired=0)
         for c in self.cond.crashes:
@@ -385,6 +387,9 @@ class Engine:
         c["hops_sent"] += 1
         size = self.size_fn(msg)
         c["bytes_sent"] += size
+        if bid:
+            c["gossip_hops"] += 1
+            c["gossip_bytes"] += size
         now = self.now
         if self._partitioned and self.cond.blocked(src, dst, now):
             c["hops_blocked"] += 1

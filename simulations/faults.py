@@ -18,6 +18,10 @@ behaviour                 what the node does
                           or ``simulations.vector.poison_vectors``
 ``sybil``                 one operator, many identities: ``sybil_count`` extra nodes attached
                           to the operator's region, all colluding (:func:`add_sybils`)
+``garbage``               the peer protocol's own fault mode: garbage proposals, random votes,
+                          a PBFT primary proposing a value outside the bundle (message level)
+``equivocate``            the peer protocol's fault mode: two different signed proposals and a
+                          conflicting twin of every PBFT message (message level)
 ========================  =====================================================================
 
 Placements: ``random`` (uniform without replacement), ``highest_degree`` (hubs first, the
@@ -41,7 +45,7 @@ from simulations.errors import FaultSpecError
 from simulations.network import Crash, highest_degree, region
 
 BEHAVIOURS = ("silent", "crash_recover", "random_answer", "colluding_wrong", "equivocating_primary",
-              "poison_far", "poison_near", "sybil")
+              "poison_far", "poison_near", "sybil", "garbage", "equivocate")
 PLACEMENTS = ("random", "highest_degree", "region")
 SYBILS_MAX = 100_000
 
