@@ -1,0 +1,1389 @@
+"""PBFT (Castro & Liskov 1999) as a sans-I/O replica state machine with weighted quorums.
+
+A :class:`Replica` consumes events (:class:`Request`, :class:`Receive`, :class:`TimerExpired`)
+and returns effects (:class:`BroadcastMsg`, :class:`SendMsg`, :class:`StartTimer`,
+:class:`StopTimer`, :class:`Decided`, :class:`EquivocationDetected`,
+:class:`StateTransferNeeded`). It never touches the network, a clock or a random generator:
+the caller delivers messages, runs timers and (optionally) signs and verifies.
+
+Quorums are weighted. Every member has a non-negative integer weight and the total is ``W``.
+A *quorum* is a set of members whose weight is strictly more than ``2W/3``; a *weak
+certificate* is strictly more than ``W/3``. Two quorums overlap in more than ``W/3``, so as
+long as the Byzantine members weigh less than ``W/3`` every two quorums share an honest
+member, which is what makes a decided value final. With equal weights and ``N = 3f + 1`` this
+is the classic ``2f + 1`` / ``f + 1``. Weights must be identical at every honest member
+(derive them from decided state, see :mod:`consensus.trust`), and they are fixed for the
+lifetime of a replica: change them at an epoch boundary by starting a new replica.
+
+Protocol, in short (the names follow the paper):
+
+* ``Request(value)``: the primary of the current view (``sorted(members)[view % N]``)
+  assigns the next sequence number and broadcasts ``PrePrepare``; backups remember the value
+  and run the view-change timer until it is decided (duplicates are ordered once).
+* A backup accepts a pre-prepare if it is from the primary, in the current view, inside the
+  watermarks, ``digest == sha256(value)``, the value passes the ``validity`` predicate and no
+  other digest was accepted for that ``(view, seq)``; it broadcasts ``Prepare``. A pre-prepare
+  that fails validity, or a second conflicting one, is evidence against the primary and
+  starts a view change at once.
+* *Prepared* = accepted pre-prepare + prepares whose weight together with the primary's is a
+  quorum; then the replica broadcasts ``Commit``. A quorum of matching commits with a known
+  value decides (``Decided``). Commits are counted for recent earlier views too: a commit
+  quorum proves the value was prepared by a quorum, so deciding on it is safe at any time.
+* Every ``checkpoint_interval`` executed sequence numbers a replica broadcasts
+  ``Checkpoint(seq, state_digest)`` (``state_digest`` chains the decided digests); a quorum
+  of matching checkpoints makes it stable, moves the low watermark and truncates the log.
+* View change: on timeout, on evidence against the primary, or when members weighing more
+  than ``W/3`` already moved to a higher view, a replica broadcasts ``ViewChange`` with its
+  stable checkpoint (and its proof) and a *prepared certificate* (pre-prepare + quorum of
+  prepares) of the highest view for each sequence number. The new primary collects a quorum
+  of view changes and broadcasts ``NewView`` which re-proposes, for every sequence number
+  between the highest stable checkpoint and the highest prepared one, the value of the
+  highest-view certificate (or a no-op ``b""`` if none): so a value that may have been
+  decided is never replaced. Backups recompute that set and reject a ``NewView`` that differs.
+  Timeouts double with every view change that brings no decision (capped at 64x).
+* Catch-up: a replica that receives a ``ViewChange`` answers with a :class:`CommitProof`
+  (value + quorum of commits) for each sequence number it decided that the sender may lack,
+  so a replica that lost messages still decides once the network delivers again.
+
+Authentication: every message has a ``signature`` field that takes no part in equality. If
+you pass ``sign``/``verify`` callables the replica signs every message it creates and checks
+every message it receives, including the messages nested in certificates (which is what
+makes view changes safe against forged certificates). If you do not, the caller must
+authenticate the outer messages and trust nested ones (fine for one-shot rounds that never
+change view; not Byzantine-safe across view changes).
+
+One-shot use (the daemon's per-query round): pass ``seq_max=1``; the replica orders one value
+and then ignores further requests.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, NewType, Optional, Union
+
+logger = logging.getLogger(__name__)
+
+MemberId = NewType("MemberId", str)
+"""A PBFT member's identity (the daemon uses the libp2p peer id string)."""
+
+DIGEST_BYTES = 32
+NULL_VALUE = b""
+"""The value of a no-op request that a new primary uses to fill a gap in the log."""
+
+VALUE_BYTES_MAX = 1 << 20
+"""Default largest value ``decode`` accepts (1 MiB): an encoded answer is far smaller."""
+MEMBER_ID_CHARS_MAX = 256
+SIGNATURE_BYTES_MAX = 512
+ITEMS_MAX = 4096
+"""Largest list inside a decoded message (certificates, prepares, view changes)."""
+INT_MAX = (1 << 63) - 1
+
+
+def digest_of(value: bytes) -> bytes:
+    """The digest that names a value in every message: ``sha256(value)`` (32 bytes)."""
+    return hashlib.sha256(value).digest()
+
+
+NULL_DIGEST = digest_of(NULL_VALUE)
+
+
+class PbftError(Exception):
+    """Base class of every error raised by :mod:`consensus.pbft`."""
+
+
+class MalformedMessage(PbftError, ValueError):
+    """``decode`` was given something that is not a well-formed PBFT message."""
+
+
+class PbftConfigError(PbftError, ValueError):
+    """A :class:`Replica` was built with impossible parameters (no weight, bad window...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Messages (frozen; ``signature`` is excluded from equality and hashing)
+
+
+@dataclass(frozen=True, slots=True)
+class PrePrepare:
+    view: int
+    seq: int
+    digest: bytes
+    value: bytes
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    view: int
+    seq: int
+    digest: bytes
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    view: int
+    seq: int
+    digest: bytes
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    state_digest: bytes
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCert:
+    """Proof that ``pre_prepare`` was prepared: it plus prepares reaching a quorum of weight."""
+
+    pre_prepare: PrePrepare
+    prepares: tuple[Prepare, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewChange:
+    new_view: int
+    stable_seq: int
+    prepared: tuple[PreparedCert, ...]
+    sender: MemberId
+    checkpoint_proof: tuple[Checkpoint, ...] = ()
+    """A quorum of matching checkpoints for ``stable_seq`` (empty when ``stable_seq == 0``)."""
+    missing: tuple[int, ...] = ()
+    """Sequence numbers at or below ``stable_seq`` the sender never saw decided (it adopted
+    the checkpoint from others); helpers answer with commit proofs for them."""
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewView:
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    pre_prepares: tuple[PrePrepare, ...]
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitProof:
+    """A decided value with the quorum of commits that decided it (catch-up for laggards)."""
+
+    seq: int
+    view: int
+    digest: bytes
+    value: bytes
+    commits: tuple[Commit, ...]
+    sender: MemberId
+    signature: bytes = field(default=b"", compare=False, repr=False)
+
+
+Message = Union[PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, CommitProof]
+
+# --------------------------------------------------------------------------------------------
+# Events and effects
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A client value to order (only the primary proposes it; backups watch for it)."""
+
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """A message from another member (the caller has checked the envelope's sender)."""
+
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerExpired:
+    name: str
+
+
+Event = Union[Request, Receive, TimerExpired]
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastMsg:
+    """Send ``msg`` to every other member."""
+
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SendMsg:
+    """Send ``msg`` to one member."""
+
+    member: MemberId
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Deliver ``TimerExpired(name)`` after ``delay_s`` seconds (names are never reused)."""
+
+    name: str
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """``value`` is final at ``seq`` (``value == b""`` is a no-op filling a gap)."""
+
+    seq: int
+    view: int
+    value: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationDetected:
+    """``member`` sent two conflicting messages for one slot; keep both as evidence."""
+
+    member: MemberId
+    first: Message
+    second: Message
+
+
+@dataclass(frozen=True, slots=True)
+class StateTransferNeeded:
+    """A quorum checkpointed ``seq`` before this replica decided everything up to it.
+
+    The decisions up to ``seq`` are final but this replica did not see all of them; fetch
+    the state named by ``state_digest`` out of band if you need it.
+    """
+
+    seq: int
+    state_digest: bytes
+
+
+Effect = Union[BroadcastMsg, SendMsg, StartTimer, StopTimer, Decided, EquivocationDetected,
+               StateTransferNeeded]
+
+
+def always_valid(value: bytes) -> bool:
+    """The default validity predicate: accept every proposed value."""
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatistics:
+    """A frozen snapshot of one replica (see :meth:`Replica.statistics`)."""
+
+    member: MemberId
+    view: int
+    active: bool
+    primary: MemberId
+    low_watermark: int
+    last_executed: int
+    decided: int
+    pending_requests: int
+    view_changes_started: int
+    new_views_installed: int
+    messages_received: int
+    ignored_non_member: int
+    ignored_invalid: int
+    ignored_stale: int
+    equivocations: int
+    invalid_proposals: int
+    buffered: int
+    state_digest: bytes
+
+
+class _Slot:
+    """Everything known about one ``(view, seq)``."""
+
+    __slots__ = ("pre_prepare", "prepares", "commits", "prep_weight", "commit_weight",
+                 "prepared", "commit_sent")
+
+    def __init__(self) -> None:
+        self.pre_prepare: Optional[PrePrepare] = None
+        self.prepares: dict[MemberId, Prepare] = {}
+        self.commits: dict[MemberId, Commit] = {}
+        self.prep_weight: dict[bytes, int] = {}
+        self.commit_weight: dict[bytes, int] = {}
+        self.prepared = False
+        self.commit_sent = False
+
+
+class Replica:
+    """One PBFT member. Feed it events with :meth:`handle`; execute the effects it returns.
+
+    Args:
+        me: this member's id (must be a key of ``weights``).
+        weights: every member's integer weight (>= 0, total > 0), identical at every member.
+        validity: predicate a backup applies to a proposed value; a primary proposing a value
+            that fails it is replaced. Default: accept everything.
+        view_timeout_s: how long a backup waits for a pending request to be decided before it
+            suspects the primary (seconds, default 2.0); doubles per fruitless view change.
+        checkpoint_interval: sequence numbers between checkpoints (default 16).
+        watermark_window: how far above the stable checkpoint a sequence number may be
+            (default 64; at least ``checkpoint_interval``).
+        seq_max: highest sequence number this replica orders (``None``: unbounded; the daemon
+            passes 1 for its one-shot round).
+        sign: ``sign(signing_bytes(msg)) -> signature`` for messages this replica creates.
+        verify: ``verify(sender, signing_bytes(msg), signature) -> bool`` for every received
+            message, nested ones included.
+        pending_max: most remembered undecided requests (default 4096; extra are dropped).
+        buffer_max: most messages for views not yet entered kept for later (default 4096).
+        value_bytes_max: largest value accepted (bytes, default 1 MiB).
+    """
+
+    def __init__(
+        self,
+        me: MemberId,
+        weights: Mapping[MemberId, int],
+        *,
+        validity: Callable[[bytes], bool] = always_valid,
+        view_timeout_s: float = 2.0,
+        checkpoint_interval: int = 16,
+        watermark_window: int = 64,
+        seq_max: Optional[int] = None,
+        sign: Optional[Callable[[bytes], bytes]] = None,
+        verify: Optional[Callable[[MemberId, bytes, bytes], bool]] = None,
+        pending_max: int = 4096,
+        buffer_max: int = 4096,
+        value_bytes_max: int = VALUE_BYTES_MAX,
+    ) -> None:
+        if not weights:
+            raise PbftConfigError("a PBFT group needs at least one member")
+        for m, w in weights.items():
+            if not isinstance(m, str) or not m:
+                raise PbftConfigError(f"member ids must be non-empty strings, got {m!r}")
+            if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+                raise PbftConfigError(f"weight of {m!r} must be an int >= 0, got {w!r}")
+        if me not in weights:
+            raise PbftConfigError(f"{me!r} is not a member")
+        self.total_weight = sum(weights.values())
+        if self.total_weight <= 0:
+            raise PbftConfigError("total weight must be positive")
+        if checkpoint_interval < 1 or watermark_window < checkpoint_interval:
+            raise PbftConfigError("need 1 <= checkpoint_interval <= watermark_window")
+        if not view_timeout_s > 0:
+            raise PbftConfigError("view_timeout_s must be positive")
+        if seq_max is not None and seq_max < 1:
+            raise PbftConfigError("seq_max must be >= 1")
+        self.me = MemberId(me)
+        self.weights: dict[MemberId, int] = dict(weights)
+        self.members: tuple[MemberId, ...] = tuple(sorted(self.weights))
+        self.validity = validity
+        self.view_timeout_s = float(view_timeout_s)
+        self.checkpoint_interval = checkpoint_interval
+        self.watermark_window = watermark_window
+        self.seq_max = seq_max
+        self._sign = sign
+        self._verify = verify
+        self.pending_max = pending_max
+        self.buffer_max = buffer_max
+        self.value_bytes_max = value_bytes_max
+
+        self.view = 0
+        self.active = True
+        self.low = 0  # stable checkpoint seq (low watermark)
+        self._stable_proof: tuple[Checkpoint, ...] = ()
+        self._stable_digest = b"\x00" * DIGEST_BYTES
+        self.last_executed = 0
+        self.state_digest = b"\x00" * DIGEST_BYTES
+        self._slots: dict[tuple[int, int], _Slot] = {}
+        self._certs: dict[int, tuple[int, _Slot]] = {}  # seq -> (view, prepared slot)
+        self._values: dict[bytes, bytes] = {NULL_DIGEST: NULL_VALUE}
+        self._decided: dict[int, tuple[int, bytes]] = {}  # seq -> (view, digest), > low
+        self._decided_digests: OrderedDict[bytes, int] = OrderedDict()
+        self._pending: OrderedDict[bytes, bytes] = OrderedDict()
+        self._assigned: set[bytes] = set()  # digests proposed in this view (primary)
+        self._next_seq = 1
+        self._inflight: set[int] = set()  # seqs with an accepted pre-prepare, undecided
+        self._checkpoints: dict[int, dict[MemberId, Checkpoint]] = {}
+        self._own_checkpoints: dict[int, bytes] = {}
+        self._vcs: dict[int, dict[MemberId, ViewChange]] = {}
+        self._new_view: Optional[NewView] = None
+        self._buffer: dict[int, list[Message]] = {}
+        self._buffered = 0
+        self._my_vcs: dict[int, ViewChange] = {}  # our last few view changes, for replies
+        self._replied: set[tuple[MemberId, int]] = set()  # (sender, view) answered since timer
+        self._skipped: set[int] = set()  # seqs <= low decided by others, not seen here
+        self._old_proofs: dict[int, CommitProof] = {}  # one window below low, for laggards
+        self._reported: set[tuple[str, MemberId, int, int]] = set()
+        self._timer: Optional[str] = None
+        self._timer_kind: Optional[str] = None
+        self._timer_gen = 0
+        self._backoff = 0
+        self._out: list[Effect] = []
+        # counters
+        self._n_decided = 0
+        self._n_vc = 0
+        self._n_nv = 0
+        self._n_recv = 0
+        self._n_nonmember = 0
+        self._n_invalid = 0
+        self._n_stale = 0
+        self._n_equiv = 0
+        self._n_bad_proposals = 0
+        q = self.total_weight
+        assert 3 * self._quorum_min() > 2 * q, "quorum threshold must exceed 2/3 of the weight"
+
+    # ---------------------------------------------------------------- quorum arithmetic
+
+    def _quorum_min(self) -> int:
+        """Smallest integer weight that is strictly more than 2/3 of the total."""
+        return (2 * self.total_weight) // 3 + 1
+
+    def is_quorum(self, weight: int) -> bool:
+        """True when ``weight`` is strictly more than two thirds of the total weight."""
+        return 3 * weight > 2 * self.total_weight
+
+    def is_weak(self, weight: int) -> bool:
+        """True when ``weight`` is strictly more than one third (contains an honest member)."""
+        return 3 * weight > self.total_weight
+
+    def primary(self, view: int) -> MemberId:
+        """The primary of ``view``: the sorted member ids, round robin."""
+        return self.members[view % len(self.members)]
+
+    @property
+    def high(self) -> int:
+        h = self.low + self.watermark_window
+        return h if self.seq_max is None else min(h, self.seq_max)
+
+    # ---------------------------------------------------------------- public API
+
+    def handle(self, event: Event) -> list[Effect]:
+        """Apply one event and return the effects the caller must execute, in order."""
+        self._out = out = []
+        match event:
+            case Receive(msg=msg):
+                self._n_recv += 1
+                self._receive(msg)
+            case Request(value=value):
+                self._on_request(value)
+            case TimerExpired(name=name):
+                if name == self._timer:
+                    kind = self._timer_kind
+                    self._timer = self._timer_kind = None
+                    self._replied.clear()  # answer retransmissions again, once per period
+                    self._on_timeout(kind)
+            case _:
+                raise PbftError(f"unknown event {type(event).__name__}")
+        self._update_timer()
+        self._out = []
+        return out
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            member=self.me, view=self.view, active=self.active,
+            primary=self.primary(self.view), low_watermark=self.low,
+            last_executed=self.last_executed, decided=self._n_decided,
+            pending_requests=len(self._pending), view_changes_started=self._n_vc,
+            new_views_installed=self._n_nv, messages_received=self._n_recv,
+            ignored_non_member=self._n_nonmember, ignored_invalid=self._n_invalid,
+            ignored_stale=self._n_stale, equivocations=self._n_equiv,
+            invalid_proposals=self._n_bad_proposals, buffered=self._buffered,
+            state_digest=self.state_digest,
+        )
+
+    def decided_value(self, seq: int) -> Optional[bytes]:
+        """The value decided at ``seq`` if this replica decided it and still remembers it."""
+        d = self._decided.get(seq)
+        return None if d is None else self._values.get(d[1])
+
+    # ---------------------------------------------------------------- signing
+
+    def _signed(self, msg):
+        if self._sign is None:
+            return msg
+        return _with_signature(msg, self._sign(signing_bytes(msg)))
+
+    def _authentic(self, msg) -> bool:
+        if self._verify is None:
+            return True
+        try:
+            return bool(self._verify(msg.sender, signing_bytes(msg), msg.signature))
+        except Exception:  # a verifier that raises on garbage means "not authentic"
+            return False
+
+    def _broadcast(self, msg) -> None:
+        self._out.append(BroadcastMsg(msg))
+
+    # ---------------------------------------------------------------- requests
+
+    def _on_request(self, value: bytes) -> None:
+        if not isinstance(value, bytes) or len(value) > self.value_bytes_max:
+            self._n_invalid += 1
+            return
+        d = digest_of(value)
+        if d in self._pending or d in self._decided_digests:
+            return  # duplicate: ordered once
+        if self.seq_max is not None and self._all_done():
+            return
+        if len(self._pending) >= self.pending_max:
+            self._n_invalid += 1
+            return
+        self._pending[d] = value
+        self._values[d] = value
+        self._propose()
+
+    def _all_done(self) -> bool:
+        return self.seq_max is not None and all(
+            s in self._decided or s <= self.low for s in range(1, self.seq_max + 1))
+
+    def _propose(self) -> None:
+        if not self.active or self.primary(self.view) != self.me:
+            return
+        for d, value in list(self._pending.items()):
+            if d in self._assigned:
+                continue
+            seq = self._next_seq
+            if seq <= self.low:
+                seq = self._next_seq = self.low + 1
+            if seq > self.high:
+                return
+            self._next_seq = seq + 1
+            pp = self._signed(PrePrepare(self.view, seq, d, value, self.me))
+            self._assigned.add(d)
+            slot = self._slot(self.view, seq)
+            slot.pre_prepare = pp
+            self._inflight.add(seq)
+            self._broadcast(pp)
+            self._check_prepared(self.view, seq, slot)
+
+    # ---------------------------------------------------------------- receive dispatch
+
+    def _slot(self, view: int, seq: int) -> _Slot:
+        key = (view, seq)
+        s = self._slots.get(key)
+        if s is None:
+            s = self._slots[key] = _Slot()
+        return s
+
+    def _receive(self, msg) -> None:
+        sender = getattr(msg, "sender", None)
+        if sender not in self.weights:
+            self._n_nonmember += 1
+            return
+        if sender == self.me:
+            self._n_stale += 1
+            return
+        if not self._authentic(msg):
+            self._n_invalid += 1
+            return
+        match msg:
+            case PrePrepare() | Prepare() | Commit():
+                self._on_normal(msg)
+            case Checkpoint():
+                self._on_checkpoint(msg)
+            case ViewChange():
+                self._on_view_change(msg)
+            case NewView():
+                self._on_new_view(msg)
+            case CommitProof():
+                self._on_commit_proof(msg)
+            case _:
+                self._n_invalid += 1
+
+    def _on_normal(self, msg) -> None:
+        view, seq = msg.view, msg.seq
+        if not (isinstance(view, int) and isinstance(seq, int)) or len(msg.digest) != DIGEST_BYTES:
+            self._n_invalid += 1
+            return
+        if seq <= self.low or seq > self.high:
+            self._n_stale += 1
+            return
+        if view > self.view or (view == self.view and not self.active):
+            self._buffer_msg(msg)
+            return
+        if view < self.view:
+            if type(msg) is PrePrepare:
+                self._learn_value(msg)
+            if type(msg) is Commit and view >= self.view - 4:
+                self._on_commit(msg)
+            else:
+                self._n_stale += 1
+            return
+        t = type(msg)
+        if t is Prepare:
+            self._on_prepare(msg)
+        elif t is Commit:
+            self._on_commit(msg)
+        else:
+            self._on_pre_prepare(msg)
+
+    def _learn_value(self, pp: PrePrepare) -> None:
+        if len(pp.value) <= self.value_bytes_max and digest_of(pp.value) == pp.digest:
+            if pp.digest not in self._values:
+                self._values[pp.digest] = pp.value
+                # a commit quorum may be waiting only for the value
+                for (v, s), slot in list(self._slots.items()):
+                    w = slot.commit_weight.get(pp.digest, 0)
+                    if w and self.is_quorum(w):
+                        self._try_decide(v, s, pp.digest)
+
+    def _buffer_msg(self, msg) -> None:
+        v = getattr(msg, "view", None)
+        if v is None or v > self.view + 64 or self._buffered >= self.buffer_max:
+            self._n_stale += 1
+            return
+        self._buffer.setdefault(v, []).append(msg)
+        self._buffered += 1
+
+    def _on_pre_prepare(self, pp: PrePrepare) -> None:
+        view, seq = pp.view, pp.seq
+        if pp.sender != self.primary(view):
+            self._n_invalid += 1
+            return
+        if len(pp.value) > self.value_bytes_max or digest_of(pp.value) != pp.digest:
+            self._n_invalid += 1
+            return
+        slot = self._slot(view, seq)
+        old = slot.pre_prepare
+        if old is not None:
+            if old.digest != pp.digest:
+                self._equivocation("pp", pp.sender, view, seq, old, pp)
+                self._start_view_change(self.view + 1)
+            return
+        dec = self._decided.get(seq)
+        if dec is not None and dec[1] != pp.digest:
+            # a primary re-using a decided slot for something else is faulty
+            self._n_bad_proposals += 1
+            self._start_view_change(self.view + 1)
+            return
+        try:
+            ok = bool(self.validity(pp.value))
+        except Exception:  # a predicate that crashes on garbage rejects it
+            ok = False
+        if not ok:
+            self._n_bad_proposals += 1
+            logger.info("%s: view %d primary %s proposed an invalid value at seq %d",
+                        self.me, view, pp.sender, seq)
+            self._start_view_change(self.view + 1)
+            return
+        self._accept_pre_prepare(slot, pp)
+
+    def _accept_pre_prepare(self, slot: _Slot, pp: PrePrepare) -> None:
+        slot.pre_prepare = pp
+        self._values[pp.digest] = pp.value
+        if pp.seq not in self._decided:
+            self._inflight.add(pp.seq)
+        if self.me != pp.sender:
+            p = self._signed(Prepare(pp.view, pp.seq, pp.digest, self.me))
+            self._add_prepare(slot, p)
+            self._broadcast(p)
+        self._check_prepared(pp.view, pp.seq, slot)
+
+    def _add_prepare(self, slot: _Slot, p: Prepare) -> None:
+        slot.prepares[p.sender] = p
+        slot.prep_weight[p.digest] = slot.prep_weight.get(p.digest, 0) + self.weights[p.sender]
+
+    def _on_prepare(self, p: Prepare) -> None:
+        if p.sender == self.primary(p.view):
+            self._n_invalid += 1  # the primary's pre-prepare stands for its prepare
+            return
+        slot = self._slot(p.view, p.seq)
+        old = slot.prepares.get(p.sender)
+        if old is not None:
+            if old.digest != p.digest:
+                self._equivocation("p", p.sender, p.view, p.seq, old, p)
+            return
+        self._add_prepare(slot, p)
+        self._check_prepared(p.view, p.seq, slot)
+
+    def _check_prepared(self, view: int, seq: int, slot: _Slot) -> None:
+        pp = slot.pre_prepare
+        if slot.prepared or pp is None:
+            return
+        w = self.weights[pp.sender] + slot.prep_weight.get(pp.digest, 0)
+        if not self.is_quorum(w):
+            return
+        slot.prepared = True
+        best = self._certs.get(seq)
+        if best is None or best[0] < view:
+            self._certs[seq] = (view, slot)
+        if view == self.view and self.active and not slot.commit_sent:
+            slot.commit_sent = True
+            c = self._signed(Commit(view, seq, pp.digest, self.me))
+            self._add_commit(slot, c)
+            self._broadcast(c)
+            self._try_decide(view, seq, pp.digest)
+
+    def _add_commit(self, slot: _Slot, c: Commit) -> None:
+        slot.commits[c.sender] = c
+        slot.commit_weight[c.digest] = slot.commit_weight.get(c.digest, 0) + self.weights[c.sender]
+
+    def _on_commit(self, c: Commit) -> None:
+        slot = self._slot(c.view, c.seq)
+        old = slot.commits.get(c.sender)
+        if old is not None:
+            if old.digest != c.digest:
+                self._equivocation("c", c.sender, c.view, c.seq, old, c)
+            return
+        self._add_commit(slot, c)
+        self._try_decide(c.view, c.seq, c.digest)
+
+    def _try_decide(self, view: int, seq: int, digest: bytes) -> None:
+        if seq in self._decided or seq <= self.low:
+            return
+        slot = self._slots.get((view, seq))
+        if slot is None or not self.is_quorum(slot.commit_weight.get(digest, 0)):
+            return
+        value = self._values.get(digest)
+        if value is None:
+            return  # wait for the value (a pre-prepare or a proof will bring it)
+        self._decide(seq, view, digest, value)
+
+    def _decide(self, seq: int, view: int, digest: bytes, value: bytes) -> None:
+        self._decided[seq] = (view, digest)
+        self._values[digest] = value
+        self._n_decided += 1
+        self._inflight.discard(seq)
+        self._assigned.discard(digest)
+        self._decided_digests[digest] = seq
+        while len(self._decided_digests) > self.pending_max:
+            self._decided_digests.popitem(last=False)
+        if self._pending.pop(digest, None) is not None:
+            # a request we were waiting for was ordered: restart the clock for the rest
+            self._backoff = 0
+            self._stop_timer()
+        logger.debug("%s decided seq %d in view %d", self.me, seq, view)
+        self._out.append(Decided(seq, view, value, digest))
+        self._execute()
+        if self.active and self.primary(self.view) == self.me:
+            self._propose()
+
+    def _execute(self) -> None:
+        """Advance the executed prefix; emit checkpoints at multiples of the interval."""
+        while True:
+            nxt = self.last_executed + 1
+            d = self._decided.get(nxt)
+            if d is None:
+                return
+            self.last_executed = nxt
+            self.state_digest = hashlib.sha256(self.state_digest + d[1]).digest()
+            if nxt % self.checkpoint_interval == 0:
+                ck = self._signed(Checkpoint(nxt, self.state_digest, self.me))
+                self._own_checkpoints[nxt] = self.state_digest
+                self._broadcast(ck)
+                self._add_checkpoint(ck)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _on_checkpoint(self, ck: Checkpoint) -> None:
+        if (not isinstance(ck.seq, int) or ck.seq % self.checkpoint_interval
+                or len(ck.state_digest) != DIGEST_BYTES):
+            self._n_invalid += 1
+            return
+        if ck.seq <= self.low or ck.seq > self.low + 2 * self.watermark_window:
+            self._n_stale += 1
+            return
+        self._add_checkpoint(ck)
+
+    def _add_checkpoint(self, ck: Checkpoint) -> None:
+        per = self._checkpoints.setdefault(ck.seq, {})
+        if ck.sender in per:
+            return
+        per[ck.sender] = ck
+        w = sum(self.weights[m] for m, c in per.items() if c.state_digest == ck.state_digest)
+        if self.is_quorum(w):
+            proof = tuple(c for c in per.values() if c.state_digest == ck.state_digest)
+            self._make_stable(ck.seq, ck.state_digest, proof)
+
+    def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[Checkpoint, ...]) -> None:
+        if seq <= self.low:
+            return
+        logger.info("%s: checkpoint %d stable", self.me, seq)
+        self.low = seq
+        self._stable_proof = proof
+        self._stable_digest = state_digest
+        for n in range(self.last_executed + 1, seq + 1):
+            if n not in self._decided:
+                self._skipped.add(n)
+        self._skipped = {n for n in self._skipped if n > seq - self.watermark_window}
+        for n in [n for n in self._decided if n <= seq]:
+            p = self._proof(n)
+            if p is not None:
+                self._old_proofs[n] = p
+        self._old_proofs = {n: p for n, p in self._old_proofs.items()
+                            if n > seq - self.watermark_window}
+        if self.last_executed < seq:
+            self.last_executed = seq
+            self.state_digest = state_digest
+            self._out.append(StateTransferNeeded(seq, state_digest))
+            self._execute()
+        elif self._own_checkpoints.get(seq, state_digest) != state_digest:
+            logger.error("%s: stable checkpoint %d differs from own state", self.me, seq)
+        # truncate the log
+        self._slots = {k: s for k, s in self._slots.items() if k[1] > seq}
+        self._certs = {n: c for n, c in self._certs.items() if n > seq}
+        self._checkpoints = {n: c for n, c in self._checkpoints.items() if n > seq}
+        self._own_checkpoints = {n: c for n, c in self._own_checkpoints.items() if n >= seq}
+        self._inflight = {n for n in self._inflight if n > seq}
+        dropped = [n for n in self._decided if n <= seq]
+        keep_digests = {v[1] for n, v in self._decided.items() if n > seq}
+        for n in dropped:
+            del self._decided[n]
+        keep_digests.update(self._pending)
+        keep_digests.update(pp.digest for s in self._slots.values()
+                            if (pp := s.pre_prepare) is not None)
+        keep_digests.add(NULL_DIGEST)
+        self._values = {d: v for d, v in self._values.items() if d in keep_digests}
+        if self._next_seq <= seq:
+            self._next_seq = seq + 1
+        if self.active and self.primary(self.view) == self.me:
+            self._propose()
+
+    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
+        if seq == 0:
+            return not proof
+        if seq % self.checkpoint_interval or not proof:
+            return False
+        senders = set()
+        sd = proof[0].state_digest
+        w = 0
+        for ck in proof:
+            if (type(ck) is not Checkpoint or ck.seq != seq or ck.state_digest != sd
+                    or ck.sender not in self.weights or ck.sender in senders):
+                return False
+            if not self._authentic(ck):
+                return False
+            senders.add(ck.sender)
+            w += self.weights[ck.sender]
+        return self.is_quorum(w)
+
+    # ---------------------------------------------------------------- view change
+
+    def _equivocation(self, kind: str, member: MemberId, view: int, seq: int, first, second) -> None:
+        key = (kind, member, view, seq)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self._n_equiv += 1
+        logger.info("%s: %s equivocated at view %d seq %d", self.me, member, view, seq)
+        self._out.append(EquivocationDetected(member, first, second))
+
+    def _on_timeout(self, kind: Optional[str]) -> None:
+        if kind == "wait":
+            # Still short of a quorum for this view: do not run ahead alone (that is how
+            # honest replicas end up chasing each other through views); re-send our view
+            # change instead, in case the network lost it.
+            vc = self._my_vcs.get(self.view)
+            if vc is not None:
+                self._broadcast(vc)
+            return
+        self._start_view_change(self.view + 1)
+
+    def _timer_wanted(self) -> Optional[str]:
+        """Which view timer should run: ``"active"`` (a request is waiting in a working
+        view), ``"quorum"`` (a quorum asked for this view; waiting for its new-view),
+        ``"wait"`` (view change sent, no quorum yet, work pending: retransmit) or None."""
+        if self.seq_max is not None and self._all_done():
+            return None
+        if self.active:
+            return "active" if (self._pending or self._inflight) else None
+        vcs = self._vcs.get(self.view, {})
+        if self.is_quorum(sum(self.weights[m] for m in vcs)):
+            return "quorum"
+        return "wait" if self._pending else None
+
+    def _update_timer(self) -> None:
+        want = self._timer_wanted()
+        if want == self._timer_kind:
+            return
+        self._stop_timer()
+        if want is not None:
+            self._timer_gen += 1
+            self._timer = f"pbft-view:{self.me}:{self.view}:{self._timer_gen}"
+            self._timer_kind = want
+            delay = self.view_timeout_s * (1 << min(self._backoff, 16))
+            self._out.append(StartTimer(self._timer, delay))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._out.append(StopTimer(self._timer))
+            self._timer = self._timer_kind = None
+
+    def _best_certs(self) -> tuple[PreparedCert, ...]:
+        out = []
+        for seq in sorted(self._certs):
+            view, slot = self._certs[seq]
+            pp = slot.pre_prepare
+            assert pp is not None and slot.prepared, "a certificate needs a prepared slot"
+            preps = tuple(p for m, p in sorted(slot.prepares.items())
+                          if p.digest == pp.digest and m != pp.sender)
+            out.append(PreparedCert(pp, preps))
+        return tuple(out)
+
+    def _start_view_change(self, new_view: int) -> None:
+        if new_view <= self.view:
+            return
+        if self.seq_max is not None and self._all_done():
+            return
+        self._stop_timer()
+        self._backoff += 1
+        self._n_vc += 1
+        logger.info("%s: view change %d -> %d (primary %s)", self.me, self.view, new_view,
+                    self.primary(new_view))
+        self.view = new_view
+        self.active = False
+        self._new_view = None
+        self._assigned.clear()
+        self._inflight.clear()
+        vc = self._signed(ViewChange(new_view, self.low, self._best_certs(), self.me,
+                                     self._stable_proof, tuple(sorted(self._skipped))))
+        self._vcs = {v: d for v, d in self._vcs.items() if v >= new_view}
+        self._vcs.setdefault(new_view, {})[self.me] = vc
+        self._my_vcs[new_view] = vc
+        for v in sorted(self._my_vcs)[:-4]:
+            del self._my_vcs[v]
+        self._buffer = {v: b for v, b in self._buffer.items() if v >= new_view}
+        self._buffered = sum(len(b) for b in self._buffer.values())
+        self._broadcast(vc)
+        self._maybe_new_view()
+
+    def _valid_cert(self, cert, vc_view: int, stable_seq: int) -> bool:
+        if type(cert) is not PreparedCert:
+            return False
+        pp = cert.pre_prepare
+        if type(pp) is not PrePrepare or not (0 <= pp.view < vc_view):
+            return False
+        if not (stable_seq < pp.seq <= stable_seq + self.watermark_window):
+            return False
+        if pp.sender != self.primary(pp.view) or len(pp.value) > self.value_bytes_max:
+            return False
+        if digest_of(pp.value) != pp.digest:
+            return False
+        if not self._authentic(pp):
+            return False
+        w = self.weights[pp.sender]
+        seen = {pp.sender}
+        for p in cert.prepares:
+            if (type(p) is not Prepare or p.view != pp.view or p.seq != pp.seq
+                    or p.digest != pp.digest or p.sender not in self.weights
+                    or p.sender in seen):
+                return False
+            if not self._authentic(p):
+                return False
+            seen.add(p.sender)
+            w += self.weights[p.sender]
+        return self.is_quorum(w)
+
+    def _valid_view_change(self, vc: ViewChange) -> bool:
+        if not isinstance(vc.new_view, int) or not isinstance(vc.stable_seq, int):
+            return False
+        if vc.new_view < 1 or vc.stable_seq < 0:
+            return False
+        if not self._valid_checkpoint_proof(vc.stable_seq, vc.checkpoint_proof):
+            return False
+        if len(vc.missing) > self.watermark_window or any(
+                type(n) is not int or not (0 < n <= vc.stable_seq) for n in vc.missing):
+            return False
+        seqs = set()
+        for cert in vc.prepared:
+            if not self._valid_cert(cert, vc.new_view, vc.stable_seq):
+                return False
+            if cert.pre_prepare.seq in seqs:
+                return False
+            seqs.add(cert.pre_prepare.seq)
+        return True
+
+    def _on_view_change(self, vc: ViewChange) -> None:
+        if not self._valid_view_change(vc):
+            self._n_invalid += 1
+            return
+        key = (vc.sender, vc.new_view)
+        fresh = key not in self._replied and len(self._replied) < 4 * len(self.members) + 64
+        if fresh:
+            self._replied.add(key)
+            self._help(vc)
+        if vc.new_view < self.view or (vc.new_view == self.view and self.active):
+            # the sender is behind: show it where we are
+            self._n_stale += 1
+            if not fresh:
+                return
+            nv = self._new_view
+            if self.active and nv is not None and nv.view == self.view:
+                self._out.append(SendMsg(vc.sender, nv))
+            for v, mine in sorted(self._my_vcs.items()):
+                if v >= vc.new_view:
+                    self._out.append(SendMsg(vc.sender, mine))
+            return
+        if vc.new_view > self.view + 1024:
+            self._n_stale += 1
+            return
+        per = self._vcs.setdefault(vc.new_view, {})
+        if vc.sender in per:
+            return
+        per[vc.sender] = vc
+        # keep at most 4 future views per sender (a Byzantine flood only costs its own slots)
+        mine = sorted(v for v, d in self._vcs.items() if vc.sender in d)
+        for v in mine[:-4]:
+            del self._vcs[v][vc.sender]
+            if not self._vcs[v]:
+                del self._vcs[v]
+        if vc.stable_seq > self.low:
+            self._make_stable(vc.stable_seq, vc.checkpoint_proof[0].state_digest,
+                              vc.checkpoint_proof)
+        self._join_if_left_behind()
+        self._maybe_new_view()
+
+    def _help(self, vc: ViewChange) -> None:
+        """Send commit proofs for what we decided above the sender's stable checkpoint."""
+        has = {c.pre_prepare.seq: c.pre_prepare.view for c in vc.prepared}
+        # When we take part in the same view change, a sender holding a certificate from the
+        # deciding view will decide through the new view: spare those proofs.
+        joint = not self.active and self.view == vc.new_view
+        wanted = [n for n in sorted(self._decided) if n > vc.stable_seq
+                  and not (joint and has.get(n, -1) >= self._decided[n][0])]
+        wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
+        for seq in wanted:
+            proof = self._old_proofs.get(seq) or self._proof(seq)
+            if proof is not None:
+                self._out.append(SendMsg(vc.sender, proof))
+
+    def _proof(self, seq: int) -> Optional[CommitProof]:
+        """A commit proof for a seq this replica decided, if it still holds the commits."""
+        dec = self._decided.get(seq)
+        if dec is None:
+            return None
+        view, d = dec
+        slot = self._slots.get((view, seq))
+        value = self._values.get(d)
+        if slot is None or value is None:
+            return None
+        commits = tuple(c for m, c in sorted(slot.commits.items()) if c.digest == d)
+        if not self.is_quorum(sum(self.weights[c.sender] for c in commits)):
+            return None
+        return self._signed(CommitProof(seq, view, d, value, commits, self.me))
+
+    def _on_commit_proof(self, cp: CommitProof) -> None:
+        if not isinstance(cp.seq, int) or not isinstance(cp.view, int):
+            self._n_invalid += 1
+            return
+        if ((cp.seq <= self.low and cp.seq not in self._skipped) or cp.seq > self.high
+                or cp.seq in self._decided):
+            self._n_stale += 1
+            return
+        if len(cp.value) > self.value_bytes_max or digest_of(cp.value) != cp.digest:
+            self._n_invalid += 1
+            return
+        w = 0
+        seen = set()
+        for c in cp.commits:
+            if (type(c) is not Commit or c.view != cp.view or c.seq != cp.seq
+                    or c.digest != cp.digest or c.sender not in self.weights
+                    or c.sender in seen):
+                self._n_invalid += 1
+                return
+            if not self._authentic(c):
+                self._n_invalid += 1
+                return
+            seen.add(c.sender)
+            w += self.weights[c.sender]
+        if not self.is_quorum(w):
+            self._n_invalid += 1
+            return
+        self._skipped.discard(cp.seq)
+        self._decide(cp.seq, cp.view, cp.digest, cp.value)
+
+    def _join_if_left_behind(self) -> None:
+        """If members weighing more than W/3 are in higher views, join the highest view
+        that such a group has reached (at least one honest member is there)."""
+        best: dict[MemberId, int] = {}
+        for v, per in self._vcs.items():
+            if v > self.view:
+                for m in per:
+                    if m != self.me and v > best.get(m, -1):
+                        best[m] = v
+        if not self.is_weak(sum(self.weights[m] for m in best)):
+            return
+        acc = 0
+        for m, v in sorted(best.items(), key=lambda kv: -kv[1]):
+            acc += self.weights[m]
+            if self.is_weak(acc):
+                self._start_view_change(v)
+                return
+
+    def _compute_new_view(self, view: int, vcs) -> tuple[PrePrepare, ...]:
+        min_s = max(vc.stable_seq for vc in vcs)
+        chosen: dict[int, PrePrepare] = {}
+        for vc in vcs:
+            for cert in vc.prepared:
+                pp = cert.pre_prepare
+                if pp.seq <= min_s:
+                    continue
+                cur = chosen.get(pp.seq)
+                if cur is None or cur.view < pp.view:
+                    chosen[pp.seq] = pp
+        max_s = max(chosen, default=min_s)
+        primary = self.primary(view)
+        out = []
+        for n in range(min_s + 1, max_s + 1):
+            pp = chosen.get(n)
+            if pp is None:
+                out.append(PrePrepare(view, n, NULL_DIGEST, NULL_VALUE, primary))
+            else:
+                out.append(PrePrepare(view, n, pp.digest, pp.value, primary))
+        return tuple(out)
+
+    def _maybe_new_view(self) -> None:
+        if self.active or self._new_view is not None or self.primary(self.view) != self.me:
+            return
+        per = self._vcs.get(self.view, {})
+        if not self.is_quorum(sum(self.weights[m] for m in per)):
+            return
+        vcs = tuple(per[m] for m in sorted(per))
+        pps = tuple(self._signed(pp) for pp in self._compute_new_view(self.view, vcs))
+        nv = self._signed(NewView(self.view, vcs, pps, self.me))
+        self._broadcast(nv)
+        self._install_new_view(nv)
+
+    def _on_new_view(self, nv: NewView) -> None:
+        if not isinstance(nv.view, int) or nv.view < self.view or (
+                nv.view == self.view and self.active):
+            self._n_stale += 1
+            return
+        if nv.sender != self.primary(nv.view):
+            self._n_invalid += 1
+            return
+        seen = set()
+        w = 0
+        for vc in nv.view_changes:
+            if (type(vc) is not ViewChange or vc.new_view != nv.view
+                    or vc.sender not in self.weights or vc.sender in seen):
+                self._n_invalid += 1
+                return
+            if not self._authentic(vc):
+                self._n_invalid += 1
+                return
+            if not self._valid_view_change(vc):
+                self._n_invalid += 1
+                return
+            seen.add(vc.sender)
+            w += self.weights[vc.sender]
+        if not self.is_quorum(w):
+            self._n_invalid += 1
+            return
+        expected = self._compute_new_view(nv.view, nv.view_changes)
+        if len(expected) != len(nv.pre_prepares) or any(
+                type(a) is not PrePrepare or a != b for a, b in zip(nv.pre_prepares, expected)):
+            self._n_invalid += 1
+            logger.info("%s: rejected new-view %d from %s (wrong pre-prepares)",
+                        self.me, nv.view, nv.sender)
+            self._start_view_change(max(self.view, nv.view) + 1)
+            return
+        if any(not self._authentic(pp) for pp in nv.pre_prepares):
+            self._n_invalid += 1
+            return
+        if nv.view > self.view:
+            # we never sent a view change for this view; enter it directly
+            self._n_vc += 1
+            self.view = nv.view
+            self._assigned.clear()
+            self._inflight.clear()
+        self._install_new_view(nv)
+
+    def _install_new_view(self, nv: NewView) -> None:
+        self._stop_timer()
+        self.active = True
+        self._new_view = nv
+        self._n_nv += 1
+        logger.info("%s: entered view %d (primary %s)", self.me, nv.view, nv.sender)
+        best = max(nv.view_changes, key=lambda vc: vc.stable_seq)
+        if best.stable_seq > self.low:
+            self._make_stable(best.stable_seq, best.checkpoint_proof[0].state_digest,
+                              best.checkpoint_proof)
+        max_s = self.low
+        for pp in nv.pre_prepares:
+            max_s = max(max_s, pp.seq)
+            if pp.seq <= self.low:
+                continue
+            slot = self._slot(nv.view, pp.seq)
+            if slot.pre_prepare is None:
+                if pp.sender == self.me:
+                    slot.pre_prepare = pp
+                    self._values[pp.digest] = pp.value
+                    if pp.seq not in self._decided:
+                        self._inflight.add(pp.seq)
+                    self._assigned.add(pp.digest)
+                    self._check_prepared(nv.view, pp.seq, slot)
+                else:
+                    self._accept_pre_prepare(slot, pp)
+        self._next_seq = max(self._next_seq, max_s + 1)
+        self._vcs = {v: d for v, d in self._vcs.items() if v > nv.view}
+        buffered = self._buffer.pop(nv.view, [])
+        self._buffered -= len(buffered)
+        for msg in buffered:
+            self._receive(msg)
+        self._propose()
+
+
+# --------------------------------------------------------------------------------------------
+# Codec: plain dicts of str/int/bytes/list (msgpack-able), validated on the way in
+
+
+def _with_signature(msg, signature: bytes):
+    cls = type(msg)
+    vals = {f: getattr(msg, f) for f in cls.__dataclass_fields__}
+    vals["signature"] = signature
+    return cls(**vals)
+
+
+def encode(msg: Message) -> dict:
+    """Encode a message as a dict of str/int/bytes/list/dict (msgpack-able)."""
+    match msg:
+        case PrePrepare(view=v, seq=n, digest=d, value=x, sender=s, signature=g):
+            return {"t": "pp", "v": v, "n": n, "d": d, "x": x, "s": s, "g": g}
+        case Prepare(view=v, seq=n, digest=d, sender=s, signature=g):
+            return {"t": "p", "v": v, "n": n, "d": d, "s": s, "g": g}
+        case Commit(view=v, seq=n, digest=d, sender=s, signature=g):
+            return {"t": "c", "v": v, "n": n, "d": d, "s": s, "g": g}
+        case Checkpoint(seq=n, state_digest=d, sender=s, signature=g):
+            return {"t": "ck", "n": n, "d": d, "s": s, "g": g}
+        case ViewChange(new_view=v, stable_seq=n, prepared=certs, sender=s,
+                        checkpoint_proof=proof, missing=missing, signature=g):
+            return {"t": "vc", "v": v, "n": n, "M": list(missing),
+                    "P": [{"pp": encode(c.pre_prepare), "ps": [encode(p) for p in c.prepares]}
+                          for c in certs],
+                    "C": [encode(c) for c in proof], "s": s, "g": g}
+        case NewView(view=v, view_changes=vcs, pre_prepares=pps, sender=s, signature=g):
+            return {"t": "nv", "v": v, "V": [encode(x) for x in vcs],
+                    "O": [encode(x) for x in pps], "s": s, "g": g}
+        case CommitProof(seq=n, view=v, digest=d, value=x, commits=cs, sender=s, signature=g):
+            return {"t": "cp", "n": n, "v": v, "d": d, "x": x,
+                    "C": [encode(c) for c in cs], "s": s, "g": g}
+    raise PbftError(f"cannot encode {type(msg).__name__}")
+
+
+_KEYS = {
+    "pp": {"t", "v", "n", "d", "x", "s", "g"},
+    "p": {"t", "v", "n", "d", "s", "g"},
+    "c": {"t", "v", "n", "d", "s", "g"},
+    "ck": {"t", "n", "d", "s", "g"},
+    "vc": {"t", "v", "n", "P", "C", "M", "s", "g"},
+    "nv": {"t", "v", "V", "O", "s", "g"},
+    "cp": {"t", "n", "v", "d", "x", "C", "s", "g"},
+}
+
+
+def _int(obj: dict, k: str) -> int:
+    x = obj[k]
+    if type(x) is not int or not (0 <= x <= INT_MAX):
+        raise MalformedMessage(f"field {k!r} must be an int in [0, 2^63), got {x!r:.40}")
+    return x
+
+
+def _bytes(obj: dict, k: str, *, exact: Optional[int] = None, most: int = VALUE_BYTES_MAX) -> bytes:
+    x = obj[k]
+    if type(x) is not bytes:
+        raise MalformedMessage(f"field {k!r} must be bytes")
+    if exact is not None and len(x) != exact:
+        raise MalformedMessage(f"field {k!r} must be {exact} bytes, got {len(x)}")
+    if len(x) > most:
+        raise MalformedMessage(f"field {k!r} longer than {most} bytes")
+    return x
+
+
+def _sender(obj: dict) -> MemberId:
+    s = obj["s"]
+    if type(s) is not str or not (1 <= len(s) <= MEMBER_ID_CHARS_MAX):
+        raise MalformedMessage("sender must be a non-empty string of at most 256 chars")
+    return MemberId(s)
+
+
+def _list(obj: dict, k: str) -> list:
+    x = obj[k]
+    if type(x) not in (list, tuple) or len(x) > ITEMS_MAX:
+        raise MalformedMessage(f"field {k!r} must be a list of at most {ITEMS_MAX} items")
+    return list(x)
+
+
+def decode(obj: object, *, value_bytes_max: int = VALUE_BYTES_MAX) -> Message:
+    """Decode and validate a dict produced by :func:`encode`.
+
+    Raises:
+        MalformedMessage: on a wrong type, a missing or extra field, or a value out of bounds.
+    """
+    return _decode(obj, value_bytes_max, None)
+
+
+def _decode(obj: object, vmax: int, want: Optional[str]):
+    if not isinstance(obj, dict):
+        raise MalformedMessage("a PBFT message must be a dict")
+    t = obj.get("t")
+    if t not in _KEYS:
+        raise MalformedMessage(f"unknown message type {t!r:.40}")
+    if want is not None and t != want:
+        raise MalformedMessage(f"expected a {want!r} message, got {t!r}")
+    if set(obj) != _KEYS[t]:
+        raise MalformedMessage(f"{t!r} needs fields {sorted(_KEYS[t])}, got {sorted(map(str, obj))}")
+    g = _bytes(obj, "g", most=SIGNATURE_BYTES_MAX)
+    s = _sender(obj)
+    if t == "pp":
+        return PrePrepare(_int(obj, "v"), _int(obj, "n"), _bytes(obj, "d", exact=DIGEST_BYTES),
+                          _bytes(obj, "x", most=vmax), s, g)
+    if t == "p":
+        return Prepare(_int(obj, "v"), _int(obj, "n"), _bytes(obj, "d", exact=DIGEST_BYTES), s, g)
+    if t == "c":
+        return Commit(_int(obj, "v"), _int(obj, "n"), _bytes(obj, "d", exact=DIGEST_BYTES), s, g)
+    if t == "ck":
+        return Checkpoint(_int(obj, "n"), _bytes(obj, "d", exact=DIGEST_BYTES), s, g)
+    if t == "vc":
+        certs = []
+        for c in _list(obj, "P"):
+            if not isinstance(c, dict) or set(c) != {"pp", "ps"}:
+                raise MalformedMessage("a prepared certificate is {'pp': ..., 'ps': [...]}")
+            certs.append(PreparedCert(_decode(c["pp"], vmax, "pp"),
+                                      tuple(_decode(p, vmax, "p") for p in _list(c, "ps"))))
+        proof = tuple(_decode(c, vmax, "ck") for c in _list(obj, "C"))
+        missing = _list(obj, "M")
+        if any(type(x) is not int or not (0 <= x <= INT_MAX) for x in missing):
+            raise MalformedMessage("field 'M' must list sequence numbers")
+        return ViewChange(_int(obj, "v"), _int(obj, "n"), tuple(certs), s, proof,
+                          tuple(missing), g)
+    if t == "nv":
+        return NewView(_int(obj, "v"), tuple(_decode(x, vmax, "vc") for x in _list(obj, "V")),
+                       tuple(_decode(x, vmax, "pp") for x in _list(obj, "O")), s, g)
+    return CommitProof(_int(obj, "n"), _int(obj, "v"), _bytes(obj, "d", exact=DIGEST_BYTES),
+                       _bytes(obj, "x", most=vmax),
+                       tuple(_decode(c, vmax, "c") for c in _list(obj, "C")), s, g)
+
+
+def _canon(x) -> bytes:
+    """Deterministic, unambiguous byte encoding of str/int/bytes/list/dict (for signing)."""
+    if type(x) is bytes:
+        return b"b" + len(x).to_bytes(4, "big") + x
+    if type(x) is str:
+        e = x.encode()
+        return b"s" + len(e).to_bytes(4, "big") + e
+    if type(x) is int:
+        return b"i" + x.to_bytes(8, "big", signed=True)
+    if type(x) is list:
+        return b"l" + len(x).to_bytes(4, "big") + b"".join(_canon(i) for i in x)
+    if type(x) is dict:
+        items = sorted(x.items())
+        return b"d" + len(items).to_bytes(4, "big") + b"".join(
+            _canon(k) + _canon(v) for k, v in items)
+    raise PbftError(f"cannot canonicalise {type(x).__name__}")
+
+
+def signing_bytes(msg: Message) -> bytes:
+    """The bytes a member signs for ``msg``: its canonical encoding without the signature.
+
+    Nested messages keep their own signatures inside, so a signature over a view change
+    also covers the certificates it carries.
+    """
+    e = encode(msg)
+    del e["g"]
+    return b"pbft1" + _canon(e)
