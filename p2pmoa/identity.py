@@ -14,8 +14,9 @@ id at both layers. Envelopes carry the raw 32-byte key; the id is a pure functio
 Replay rule (:class:`ReplayWindow`): a frame is accepted only if its timestamp lies within
 ``now ± skew_s`` and its ``(sender key, nonce)`` pair has not been accepted before. Accepted
 pairs are remembered until they age out of the window; memory is bounded by
-``entries_max``; when full, the oldest pair is evicted and the window's *floor* rises to its
-timestamp, so a frame at or below the floor is rejected as stale (never silently accepted).
+``entries_max``; when full, the oldest pair is evicted and its *sender's* floor rises to its
+timestamp, so a frame from that sender at or below the floor is rejected as stale (never
+silently accepted), while a flood from one key cannot make other senders' frames stale.
 
 Simulator stand-in: :class:`InsecureSimSigner` / :class:`InsecureSimVerifier` replace
 Ed25519 by a keyed BLAKE2b MAC held in a shared registry. It is ~50x faster and NOT secure
@@ -387,7 +388,7 @@ class ReplayWindow:
         skew_s: accepted clock difference in seconds (default 30 s): timestamps outside
             ``now ± skew_s`` are stale; pairs older than ``now - skew_s`` are forgotten.
         entries_max: maximum remembered pairs (default 65,536, about 10 MB). When exceeded the
-            oldest pair is evicted and the floor rises to its timestamp.
+            oldest pair is evicted and its sender's floor rises to its timestamp.
     """
 
     def __init__(self, skew_s: float = 30.0, entries_max: int = 65536):
@@ -396,7 +397,13 @@ class ReplayWindow:
         self.entries_max = entries_max
         self._seen: dict[tuple[bytes, bytes], float] = {}
         self._heap: list[tuple[float, tuple[bytes, bytes]]] = []
-        self.floor = float("-inf")
+        # per-sender floors: a flood from one key evicts old pairs and raises only the floors
+        # of the evicted pairs' senders to those (old) timestamps, never a global floor
+        self._floors: dict[bytes, float] = {}
+
+    def floor(self, sender_pk: bytes) -> float:
+        """Timestamps at or below this are refused for ``sender_pk`` (-inf if none)."""
+        return self._floors.get(sender_pk, float("-inf"))
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -413,8 +420,8 @@ class ReplayWindow:
             raise StaleFrame(f"timestamp {timestamp:.3f} ahead of now {now:.3f} + skew")
         if timestamp < now - self.skew_s:
             raise StaleFrame(f"timestamp {timestamp:.3f} older than now {now:.3f} - skew")
-        if timestamp <= self.floor:
-            raise StaleFrame(f"timestamp {timestamp:.3f} at or below window floor")
+        if timestamp <= self._floors.get(sender_pk, float("-inf")):
+            raise StaleFrame(f"timestamp {timestamp:.3f} at or below the sender's window floor")
         if (sender_pk, nonce) in self._seen:
             raise Replayed("nonce already seen from this sender")
 
@@ -427,7 +434,11 @@ class ReplayWindow:
         while len(self._seen) > self.entries_max:
             ts, old = heapq.heappop(self._heap)
             if self._seen.pop(old, None) is not None:
-                self.floor = max(self.floor, ts)
+                pk = old[0]
+                self._floors[pk] = max(self._floors.get(pk, float("-inf")), ts)
+        if len(self._floors) > self.entries_max:
+            limit = now - self.skew_s  # floors below the skew window are implied by it
+            self._floors = {k: v for k, v in self._floors.items() if v >= limit}
 
 
 class _Lru:

@@ -103,7 +103,25 @@ def test_replay_window_memory_is_bounded_and_floor_keeps_it_safe():
     with pytest.raises((StaleFrame, Replayed)):
         w.check(b"k", (5).to_bytes(16, "big"), 950.0 - 900, now=1000.0)
     with pytest.raises(StaleFrame):
-        w.check(b"k", (950).to_bytes(16, "big"), w.floor, now=1000.0)
+        w.check(b"k", (950).to_bytes(16, "big"), w.floor(b"k"), now=1000.0)
+
+
+def test_a_flood_from_one_key_does_not_make_other_senders_stale():
+    w = ReplayWindow(skew_s=30.0, entries_max=50)
+    w.check(b"honest", b"h" * 16, 99.0, now=100.0)
+    w.record(b"honest", b"h" * 16, 99.0, now=100.0)
+    refused = 0
+    for i in range(500):  # the attacker's frames are all stamped "now"
+        try:
+            w.check(b"evil", i.to_bytes(16, "big"), 100.0, now=100.0)
+        except StaleFrame:
+            refused += 1  # once its own pairs are evicted, the flooder's floor rises
+            continue
+        w.record(b"evil", i.to_bytes(16, "big"), 100.0, now=100.0)
+    assert len(w) <= 50 and refused > 400
+    w.check(b"honest", b"i" * 16, 99.5, now=100.0)  # a slightly older honest frame still passes
+    with pytest.raises((StaleFrame, Replayed)):
+        w.check(b"honest", b"h" * 16, 99.0, now=100.0)  # but the evicted pair stays refused
 
 
 @settings(max_examples=100, deadline=None)
