@@ -143,6 +143,6 @@ def register_demo(sub) -> None:
     p.add_argument("--stand-in", action="store_true",
                    help="use the deterministic stand-in generator instead of the real models (fast smoke run)")
     p.add_argument("--embedder", default=None, metavar="NAME|hashing",
-                   help="mesh embedding model (default gemma3-270m; 'hashing' = fast bag-of-words stand-in)")
+                   help="mesh embedding model (default hashing: bag-of-words stand-in, fast; gemma3-270m: the real centred embedder, minutes to start)")
     p.add_argument("--keep-dir", action="store_true", help="keep the nodes' data dirs and logs")
     p.set_defaults(func=lambda a: __import__("node.demo", fromlist=["main"]).main(a))
