@@ -894,6 +894,10 @@ class PeerProtocol:
     # ------------------------------------------------------------------ frames in
 
     def _on_frame(self, e: FrameIn) -> None:
+        if e.peer != self.me and self.trust.is_quarantined(e.peer):
+            # no parsing, no crypto for a transport peer that already forged or equivocated
+            self._reject("quarantined")
+            return
         try:
             env, msg = self.reader.read(e.data, e.now)
         except FrameError as exc:

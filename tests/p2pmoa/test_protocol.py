@@ -165,9 +165,11 @@ def test_forged_replayed_oversized_malformed_frames_are_rejected_and_counted():
         "stale": seal(MALLORY, _announce(MALLORY, 100.0, "s"), now=100.0, nonce=b"\x03" * 16),
     }
     mesh.inject(attacker_hop, victim, good, topic=QUERY_TOPIC)
-    for data in frames.values():
-        mesh.inject(attacker_hop, victim, data, topic=QUERY_TOPIC)
+    for reason, data in frames.items():
+        if reason != "bad_signature":
+            mesh.inject(attacker_hop, victim, data, topic=QUERY_TOPIC)
     mesh.inject(attacker_hop, victim, good, topic=QUERY_TOPIC)  # byte-identical re-delivery
+    mesh.inject(attacker_hop, victim, frames["bad_signature"], topic=QUERY_TOPIC)  # last
     mesh.run(until_s=1.0)
     rejects = mesh.nodes[victim].proto.statistics().rejects
     for reason in frames:
@@ -177,6 +179,13 @@ def test_forged_replayed_oversized_malformed_frames_are_rejected_and_counted():
     # key is not
     trust = mesh.nodes[victim].proto.trust
     assert trust.is_quarantined(attacker_hop)
+    assert not trust.is_quarantined(Ed25519Identity.from_seed(b"\x01" * 32).peer_id)
+    # from now on its frames cost no signature check at all
+    before = mesh.nodes[victim].proto.reader.verifications
+    mesh.inject(attacker_hop, victim, seal(MALLORY, _announce(MALLORY, mesh.now, "x"),
+                                           now=mesh.now, nonce=b"\x04" * 16), topic=QUERY_TOPIC)
+    mesh.run(until_s=mesh.now + 0.1)
+    assert mesh.nodes[victim].proto.reader.verifications == before
     # and the node still serves honest queries
     mesh.ask(ids[0], "q1", Q)
     mesh.run(until_s=200)
