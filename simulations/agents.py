@@ -87,9 +87,9 @@ class SyntheticAgent:
         correlation: ``c`` in [0, 1], probability that a node copies the per-question shock.
         candidates: answers per question (1 correct + ``candidates - 1`` wrong). Default 4.
         dim: embedding dimension. Default 64.
-        noise: per-node embedding noise (std of each coordinate before normalisation, relative
-            to a unit vector). Default 0.05: paraphrases of one answer stay far closer to each
-            other than to other answers.
+        noise: per-node embedding noise: expected L2 norm of the Gaussian noise added to the
+            unit candidate vector before renormalising. Default 0.05 (cosine between two
+            nodes' embeddings of one answer about 0.997; random candidates are near 0).
         seed: seeds every draw (keyed by question and node, order independent).
         n_nodes: needed when ``error_rates`` is a single number and node ids must be checked.
     """
@@ -176,7 +176,7 @@ class SyntheticAgent:
             else:
                 base = self.candidate_vector("text:" + t, 0)
             h = int.from_bytes(hashlib.sha256(f"{self.seed}|noise|{node}|{t}".encode()).digest()[:8], "little")
-            v = base + self.noise * np.random.default_rng(h).standard_normal(self.dim)
+            v = base + (self.noise / np.sqrt(self.dim)) * np.random.default_rng(h).standard_normal(self.dim)
             out[i] = v / np.linalg.norm(v)
         return out.astype(np.float32)
 
