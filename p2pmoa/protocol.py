@@ -894,14 +894,20 @@ class PeerProtocol:
     # ------------------------------------------------------------------ frames in
 
     def _on_frame(self, e: FrameIn) -> None:
-        if e.peer != self.me and self.trust.is_quarantined(e.peer):
-            # no parsing, no crypto for a transport peer that already forged or equivocated
+        # Blame for undecodable or forged bytes goes to the transport peer only on a direct
+        # stream, where it is certainly the author; a gossip frame may have been relayed by an
+        # honest neighbour (drivers differ in what they report as the gossip peer).
+        direct = e.topic is None
+        if direct and e.peer != self.me and self.trust.is_quarantined(e.peer):
+            # no parsing, no crypto for a peer that already forged or equivocated
             self._reject("quarantined")
             return
         try:
             env, msg = self.reader.read(e.data, e.now)
         except FrameError as exc:
             self._reject(exc.reason)
+            if not direct:
+                return
             if isinstance(exc, BadSignature):
                 self.trust.quarantine(e.peer, "forged signature", e.now)
                 log.warning("peer %s sent a forged signature: quarantined", e.peer)
