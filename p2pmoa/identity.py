@@ -19,7 +19,7 @@ timestamp, so a frame from that sender at or below the floor is rejected as stal
 silently accepted), while a flood from one key cannot make other senders' frames stale.
 
 Simulator stand-in: :class:`InsecureSimSigner` / :class:`InsecureSimVerifier` replace
-Ed25519 by a keyed BLAKE2b MAC held in a shared registry. It is ~50x faster and NOT secure
+Ed25519 by a keyed BLAKE2b MAC held in a shared registry. It verifies ~25x faster and is NOT secure
 (whoever holds the registry can forge); it exists only so 1,000 simulated nodes can run.
 """
 from __future__ import annotations
