@@ -6,8 +6,9 @@ PBFT/averaging/vote, trust) lives in :mod:`p2pmoa.protocol` as a state machine
 
 * feeds it events: inbound frames (gossip and direct streams), timer expiries, results of
   model calls, queries from the local API;
-* executes its effects: ``Send`` -> one request on a new libp2p stream (the reply is the
-  receiver's acknowledgement, or its refusal), ``Broadcast`` -> gossipsub publish,
+* executes its effects: ``Send`` -> one frame on the peer's long-lived pipe stream (the
+  protocol acknowledges and retransmits what must arrive; see node/transport.py for why a
+  pipe rather than a stream per message), ``Broadcast`` -> gossipsub publish,
   ``SetTimer``/``CancelTimer`` -> trio tasks, ``Generate``/``Embed`` -> llama.cpp in a worker
   thread behind ``CapacityLimiter(1)``, ``Deliver`` -> wake the waiting API request.
 
@@ -25,6 +26,7 @@ import os
 import random
 import secrets
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -236,12 +238,12 @@ class Daemon:
 
     async def _do_send(self, peer: PeerId, frame: bytes) -> None:
         try:
-            reply = await self.transport.request(peer, frame)
+            await self.transport.send(peer, frame)
         except TransportError as exc:
             self.metrics.inc("sends_failed_total", "direct sends that failed", reason=type(exc).__name__)
             log.info("send to %s failed: %s", peer, exc)
             return  # the protocol retransmits what needs an acknowledgement
-        self.metrics.inc("sends_total", "direct sends acknowledged by the receiver")
+        self.metrics.inc("sends_total", "direct frames written to a peer's pipe")
 
     async def _do_broadcast(self, topic: str, frame: bytes) -> None:
         try:
@@ -300,6 +302,10 @@ class Daemon:
         if isinstance(result, Exception):
             raise RequestRejected("internal error")
         return b""
+
+    async def _on_frame(self, peer: PeerId, data: bytes) -> None:
+        """A one-way frame from a peer's pipe; waits for inbox space (backpressure on the pipe)."""
+        await self._send_in.send((self.P.FrameIn(peer, None, data, now=self._now()), None))
 
     async def _pump_gossip(self, topic: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sub = await self.transport.subscribe(topic)
@@ -404,6 +410,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.transport.set_request_handler(self._on_request)
+            self.transport.set_frame_handler(self._on_frame)
             nursery.start_soon(self._machine_loop)
             await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
             self._push_nowait(self.P.Started(now=self._now()))
@@ -530,7 +537,14 @@ def run_daemon(cfg: NodeConfig) -> int:
                 nursery.cancel_scope.cancel()
     try:
         trio.run(main)
+        code = 0
     except OSError as exc:
         log.error("cannot start node: %s", exc)
-        return 1
-    return 0
+        code = 1
+    # Skip interpreter finalisation: a llama.cpp call abandoned in a worker thread at shutdown
+    # would crash it (SIGSEGV seen when the model was freed under a running thread). Nothing
+    # is lost: the prompt buffer and trust are committed to SQLite as they change.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -41,10 +41,14 @@ from p2pmoa.effects import PeerId
 log = logging.getLogger(__name__)
 
 RPC_PROTOCOL = "/p2pmoa/rpc/1.0.0"
+PIPE_PROTOCOL = "/p2pmoa/pipe/1.0.0"
 PX_PROTOCOL = "/p2pmoa/px/1.0.0"
 STATUS_OK = 0
 STATUS_REJECTED = 1
 _LEN = struct.Struct(">I")
+
+FrameHandler = Callable[[PeerId, bytes], Awaitable[None]]
+"""Receives one one-way frame sent with :meth:`Transport.send`: ``(sender, payload)``."""
 
 RequestHandler = Callable[[PeerId, bytes], Awaitable[bytes]]
 """Answers one inbound request: ``(sender, payload) -> reply payload``. Raising
@@ -125,6 +129,8 @@ class TransportStatistics:
     peers_connected: int
     requests_sent: int
     requests_served: int
+    frames_sent: int
+    frames_received: int
     gossip_published: int
     gossip_received: int
     rejected_oversized: int
@@ -193,6 +199,8 @@ class Transport(Protocol):
     async def subscribe(self, topic: str) -> trio.MemoryReceiveChannel[GossipMessage]: ...
     def set_request_handler(self, handler: RequestHandler) -> None: ...
     async def request(self, peer: PeerId, data: bytes) -> bytes: ...
+    def set_frame_handler(self, handler: FrameHandler) -> None: ...
+    async def send(self, peer: PeerId, data: bytes) -> None: ...
     def peers(self) -> list[PeerId]: ...
     def topic_peers(self, topic: str) -> list[PeerId]: ...
     async def connect(self, addr: str) -> PeerId: ...
@@ -210,6 +218,7 @@ class _Base:
         self.rng = rng or random.Random()
         self.counters = _Counters()
         self._handler: RequestHandler | None = None
+        self._frame_handler: FrameHandler | None = None
         self._buckets: dict[PeerId, TokenBucket] = {}
         self._streams_in: dict[PeerId, int] = defaultdict(int)
         self._bootstrap: list[str] = []
@@ -230,6 +239,19 @@ class _Base:
     # -- common API
     def set_request_handler(self, handler: RequestHandler) -> None:
         self._handler = handler
+
+    def set_frame_handler(self, handler: FrameHandler) -> None:
+        self._frame_handler = handler
+
+    async def _deliver_frame(self, peer: PeerId, payload: bytes) -> None:
+        """An admitted one-way frame: hand it over (a slow handler slows this pipe only)."""
+        self.counters.inc("frames_received")
+        if self._frame_handler is None:
+            return
+        try:
+            await self._frame_handler(peer, payload)
+        except Exception:  # a handler bug must not kill the pipe: log it
+            log.exception("frame handler failed for %s", peer)
 
     def add_bootstrap(self, addrs: Sequence[str]) -> None:
         """Remember bootstrap addresses; the maintenance loop dials them with backoff."""
@@ -293,6 +315,8 @@ class _Base:
             peers_connected=len(self.peers()),
             requests_sent=c["requests_sent"],
             requests_served=c["requests_served"],
+            frames_sent=c["frames_sent"],
+            frames_received=c["frames_received"],
             gossip_published=c["gossip_published"],
             gossip_received=c["gossip_received"],
             rejected_oversized=c["rejected_oversized"],
@@ -463,6 +487,19 @@ class MemoryTransport(_Base):
             raise RequestRejected(reply.decode(errors="replace"))
         return reply
 
+    async def send(self, peer: PeerId, data: bytes) -> None:
+        """One-way frame; the receiver's limits apply (rejected frames are dropped, counted)."""
+        if len(data) > self.limits.frame_bytes_max:
+            raise FrameTooLarge(f"{len(data)} > {self.limits.frame_bytes_max} bytes")
+        other = self.net.nodes.get(peer)
+        if other is None or not self.net.linked(peer, self.local_peer) or other._closed:
+            raise PeerUnreachable(f"not connected to {peer}")
+        self.counters.inc("frames_sent")
+        if other._admit(self.local_peer, len(data)) is None:
+            await other._deliver_frame(self.local_peer, bytes(data))
+        else:
+            await trio.lowlevel.checkpoint()
+
     async def _inbound(self, peer: PeerId, data: bytes) -> tuple[int, bytes]:
         if self._streams_in[peer] >= self.limits.streams_per_peer_max:
             self.counters.inc("rejected_too_many_streams")
@@ -547,6 +584,8 @@ class Libp2pTransport(_Base):
         self.local_peer = PeerId(str(host.get_id()))
         self._topic_tasks: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self._pipes: dict[PeerId, object] = {}
+        self._pipe_locks: dict[PeerId, trio.Lock] = defaultdict(trio.Lock)
 
     def listen_addrs(self) -> list[str]:
         return [f"{a}" if "/p2p/" in str(a) else f"{a}/p2p/{self.local_peer}"
@@ -633,6 +672,55 @@ class Libp2pTransport(_Base):
         if reply[0] != STATUS_OK:
             raise RequestRejected(reply[1:].decode(errors="replace"))
         return reply[1:]
+
+    async def send(self, peer: PeerId, data: bytes) -> None:
+        """One-way frame over this peer's pipe (opened on first use, reopened once on error)."""
+        from libp2p.peer.id import ID
+        if len(data) > self.limits.frame_bytes_max:
+            raise FrameTooLarge(f"{len(data)} > {self.limits.frame_bytes_max} bytes")
+        frame = _LEN.pack(len(data)) + data
+        async with self._pipe_locks[peer]:
+            for attempt in (0, 1):
+                stream = self._pipes.get(peer)
+                try:
+                    with trio.fail_after(self.limits.request_timeout_s):
+                        if stream is None:
+                            stream = await self.host.new_stream(ID.from_base58(peer), [PIPE_PROTOCOL])
+                            self._pipes[peer] = stream
+                        await stream.write(frame)
+                    self.counters.inc("frames_sent")
+                    return
+                except Exception as exc:  # noqa: BLE001 - libp2p raises many types here
+                    self._pipes.pop(peer, None)
+                    if stream is not None:
+                        await _reset(stream)
+                    if attempt == 1:
+                        raise PeerUnreachable(f"send to {peer} failed: {type(exc).__name__}: {exc}") from exc
+                    log.debug("pipe to %s broke (%s); reopening", peer, exc)
+
+    async def _handle_pipe(self, stream) -> None:
+        peer = PeerId(str(stream.muxed_conn.peer_id))
+        if self._streams_in[peer] >= self.limits.streams_per_peer_max:
+            self.counters.inc("rejected_too_many_streams")
+            await _reset(stream)
+            return
+        self._streams_in[peer] += 1
+        try:
+            while True:
+                try:
+                    payload = await read_frame(stream, self.limits.frame_bytes_max)
+                except FrameTooLarge:
+                    self._admit(peer, self.limits.frame_bytes_max + 1)  # counts the reject
+                    await _reset(stream)  # cannot resynchronise after an unread body
+                    return
+                except PeerUnreachable:
+                    return  # clean end of the pipe
+                except Exception:  # noqa: BLE001 - reset by the peer, truncated, ...
+                    return
+                if self._admit(peer, len(payload)) is None:
+                    await self._deliver_frame(peer, payload)
+        finally:
+            self._streams_in[peer] -= 1
 
     async def _handle_rpc(self, stream) -> None:
         peer = PeerId(str(stream.muxed_conn.peer_id))
@@ -767,6 +855,7 @@ async def open_libp2p_transport(
     t.add_bootstrap(bootstrap)
     host.set_stream_handler(RPC_PROTOCOL, t._handle_rpc)
     host.set_stream_handler(PX_PROTOCOL, t._handle_px)
+    host.set_stream_handler(PIPE_PROTOCOL, t._handle_pipe)
     try:
         async with background_trio_service(ps), background_trio_service(gs):
             async with host.run(las):

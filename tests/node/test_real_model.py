@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.real_net, pytest.mark.real_model]
 
 def test_real_model_smollm2_daemon_answers_through_the_api(tmp_path):
     node = NodeProcess("real", tmp_path / "real", model="smollm2-135m",
-                       extra=["--proposers-max", "1", "--deadline-s", "5", "--max-tokens", "16"]).start()
+                       extra=["--proposers-max", "1", "--deadline-s", "180", "--max-tokens", "16"]).start()
     try:
         node.wait_ready(180)
         status, body = node.post("/v1/chat/completions", {

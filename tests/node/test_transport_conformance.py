@@ -177,3 +177,27 @@ def test_unreachable_bootstrap_is_retried_until_it_comes_up(kind):
         a, _ = await f.start(slot=later)
         await wait_until(lambda: a.local_peer in b.peers(), what="redial to succeed")
     run(kind, body)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_way_frames_arrive_in_order_with_sender_and_receiver_limits_apply(kind):
+    async def body(f: Factory) -> None:
+        small = TransportLimits(frame_bytes_max=1000, maintain_interval_s=0.1)
+        a, a_addr = await f.start(limits=small)
+        b, _ = await f.start(bootstrap=[a_addr])
+        got = []
+
+        async def on_frame(sender, payload):
+            got.append((sender, payload))
+        a.set_frame_handler(on_frame)
+        await wait_until(lambda: a.local_peer in b.peers(), what="connection")
+        for i in range(20):
+            await b.send(a.local_peer, b"frame %d" % i)
+        await wait_until(lambda: len(got) == 20, what="20 frames")
+        assert got == [(b.local_peer, b"frame %d" % i) for i in range(20)]
+        await b.send(a.local_peer, b"x" * 5000)                 # over the receiver's limit
+        await wait_until(lambda: a.statistics().rejected_oversized == 1, what="oversized count")
+        await b.send(a.local_peer, b"after")                     # the pipe recovers
+        await wait_until(lambda: got[-1] == (b.local_peer, b"after"), what="frame after reject")
+        assert len(got) == 21
+    run(kind, body)
