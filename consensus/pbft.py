@@ -415,7 +415,6 @@ class Replica:
         self._buffer: dict[int, list[Message]] = {}
         self._buffered = 0
         self._my_vcs: dict[int, ViewChange] = {}  # our last few view changes, for replies
-        self._replied: set[tuple[MemberId, int]] = set()  # (sender, view) answered since timer
         self._skipped: set[int] = set()  # seqs <= low decided by others, not seen here
         self._old_proofs: dict[int, CommitProof] = {}  # one window below low, for laggards
         self._reported: set[tuple[str, MemberId, int, int]] = set()
@@ -475,7 +474,6 @@ class Replica:
                 if name == self._timer:
                     kind = self._timer_kind
                     self._timer = self._timer_kind = None
-                    self._replied.clear()  # answer retransmissions again, once per period
                     self._on_timeout(kind)
             case _:
                 raise PbftError(f"unknown event {type(event).__name__}")
@@ -878,9 +876,15 @@ class Replica:
             # Still short of a quorum for this view: do not run ahead alone (that is how
             # honest replicas end up chasing each other through views); re-send our view
             # change instead, in case the network lost it.
-            vc = self._my_vcs.get(self.view)
-            if vc is not None:
-                self._broadcast(vc)
+            # (a fresh snapshot: it may name decisions we have learnt are missing since).
+            # If someone is already in a higher view, follow one step: the quorum we wait
+            # for may have moved on while our messages were lost.
+            if any(v > self.view and any(m != self.me for m in per)
+                   for v, per in self._vcs.items()):
+                self._start_view_change(self.view + 1)
+                return
+            vc = self._make_view_change(self.view)
+            self._broadcast(vc)
             return
         self._start_view_change(self.view + 1)
 
@@ -895,7 +899,9 @@ class Replica:
         vcs = self._vcs.get(self.view, {})
         if self.is_quorum(sum(self.weights[m] for m in vcs)):
             return "quorum"
-        return "wait" if self._pending else None
+        # retransmit while someone needs this view change to complete: us (pending work)
+        # or others who asked for the same view
+        return "wait" if self._pending or len(vcs) > 1 else None
 
     def _update_timer(self) -> None:
         want = self._timer_wanted()
@@ -940,17 +946,21 @@ class Replica:
         self._new_view = None
         self._assigned.clear()
         self._inflight.clear()
-        vc = self._signed(ViewChange(new_view, self.low, self._best_certs(), self.me,
-                                     self._stable_proof, tuple(sorted(self._skipped))))
         self._vcs = {v: d for v, d in self._vcs.items() if v >= new_view}
-        self._vcs.setdefault(new_view, {})[self.me] = vc
-        self._my_vcs[new_view] = vc
-        for v in sorted(self._my_vcs)[:-4]:
-            del self._my_vcs[v]
+        vc = self._make_view_change(new_view)
         self._buffer = {v: b for v, b in self._buffer.items() if v >= new_view}
         self._buffered = sum(len(b) for b in self._buffer.values())
         self._broadcast(vc)
         self._maybe_new_view()
+
+    def _make_view_change(self, new_view: int) -> ViewChange:
+        vc = self._signed(ViewChange(new_view, self.low, self._best_certs(), self.me,
+                                     self._stable_proof, tuple(sorted(self._skipped))))
+        self._vcs.setdefault(new_view, {})[self.me] = vc
+        self._my_vcs[new_view] = vc
+        for v in sorted(self._my_vcs)[:-4]:
+            del self._my_vcs[v]
+        return vc
 
     def _valid_cert(self, cert, vc_view: int, stable_seq: int) -> bool:
         if type(cert) is not PreparedCert:
@@ -1002,21 +1012,21 @@ class Replica:
         if not self._valid_view_change(vc):
             self._n_invalid += 1
             return
-        key = (vc.sender, vc.new_view)
-        fresh = key not in self._replied and len(self._replied) < 4 * len(self.members) + 64
-        if fresh:
-            self._replied.add(key)
-            self._help(vc)
+        per = self._vcs.get(vc.new_view, {})
+        self._help(vc, retransmitted=vc.sender in per)
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
-            # the sender is behind: show it where we are
+            # The sender is behind: show it where we are. The answer is a new-view (which is
+            # never answered) or a view change for a strictly higher view than the one we
+            # got (answered at most once more, by the same rule), so two replicas never
+            # ping-pong, and every retransmission of a laggard is answered.
             self._n_stale += 1
-            if not fresh:
-                return
             nv = self._new_view
-            if self.active and nv is not None and nv.view == self.view:
-                self._out.append(SendMsg(vc.sender, nv))
-            for v, mine in sorted(self._my_vcs.items()):
-                if v >= vc.new_view:
+            if self.active:
+                if nv is not None and nv.view == self.view:
+                    self._out.append(SendMsg(vc.sender, nv))
+            else:
+                mine = self._my_vcs.get(self.view)
+                if mine is not None:
                     self._out.append(SendMsg(vc.sender, mine))
             return
         if vc.new_view > self.view + 1024:
@@ -1038,12 +1048,12 @@ class Replica:
         self._join_if_left_behind()
         self._maybe_new_view()
 
-    def _help(self, vc: ViewChange) -> None:
+    def _help(self, vc: ViewChange, retransmitted: bool = False) -> None:
         """Send commit proofs for what we decided above the sender's stable checkpoint."""
         has = {c.pre_prepare.seq: c.pre_prepare.view for c in vc.prepared}
         # When we take part in the same view change, a sender holding a certificate from the
         # deciding view will decide through the new view: spare those proofs.
-        joint = not self.active and self.view == vc.new_view
+        joint = not self.active and self.view == vc.new_view and not retransmitted
         wanted = [n for n in sorted(self._decided) if n > vc.stable_seq
                   and not (joint and has.get(n, -1) >= self._decided[n][0])]
         wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
@@ -1095,6 +1105,10 @@ class Replica:
             self._n_invalid += 1
             return
         self._skipped.discard(cp.seq)
+        slot = self._slot(cp.view, cp.seq)  # keep the commits: we may have to pass them on
+        for c in cp.commits:
+            if c.sender not in slot.commits:
+                self._add_commit(slot, c)
         self._decide(cp.seq, cp.view, cp.digest, cp.value)
 
     def _join_if_left_behind(self) -> None:

@@ -63,12 +63,14 @@ class ScenarioCluster(Cluster):
         partition: the members on one side of a partition (the rest form the other side);
             messages across it are lost until the heal step. Empty: no partition.
         crash_step: scheduler step at which ``crash`` members stop (default 200).
+        hop_s: virtual seconds one delivered message takes after GST (default 1 ms): the
+            known delay bound of partial synchrony, so timers still fire under heavy traffic.
         **kw: passed to :class:`Cluster` (``drop_p``, ``dup_p``, replica keyword arguments).
     """
 
     def __init__(self, weights: Mapping[str, int], byzantine: Mapping[str, str] = {}, *,
                  seed: int = 0, partition: frozenset[str] = frozenset(),
-                 crash_step: int = 200, **kw) -> None:
+                 crash_step: int = 200, hop_s: float = 0.001, **kw) -> None:
         for m, b in byzantine.items():
             if b not in BEHAVIOURS:
                 raise ScenarioError(f"unknown behaviour {b!r}; choose from {BEHAVIOURS}")
@@ -102,6 +104,8 @@ class ScenarioCluster(Cluster):
                     sign=self._signer(m) if self.authenticate else None,
                     verify=self._verify if self.authenticate else None, **kwargs)
         self.lost_to_partition = 0
+        self.hop_s = hop_s
+        self.in_flight_max = 0
 
     # ------------------------------------------------------------ driving
 
@@ -243,7 +247,15 @@ class ScenarioCluster(Cluster):
                     self.in_flight.pop()
                 self._deliver(src, dst, msg)
             else:
+                # after GST every message takes ``hop_s`` of virtual time, so timers keep
+                # firing even when traffic never stops (bounded delay, partial synchrony)
+                due = [k for k, t in self.timers.items() if t <= self.now]
+                if due:
+                    self._fire(min(due, key=lambda k: (self.timers[k], k)))
+                    continue
+                self.in_flight_max = max(self.in_flight_max, len(self.in_flight))
                 if self.in_flight:
+                    self.now += self.hop_s
                     i = rng.randrange(len(self.in_flight))
                     self.in_flight[i], self.in_flight[-1] = self.in_flight[-1], self.in_flight[i]
                     src, dst, msg = self.in_flight.pop()
