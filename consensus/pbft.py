@@ -370,6 +370,7 @@ class Replica:
         if me not in weights:
             raise PbftConfigError(f"{me!r} is not a member")
         self.total_weight = sum(weights.values())
+        self._two_total = 2 * self.total_weight  # quorum: 3 * weight > 2 * total
         if self.total_weight <= 0:
             raise PbftConfigError("total weight must be positive")
         if checkpoint_interval < 1 or watermark_window < checkpoint_interval:
@@ -416,7 +417,7 @@ class Replica:
         self._buffered = 0
         self._my_vcs: dict[int, ViewChange] = {}  # our last few view changes, for replies
         self._skipped: set[int] = set()  # seqs <= low decided by others, not seen here
-        self._old_proofs: dict[int, CommitProof] = {}  # one window below low, for laggards
+        self._old_proofs: dict[int, tuple] = {}  # one window below low, for laggards
         self._reported: set[tuple[str, MemberId, int, int]] = set()
         self._timer: Optional[str] = None
         self._timer_kind: Optional[str] = None
@@ -477,7 +478,9 @@ class Replica:
                     self._on_timeout(kind)
             case _:
                 raise PbftError(f"unknown event {type(event).__name__}")
-        self._update_timer()
+        # fast path: nothing to change when no work is pending and no timer runs
+        if self._timer is not None or self._pending or self._inflight or not self.active:
+            self._update_timer()
         self._out = []
         return out
 
@@ -576,7 +579,7 @@ class Replica:
         if sender == self.me:
             self._n_stale += 1
             return
-        if not self._authentic(msg):
+        if self._verify is not None and not self._authentic(msg):
             self._n_invalid += 1
             return
         match msg:
@@ -595,10 +598,13 @@ class Replica:
 
     def _on_normal(self, msg) -> None:
         view, seq = msg.view, msg.seq
-        if not (isinstance(view, int) and isinstance(seq, int)) or len(msg.digest) != DIGEST_BYTES:
+        if type(view) is not int or type(seq) is not int or len(msg.digest) != DIGEST_BYTES:
             self._n_invalid += 1
             return
-        if seq <= self.low or seq > self.high:
+        high = self.low + self.watermark_window
+        if self.seq_max is not None and self.seq_max < high:
+            high = self.seq_max
+        if seq <= self.low or seq > high:
             self._n_stale += 1
             return
         if view > self.view or (view == self.view and not self.active):
@@ -704,7 +710,7 @@ class Replica:
         if slot.prepared or pp is None:
             return
         w = self.weights[pp.sender] + slot.prep_weight.get(pp.digest, 0)
-        if not self.is_quorum(w):
+        if 3 * w <= self._two_total:
             return
         slot.prepared = True
         best = self._certs.get(seq)
@@ -722,14 +728,20 @@ class Replica:
         slot.commit_weight[c.digest] = slot.commit_weight.get(c.digest, 0) + self.weights[c.sender]
 
     def _on_commit(self, c: Commit) -> None:
-        slot = self._slot(c.view, c.seq)
+        key = (c.view, c.seq)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
         old = slot.commits.get(c.sender)
         if old is not None:
             if old.digest != c.digest:
                 self._equivocation("c", c.sender, c.view, c.seq, old, c)
             return
-        self._add_commit(slot, c)
-        self._try_decide(c.view, c.seq, c.digest)
+        slot.commits[c.sender] = c
+        d = c.digest
+        w = slot.commit_weight[d] = slot.commit_weight.get(d, 0) + self.weights[c.sender]
+        if 3 * w > self._two_total:
+            self._try_decide(c.view, c.seq, d)
 
     def _try_decide(self, view: int, seq: int, digest: bytes) -> None:
         if seq in self._decided or seq <= self.low:
@@ -809,12 +821,15 @@ class Replica:
             if n not in self._decided:
                 self._skipped.add(n)
         self._skipped = {n for n in self._skipped if n > seq - self.watermark_window}
-        for n in [n for n in self._decided if n <= seq]:
-            p = self._proof(n)
-            if p is not None:
-                self._old_proofs[n] = p
-        self._old_proofs = {n: p for n, p in self._old_proofs.items()
-                            if n > seq - self.watermark_window}
+        for n, (v, d) in self._decided.items():
+            if n <= seq:
+                slot = self._slots.get((v, n))
+                value = self._values.get(d)
+                if slot is not None and value is not None:
+                    self._old_proofs[n] = (v, d, value, slot)
+        if self._old_proofs and min(self._old_proofs) <= seq - self.watermark_window:
+            self._old_proofs = {n: p for n, p in self._old_proofs.items()
+                                if n > seq - self.watermark_window}
         if self.last_executed < seq:
             self.last_executed = seq
             self.state_digest = state_digest
@@ -1058,18 +1073,21 @@ class Replica:
                   and not (joint and has.get(n, -1) >= self._decided[n][0])]
         wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
         for seq in wanted:
-            proof = self._old_proofs.get(seq) or self._proof(seq)
+            proof = self._proof(seq)
             if proof is not None:
                 self._out.append(SendMsg(vc.sender, proof))
 
     def _proof(self, seq: int) -> Optional[CommitProof]:
         """A commit proof for a seq this replica decided, if it still holds the commits."""
         dec = self._decided.get(seq)
-        if dec is None:
+        if dec is not None:
+            view, d = dec
+            slot = self._slots.get((view, seq))
+            value = self._values.get(d)
+        elif seq in self._old_proofs:
+            view, d, value, slot = self._old_proofs[seq]
+        else:
             return None
-        view, d = dec
-        slot = self._slots.get((view, seq))
-        value = self._values.get(d)
         if slot is None or value is None:
             return None
         commits = tuple(c for m, c in sorted(slot.commits.items()) if c.digest == d)

@@ -47,6 +47,7 @@ BEHAVIOURS = ("silent", "crash", "equivocate", "twins", "garbage", "wrong_view",
 
 INT_MAX = (1 << 63) - 1
 _TWIN_B = "\x00twinB:"  # timer-name prefix of the second twin
+_B_TAG = "\x00B"  # suffix on the sender of messages in flight from the second twin
 
 
 class ScenarioError(ValueError):
@@ -118,6 +119,7 @@ class ScenarioCluster(Cluster):
                 self._apply_twin_b(m, twin.handle(Request(v)))
 
     def _side(self, m: MemberId) -> str:
+        """The twin side of an honest member."""
         return "A" if m in self.side_a else "B"
 
     def _apply_twin_b(self, m: MemberId, effects) -> None:
@@ -126,11 +128,11 @@ class ScenarioCluster(Cluster):
                 case BroadcastMsg(msg=msg):
                     for dst in self.members:
                         if dst != m and (dst in self.byzantine or self._side(dst) == "B"):
-                            self.in_flight.append((m, dst, msg))
+                            self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
                 case SendMsg(member=dst, msg=msg):
                     if dst in self.members and dst != m and (
                             dst in self.byzantine or self._side(dst) == "B"):
-                        self.in_flight.append((m, dst, msg))
+                        self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
                 case StartTimer(name=name, delay_s=d):
                     self.timers[(m, _TWIN_B + name)] = self.now + d
                 case StopTimer(name=name):
@@ -150,7 +152,7 @@ class ScenarioCluster(Cluster):
         if behaviour == "crash":
             return [msg]  # honest until it stops (see _send/_deliver)
         if behaviour == "twins":  # the main replica is twin A: it talks to side A
-            return [msg] if (dst in self.byzantine or self._side(dst) == "A") else []
+            return [msg] if (dst in self.byzantine or dst in self.side_a) else []
         if behaviour == "watermark":
             out = [msg]
             if isinstance(msg, (PrePrepare, Prepare, Commit, Checkpoint)):
@@ -169,6 +171,15 @@ class ScenarioCluster(Cluster):
         return super()._corrupt(src, dst, msg, behaviour)
 
     def _deliver(self, src: MemberId, dst: MemberId, msg) -> None:
+        # which twin sent it: "A", "B", or "AB" (anyone else: non-twin Byzantines reach both)
+        if src.endswith(_B_TAG):
+            src, side = MemberId(src[: -len(_B_TAG)]), "B"
+        elif src in self.twins:
+            side = "A"
+        elif src in self.byzantine:
+            side = "AB"
+        else:
+            side = self._side(src)
         if dst in self.crashed:
             self.dropped += 1
             return
@@ -179,10 +190,10 @@ class ScenarioCluster(Cluster):
         if twin is None:
             super()._deliver(src, dst, msg)
             return
-        # one key, two replicas: each twin hears its own side (and the other Byzantines)
-        if src in self.byzantine or self._side(src) == "A":
+        # one key, two replicas: each twin hears only its own side
+        if "A" in side:
             super()._deliver(src, dst, msg)
-        if src in self.byzantine or self._side(src) == "B":
+        if "B" in side:
             self.delivered += 1
             self._apply_twin_b(dst, twin.handle(Receive(msg)))
 
@@ -325,20 +336,23 @@ class Outcome:
     max_view: int
     decisions: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...]
     counters: tuple[int, ...]
+    in_flight_max: int = 0
+    """Most messages in flight at once after GST (message amplification shows here)."""
 
     def fingerprint(self) -> str:
         """SHA-256 over decisions, violations and counters: equal iff the run replayed."""
         h = hashlib.sha256()
         h.update(repr((self.scenario, self.violations, self.live, self.steps,
                        self.views_after_heal, self.max_view, self.decisions,
-                       self.counters)).encode())
+                       self.counters, self.in_flight_max)).encode())
         return h.hexdigest()
 
 
 def scenario_from_seed(seed: int, *, n: Optional[int] = None, behaviour: Optional[str] = None,
                        loss: Optional[float] = None, partition: Optional[bool] = None,
                        byzantine_count: Optional[int] = None, weighted: bool = False,
-                       byzantine_share_max: float = 0.30, steps_max: int = 40_000) -> Scenario:
+                       byzantine_share_max: float = 0.30, share_over: Optional[float] = None,
+                       steps_max: int = 40_000) -> Scenario:
     """Derive a scenario from ``seed``; any keyword fixes that dimension instead.
 
     Args:
@@ -354,6 +368,8 @@ def scenario_from_seed(seed: int, *, n: Optional[int] = None, behaviour: Optiona
             so their share of the weight stays at most ``byzantine_share_max`` (unless
             ``byzantine_count`` forces more).
         byzantine_share_max: the weight share cap for weighted scenarios (default 0.30).
+        share_over: instead, add Byzantine members until their weight share exceeds this
+            (pass 1/3 to go beyond the bound with weighted votes).
         steps_max: scheduler steps before the run is declared not live.
     """
     rng = random.Random(seed)
@@ -367,11 +383,16 @@ def scenario_from_seed(seed: int, *, n: Optional[int] = None, behaviour: Optiona
     total = sum(weights.values())
     chosen: list[str] = []
     for m in order:
-        if len(chosen) >= k:
-            break
-        if weighted and byzantine_count is None:
-            if (sum(weights[x] for x in chosen) + weights[m]) / total > byzantine_share_max:
+        share = sum(weights[x] for x in chosen) / total
+        if share_over is not None:
+            if share > share_over:
+                break
+        elif weighted and byzantine_count is None:
+            # as many Byzantine members as fit under the weight cap (may exceed f)
+            if share + weights[m] / total > byzantine_share_max:
                 continue
+        elif len(chosen) >= k:
+            break
         chosen.append(m)
     byz = {m: (behaviour or rng.choice(BEHAVIOURS)) for m in chosen}
     loss = loss if loss is not None else rng.choice(LOSSES)
@@ -399,7 +420,8 @@ def run_scenario(sc: Scenario) -> Outcome:
                 c.lost_to_partition, len(c.evidence))
     return Outcome(scenario=sc, violations=tuple(c.violations()), live=res.live,
                    steps=res.steps, views_after_heal=max(0, res.max_view - at_heal),
-                   max_view=res.max_view, decisions=decisions, counters=counters)
+                   max_view=res.max_view, decisions=decisions, counters=counters,
+                   in_flight_max=c.in_flight_max)
 
 
 def run_seed(seed: int, **kw) -> Outcome:
