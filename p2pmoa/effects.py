@@ -6,7 +6,8 @@ trio and llama.cpp; the simulator (simulations/) executes them on a virtual cloc
 NetworkX graph. Nothing here performs I/O.
 
 Names follow docs/architecture.md: ``Send``, ``Broadcast``, ``SetTimer``, ``CancelTimer``,
-``Generate``, ``Embed``, ``Deliver``. The results of ``Generate`` and ``Embed`` come back as
+``Generate``, ``Embed``, ``Deliver``; and, about a user's query, ``Accepted``
+(durably buffered), ``Refused`` (busy, with a retry-after hint) and ``Failed``. The results of ``Generate`` and ``Embed`` come back as
 ``GenerateDone`` / ``EmbedDone`` events (see p2pmoa.protocol), matched by ``job_id``.
 """
 from __future__ import annotations
@@ -94,4 +95,29 @@ class Deliver:
     trace: dict
 
 
-Effect = Union[Send, Broadcast, SetTimer, CancelTimer, Generate, Embed, Deliver]
+@dataclass(frozen=True)
+class Accepted:
+    """The user's query is durably buffered; the driver may acknowledge it now."""
+
+    query_id: QueryId
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The user's query was not accepted: ``reason`` in busy/unstable/full/duplicate/invalid."""
+
+    query_id: QueryId
+    reason: str
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An accepted query could not be answered (the user must hear about it)."""
+
+    query_id: QueryId
+    reason: str
+    trace: dict = field(default_factory=dict)
+
+
+Effect = Union[Send, Broadcast, SetTimer, CancelTimer, Generate, Embed, Deliver, Accepted, Refused, Failed]

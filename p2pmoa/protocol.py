@@ -63,6 +63,9 @@ from consensus import averaging, pbft
 from consensus.trust import TrustBook
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
+    Accepted,
+    Failed,
+    Refused,
     Broadcast,
     CancelTimer,
     ChatMessage,
@@ -75,6 +78,7 @@ from p2pmoa.effects import (
     Send,
     SetTimer,
 )
+from p2pmoa.moa import aggregate_messages
 from p2pmoa.identity import (
     Envelope,
     FrameReader,
@@ -213,35 +217,6 @@ class Started:
 
 Event = Union[UserQuery, FrameIn, TimerFired, GenerateDone, GenerateFailed, EmbedDone,
               EmbedFailed, PeerUp, PeerDown, Started]
-
-
-# --------------------------------------------------------------------------- extra effects
-# (to be moved to p2pmoa/effects.py by its owner; the drivers match on these names)
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The user's query is durably buffered; the driver may acknowledge it now."""
-
-    query_id: QueryId
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The user's query was not accepted: ``reason`` in busy/unstable/full/duplicate/invalid."""
-
-    query_id: QueryId
-    reason: str
-    retry_after_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Failed:
-    """An accepted query could not be answered (the user must hear about it)."""
-
-    query_id: QueryId
-    reason: str
-    trace: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- config
@@ -1188,7 +1163,7 @@ class PeerProtocol:
             self._jobs[job] = ("synth", qid)
             o.synth_job = job
             gp = self.cfg.gen_params
-            self._emit(Generate(job, _aggregate_messages(o.ann.prompt, texts, self.cfg.role),
+            self._emit(Generate(job, aggregate_messages(o.ann.prompt, texts, self.cfg.role),
                                 GenParams(o.ann.max_tokens, gp.temperature, gp.top_p, o.ann.seed)))
             self._member_start(rs, self.me, needs_embedding=True)
             return
@@ -1800,16 +1775,6 @@ class PeerProtocol:
     # the two attributes below are set by _on_frame for handlers that need the raw frame
     _last_frame: bytes = b""
     _last_nonce: bytes = b""
-
-
-def _aggregate_messages(query: str, responses: Sequence[str], role: str) -> tuple[ChatMessage, ...]:
-    """Aggregate-and-synthesize prompt (Wang et al. 2024)."""
-    numbered = "\n".join(f"{i}. {r.strip()}" for i, r in enumerate(responses, 1))
-    system = (role + "\n\n" if role else "") + (
-        "Several assistants answered the user's question. Their answers are below; some may be "
-        "wrong. Write one answer that keeps what is correct, fixes what is wrong and stays "
-        "short. Do not mention the other answers.\n\nAnswers:\n" + numbered)
-    return (ChatMessage("system", system), ChatMessage("user", query))
 
 
 __all__ = [
