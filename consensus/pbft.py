@@ -418,11 +418,13 @@ class Replica:
         self._my_vcs: dict[int, ViewChange] = {}  # our last few view changes, for replies
         self._skipped: set[int] = set()  # seqs <= low decided by others, not seen here
         self._old_proofs: dict[int, tuple] = {}  # one window below low, for laggards
+        self._proof_commits: dict[int, tuple[Commit, ...]] = {}  # seqs decided by a proof
         self._reported: set[tuple[str, MemberId, int, int]] = set()
         self._timer: Optional[str] = None
         self._timer_kind: Optional[str] = None
         self._timer_gen = 0
         self._backoff = 0
+        self._wait_backoff = 0
         self._out: list[Effect] = []
         # counters
         self._n_decided = 0
@@ -825,8 +827,11 @@ class Replica:
             if n <= seq:
                 slot = self._slots.get((v, n))
                 value = self._values.get(d)
-                if slot is not None and value is not None:
+                if value is not None and (slot is not None or n in self._proof_commits):
                     self._old_proofs[n] = (v, d, value, slot)
+        if self._proof_commits and min(self._proof_commits) <= seq - self.watermark_window:
+            self._proof_commits = {n: c for n, c in self._proof_commits.items()
+                                   if n > seq - self.watermark_window}
         if self._old_proofs and min(self._old_proofs) <= seq - self.watermark_window:
             self._old_proofs = {n: p for n, p in self._old_proofs.items()
                                 if n > seq - self.watermark_window}
@@ -900,6 +905,7 @@ class Replica:
                 return
             vc = self._make_view_change(self.view)
             self._broadcast(vc)
+            self._wait_backoff += 1  # retransmit ever more slowly while nothing changes
             return
         self._start_view_change(self.view + 1)
 
@@ -927,7 +933,8 @@ class Replica:
             self._timer_gen += 1
             self._timer = f"pbft-view:{self.me}:{self.view}:{self._timer_gen}"
             self._timer_kind = want
-            delay = self.view_timeout_s * (1 << min(self._backoff, 16))
+            exp = self._backoff + (self._wait_backoff if want == "wait" else 0)
+            delay = self.view_timeout_s * (1 << min(exp, 16))
             self._out.append(StartTimer(self._timer, delay))
 
     def _stop_timer(self) -> None:
@@ -953,6 +960,7 @@ class Replica:
             return
         self._stop_timer()
         self._backoff += 1
+        self._wait_backoff = 0
         self._n_vc += 1
         logger.info("%s: view change %d -> %d (primary %s)", self.me, self.view, new_view,
                     self.primary(new_view))
@@ -1088,9 +1096,13 @@ class Replica:
             view, d, value, slot = self._old_proofs[seq]
         else:
             return None
-        if slot is None or value is None:
+        if value is None:
             return None
-        commits = tuple(c for m, c in sorted(slot.commits.items()) if c.digest == d)
+        commits = self._proof_commits.get(seq)
+        if commits is None:
+            if slot is None:
+                return None
+            commits = tuple(c for m, c in sorted(slot.commits.items()) if c.digest == d)
         if not self.is_quorum(sum(self.weights[c.sender] for c in commits)):
             return None
         return self._signed(CommitProof(seq, view, d, value, commits, self.me))
@@ -1123,10 +1135,14 @@ class Replica:
             self._n_invalid += 1
             return
         self._skipped.discard(cp.seq)
-        slot = self._slot(cp.view, cp.seq)  # keep the commits: we may have to pass them on
+        slot = self._slot(cp.view, cp.seq)
         for c in cp.commits:
-            if c.sender not in slot.commits:
+            old = slot.commits.get(c.sender)
+            if old is None:
                 self._add_commit(slot, c)
+            elif old.digest != c.digest:
+                self._equivocation("c", c.sender, c.view, c.seq, old, c)
+        self._proof_commits[cp.seq] = cp.commits  # we may have to pass the proof on
         self._decide(cp.seq, cp.view, cp.digest, cp.value)
 
     def _join_if_left_behind(self) -> None:
