@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	@echo "Installing p2pmoa and its dependencies (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)..."
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m p2pmoa.models --ensure
+	$(BIN)/python -m p2pmoa.embed --warm
 	@touch $(STAMP)
 
 demo: setup

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -100,8 +101,6 @@ class LlamaEmbedder:
 
     def __init__(self, name_or_path: str = DEFAULT_EMBED_MODEL, *, center: bool = True,
                  n_threads: int | None = None):
-        import os
-
         import llama_cpp  # lazy
 
         from p2pmoa.llm import quiet_llama_logs
@@ -120,8 +119,25 @@ class LlamaEmbedder:
         if center:
             corpus = REFERENCE_CORPUS.read_bytes()
             self.space_id += "/centred-" + hashlib.sha256(corpus).hexdigest()[:8]
-            raw = self._embed_raw(json.loads(corpus))[0]
-            self._center = raw.mean(axis=0)
+            self._center = self._load_or_compute_center(json.loads(corpus))
+
+    def _load_or_compute_center(self, corpus: list[str]) -> np.ndarray:
+        """The reference corpus's mean vector, cached on disk per space (40 embeddings otherwise)."""
+        from p2pmoa.models import _cache_dir
+
+        path = _cache_dir() / "centres" / (hashlib.sha256(self.space_id.encode()).hexdigest()[:24] + ".npy")
+        try:
+            centre = np.load(path)
+            if centre.shape == (self.dim,) and np.all(np.isfinite(centre)):
+                return centre
+        except (OSError, ValueError):
+            pass
+        centre = self._embed_raw(corpus)[0].mean(axis=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, centre)
+        os.replace(tmp, path)  # atomic: concurrent nodes never read half a file
+        return centre
 
     def _clip(self, text: str) -> tuple[str, int]:
         toks = self._llm.tokenize(text.encode("utf-8"), add_bos=True)
@@ -202,9 +218,18 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m p2pmoa.embed",
                                  description="Compare candidate embedding models on paraphrase pairs.")
-    ap.add_argument("--compare", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="measure paraphrase separation of each candidate")
+    ap.add_argument("--warm", action="store_true",
+                    help="load the default embedder once so its centring vector is cached (make setup does this)")
     ap.add_argument("--pairs", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "paraphrases.json"))
     args = ap.parse_args(argv)
+    if args.warm:
+        e = LlamaEmbedder()
+        print(f"embedding space {e.space_id} ready (dim {e.dim})")
+        return 0
+    if not args.compare:
+        ap.print_help()
+        return 2
     pairs = json.loads(Path(args.pairs).read_text())
     result = {"stand-in:hashing/64 (not a model)": separation(HashingEmbedder(), pairs)}
     for name in ("smollm2-135m", "gemma3-270m"):
