@@ -39,7 +39,8 @@ from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import Metrics
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
-from p2pmoa.effects import (Broadcast, CancelTimer, Deliver, Embed, Generate, PeerId, QueryId,
+from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, Deliver, Embed, Failed, Generate,
+                            PeerId, QueryId, Refused,
                             Send, SetTimer)
 
 log = logging.getLogger(__name__)
@@ -213,13 +214,13 @@ class Daemon:
                 self._nursery.start_soon(self._do_embed, eff)
             case Deliver(query_id=qid, answer=answer, trace=trace):
                 self._deliver(qid, answer, trace)
-            case self.P.Failed(query_id=qid, reason=reason, trace=trace):
+            case Failed(query_id=qid, reason=reason, trace=trace):
                 self.metrics.inc("queries_failed_total", "queries asked here that failed")
                 w = self._waiters.get(qid)
                 if w is not None:
                     w.result = DecisionTimeout(f"query failed: {reason}")
                     w.event.set()
-            case self.P.Accepted() | self.P.Refused():
+            case Accepted() | Refused():
                 pass  # read by complete() from the handle() result
             case _:
                 log.debug("ignoring effect %r", eff)
@@ -326,7 +327,7 @@ class Daemon:
             if isinstance(effects, Exception):
                 raise InternalError(f"protocol error: {effects}")
             for eff in effects:
-                if isinstance(eff, self.P.Refused):
+                if isinstance(eff, Refused):
                     self.metrics.inc("queries_refused_total", "queries refused at admission",
                                      reason=eff.reason)
                     if eff.reason.startswith("invalid"):
