@@ -244,6 +244,12 @@ def random_regular_sparse(n: int, k: int, seed: int):
                 break
     else:
         raise TopologyError(f"could not draw a simple {k}-regular graph on {n} nodes")
+    # Relabel so that the first cycle runs 0, 1, ..., n-1: an isomorphic graph (still uniformly
+    # random up to labels) in which two of every node's neighbours are adjacent in memory,
+    # which halves the random memory accesses of the vectorised averaging.
+    label = np.empty(n, dtype=np.int64)
+    label[us[0]] = np.arange(n)
+    a, b = label[a], label[b]
     data = np.ones(2 * m, dtype=np.float64)
     mat = sp.csr_matrix((data, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
     return mat
