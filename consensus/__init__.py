@@ -18,7 +18,7 @@ from .pbft import (
     EquivocationDetected, MalformedMessage, MemberId, NewView, PbftConfigError, PbftError,
     PreparedCert, PrePrepare, Prepare, Receive, Replica, ReplicaStatistics, Request, SendMsg,
     StartTimer, StateTransferNeeded, StopTimer, TimerExpired, ViewChange, decode, digest_of,
-    encode, signing_bytes,
+    encode, signing_bytes, with_signature,
 )
 from .trust import WEIGHT_SCALE, TrustBook, TrustError
 from .voting import (

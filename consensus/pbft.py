@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, NewType, Optional, Union
@@ -516,7 +517,7 @@ class Replica:
             return True
         try:
             return bool(self._verify(msg.sender, signing_bytes(msg), msg.signature))
-        except Exception:  # a verifier that raises on garbage means "not authentic"
+        except Exception:  # unsignable fields, or a verifier raising on garbage: not authentic
             return False
 
     def _broadcast(self, msg) -> None:
@@ -1281,11 +1282,15 @@ class Replica:
 # Codec: plain dicts of str/int/bytes/list (msgpack-able), validated on the way in
 
 
-def _with_signature(msg, signature: bytes):
+def with_signature(msg: Message, signature: bytes) -> Message:
+    """A copy of ``msg`` carrying ``signature`` (over :func:`signing_bytes` of ``msg``)."""
     cls = type(msg)
     vals = {f: getattr(msg, f) for f in cls.__dataclass_fields__}
     vals["signature"] = signature
     return cls(**vals)
+
+
+_with_signature = with_signature  # older private name, kept for callers that used it
 
 
 def encode(msg: Message) -> dict:
@@ -1408,30 +1413,77 @@ def _decode(obj: object, vmax: int, want: Optional[str]):
                        tuple(_decode(c, vmax, "c") for c in _list(obj, "C")), s, g)
 
 
-def _canon(x) -> bytes:
-    """Deterministic, unambiguous byte encoding of str/int/bytes/list/dict (for signing)."""
-    if type(x) is bytes:
-        return b"b" + len(x).to_bytes(4, "big") + x
-    if type(x) is str:
-        e = x.encode()
-        return b"s" + len(e).to_bytes(4, "big") + e
-    if type(x) is int:
-        return b"i" + x.to_bytes(8, "big", signed=True)
-    if type(x) is list:
-        return b"l" + len(x).to_bytes(4, "big") + b"".join(_canon(i) for i in x)
-    if type(x) is dict:
-        items = sorted(x.items())
-        return b"d" + len(items).to_bytes(4, "big") + b"".join(
-            _canon(k) + _canon(v) for k, v in items)
-    raise PbftError(f"cannot canonicalise {type(x).__name__}")
+_I64 = struct.Struct("!q")
+_I64x2 = struct.Struct("!qq")
+
+
+def _ints(*xs) -> bytes:
+    try:
+        return _I64x2.pack(*xs) if len(xs) == 2 else _I64.pack(*xs)
+    except struct.error as exc:
+        raise PbftError(f"integer field out of range: {xs!r:.60}") from exc
+
+
+def _blob(b: bytes) -> bytes:
+    return len(b).to_bytes(4, "big") + b
+
+
+def _name(s: str) -> bytes:
+    if type(s) is not str:
+        raise PbftError("sender must be a string")
+    return _blob(s.encode())
+
+
+def _nested(m) -> bytes:
+    """A nested message inside a signed one: its own signing bytes and signature."""
+    return _blob(_sb(m)) + _blob(m.signature)
+
+
+def _sb(m) -> bytes:
+    t = type(m)
+    if t is Prepare or t is Commit:
+        return (b"p" if t is Prepare else b"c") + _ints(m.view, m.seq) + _blob(m.digest) + _name(m.sender)
+    if t is PrePrepare:
+        # the value is bound through its digest: every receiver checks sha256(value) == digest
+        return b"P" + _ints(m.view, m.seq) + _blob(m.digest) + _name(m.sender)
+    if t is Checkpoint:
+        return b"k" + _ints(m.seq) + _blob(m.state_digest) + _name(m.sender)
+    if t is ViewChange:
+        h = hashlib.sha256()
+        for cert in m.prepared:
+            h.update(b"C" + _nested(cert.pre_prepare) + len(cert.prepares).to_bytes(4, "big"))
+            for p in cert.prepares:
+                h.update(_nested(p))
+        h.update(b"K" + len(m.checkpoint_proof).to_bytes(4, "big"))
+        for ck in m.checkpoint_proof:
+            h.update(_nested(ck))
+        h.update(b"M" + len(m.missing).to_bytes(4, "big"))
+        for n in m.missing:
+            h.update(_ints(n))
+        return b"v" + _ints(m.new_view, m.stable_seq) + _name(m.sender) + h.digest()
+    if t is NewView:
+        h = hashlib.sha256(len(m.view_changes).to_bytes(4, "big"))
+        for vc in m.view_changes:
+            h.update(_nested(vc))
+        h.update(len(m.pre_prepares).to_bytes(4, "big"))
+        for pp in m.pre_prepares:
+            h.update(_nested(pp))
+        return b"n" + _ints(m.view) + _name(m.sender) + h.digest()
+    if t is CommitProof:
+        h = hashlib.sha256(len(m.commits).to_bytes(4, "big"))
+        for c in m.commits:
+            h.update(_nested(c))
+        return b"f" + _ints(m.seq, m.view) + _blob(m.digest) + _name(m.sender) + h.digest()
+    raise PbftError(f"cannot sign {t.__name__}")
 
 
 def signing_bytes(msg: Message) -> bytes:
-    """The bytes a member signs for ``msg``: its canonical encoding without the signature.
+    """The bytes a member signs for ``msg``: an unambiguous encoding of every field except
+    the signature. Values are covered through their digest (receivers check
+    ``sha256(value) == digest``); nested messages are covered with their own signatures, so
+    a signature over a view change also covers the certificates it carries.
 
-    Nested messages keep their own signatures inside, so a signature over a view change
-    also covers the certificates it carries.
+    Raises:
+        PbftError: a field has an impossible type or an integer outside 64 bits.
     """
-    e = encode(msg)
-    del e["g"]
-    return b"pbft1" + _canon(e)
+    return b"pbft2" + _sb(msg)
