@@ -11,6 +11,12 @@ Endpoints:
         reply is server-sent events in OpenAI's chunk format; because the answer exists only
         once the mesh has decided, the content arrives after the decision (keep-alive
         comments are sent while waiting) and the last chunk carries ``p2pmoa_trace``.
+        Limits of the mesh today: the gossiped query is ONE prompt (the last user message,
+        earlier turns quoted before it; a client's system message is dropped, each node
+        answers in its own role), and every node samples with its own configured
+        parameters: ``max_tokens``/``temperature``/``top_p``/``seed`` are validated but not
+        yet forwarded (``p2pmoa.protocol.UserQuery`` has no field for them, although the
+        gossiped ``QueryAnnounce`` does).
         The consensus method can be chosen per request with the model name
         ``p2pmoa/<method>``, the extra field ``consensus`` or
         ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
