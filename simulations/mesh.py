@@ -68,6 +68,10 @@ class MeshSpec:
     collect_timeout_s: float = 10.0
     round_timeout_s: float = 10.0
     dim: int = 32
+    replay: str | None = None
+    """JSONL file of recorded real answers (``p2pmoa sim record``): the nodes answer with
+    :class:`~simulations.agents.ReplayAgent` and the queries cycle through its questions;
+    there is no ground truth then, so ``correct`` is ``None``."""
 
 
 @dataclass(frozen=True)
@@ -99,16 +103,25 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
     registry = InsecureSimRegistry()
     signers = [InsecureSimSigner.create(random.Random(f"{seed}|id|{i}"), registry) for i in range(n)]
     ids = [s.peer_id for s in signers]
-    agent: Any = SyntheticAgent(spec.eps_node, correlation=spec.correlation, dim=spec.dim, seed=seed)
+    if spec.replay:
+        from simulations.agents import ReplayAgent
+
+        if spec.method == "aggregate":
+            raise SimulationError("a replay agent cannot synthesise new text: use averaging, pbft or vote")
+        agent: Any = ReplayAgent.from_file(spec.replay)
+    else:
+        agent = SyntheticAgent(spec.eps_node, correlation=spec.correlation, dim=spec.dim, seed=seed)
     space = agent.space_id
     if byz and beh in AGENT_FAULTS:
+        if spec.replay:
+            raise SimulationError(f"behaviour {beh!r} needs the synthetic agent's candidates, not a replay file")
         agent = FaultyAgent(agent, byz, beh)
     byz_set = set(byz)
     select_ppm = min(1_000_000, max(1, int(1_000_000 * spec.proposers * spec.oversample / max(1, n - 1))))
     machines = []
     for i in range(n):
         fault = PROTOCOL_FAULTS.get(beh) if i in byz_set else None
-        cfg = ProtocolConfig(role=f"You are expert {i}.", model_id=agent.model_id if hasattr(agent, "model_id") else "stand-in",
+        cfg = ProtocolConfig(role=f"You are expert {i}.", model_id=getattr(agent, "model_id", "replay"),
                              space_id=space, method=spec.method, proposers_max=spec.proposers,
                              select_ppm=select_ppm, collect_timeout_s=spec.collect_timeout_s,
                              round_timeout_s=spec.round_timeout_s, fault=fault)
@@ -127,7 +140,8 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
     for q in range(spec.queries):
         origin = honest[rng.randrange(len(honest))]
         qid = f"q{q:05d}"
-        prompt = f"Question {q} (seed {seed}): which candidate is right?"
+        prompt = (agent.questions[q % len(agent.questions)] if spec.replay
+                  else f"Question {q} (seed {seed}): which candidate is right?")
         eng.inject(0.001 + q * spec.query_interval_s, origin, (qid, prompt, spec.method))
         asked.append((qid, origin, prompt, 0.001 + q * spec.query_interval_s))
     eng.run(until_s=spec.query_interval_s * spec.queries + spec.horizon_s)
@@ -136,9 +150,9 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
     rows = []
     for qid, origin, prompt, t0 in asked:
         got = delivered.get((origin, qid))
-        correct_text = base.candidate_text(prompt, 0)
-        rows.append({"query": qid, "origin": origin, "delivered": got is not None,
-                     "correct": bool(got and got[1].answer == correct_text),
+        correct = None if spec.replay else bool(got and got[1].answer == base.candidate_text(prompt, 0))
+        rows.append({"query": qid, "origin": origin, "delivered": got is not None, "correct": correct,
+                     "answer": got[1].answer if got else None,
                      "latency_s": (got[0] - t0) if got else float("nan"),
                      "proposals": (got[1].trace.get("n_proposals") if got and isinstance(got[1].trace, dict) else None)})
     return MeshResult(rows=rows, stats=eng.statistics(), byzantine=byz,
