@@ -1,0 +1,186 @@
+"""A real daemon (real process, real libp2p on 127.0.0.1, stand-in model) under a hostile
+raw libp2p client: malformed, oversized, unsigned, badly signed, stale and replayed frames
+and a flood. The node keeps answering honest queries, counts every reject by reason in
+/metrics (exactly: each hostile frame sent shows up once), lowers the sender's trust and
+quarantines it on a forged signature; a plaintext-only client cannot connect at all.
+"""
+from __future__ import annotations
+
+import random
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.procs import NodeProcess
+from tests.reliability.hostile import forged_frames, hostile_frames, valid_frames
+
+pytestmark = pytest.mark.real_net
+
+REJECT_METRICS = ("p2pmoa_frames_rejected_total", "p2pmoa_transport_rejected_total")
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """label-string -> value for every sample of ``name``."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(re.escape(name) + r"(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+def rejects(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in REJECT_METRICS:
+        for lab, v in metric_values(text, name).items():
+            out[f"{name}{lab}"] = v
+    return out
+
+
+def trust_of(text: str, peer: str) -> float | None:
+    return metric_values(text, "p2pmoa_trust").get(f'{{peer="{peer}"}}')
+
+
+def ask(node: NodeProcess, q: str) -> tuple[int, dict]:
+    return node.post("/v1/chat/completions",
+                     {"messages": [{"role": "user", "content": q}]}, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def node():
+    n = NodeProcess("victim", Path(tempfile.mkdtemp(prefix="p2pmoa-rel-")), model="stand-in",
+                    extra=["--proposers-max", "1", "--deadline-s", "1"])
+    n.start()
+    try:
+        n.wait_ready(60)
+        yield n
+    finally:
+        n.stop()
+
+
+async def _wait(pred, timeout_s: float, what: str):
+    with trio.move_on_after(timeout_s):
+        while True:
+            v = await trio.to_thread.run_sync(pred)
+            if v:
+                return v
+            await trio.sleep(0.05)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_hostile_raw_client_is_refused_counted_and_distrusted(node, tmp_path):
+    from node.transport import TransportLimits, load_or_create_identity, open_libp2p_transport
+    from p2pmoa.identity import Ed25519Identity, Ed25519Verifier, FrameReader
+    from p2pmoa.messages import BadSignature, FrameError
+
+    key = tmp_path / "mallory.key"
+    mallory = Ed25519Identity.load_or_create(key)
+    victim_pk = Ed25519Identity.generate().public_key
+    rng = random.Random(6)
+    honest_answers: list[tuple[int, dict]] = []
+
+    def honest_client():
+        for i in range(3):
+            honest_answers.append(ask(node, f"honest question {i} during the attack"))
+
+    async def attack():
+        kp = load_or_create_identity(str(key))
+        limits = TransportLimits(frame_bytes_max=4 << 20)  # the client sends anything
+        async with open_libp2p_transport(kp, bootstrap=[node.addr], limits=limits) as t:
+            await _wait(lambda: node.peer_id in t.peers(), 30, "the client to connect")
+            for f in valid_frames(mallory, time.time()):
+                await t.request(node.peer_id, f)
+            base = rejects(node.get("/metrics"))
+            # frames a local FrameReader refuses for a bad signature (mutated signatures)
+            # go to the forged batch: the first of those quarantines the sender
+            local = FrameReader(Ed25519Verifier())
+            now = time.time()
+            for f in valid_frames(mallory, now):
+                local.read(f, now)
+            frames, bad_sig = [], []
+            for _, f in hostile_frames(rng, mallory, now, 700):
+                try:
+                    local.read(f, now)
+                    raise AssertionError("a hostile frame passed the local reader")
+                except FrameError as exc:
+                    (bad_sig if isinstance(exc, BadSignature) else frames).append(f)
+            th = threading.Thread(target=honest_client)
+            th.start()
+            for f in frames:                       # a flood: more than the 400-frame burst
+                await t.send(node.peer_id, f)
+            await t.send(node.peer_id, b"\x00" * ((2 << 20) + 1))  # > 2 MiB
+            sent = len(frames) + 1
+
+            def counted():
+                now = rejects(node.get("/metrics"))
+                d = sum(now.values()) - sum(base.values())
+                return d if d >= sent else None
+            await _wait(counted, 60, "every hostile frame to be counted")
+            await trio.sleep(0.5)                   # nothing counted twice afterwards
+            after = rejects(node.get("/metrics"))
+            assert sum(after.values()) - sum(base.values()) == sent
+            text = node.get("/metrics")
+            t1 = trust_of(text, mallory.peer_id)
+            assert t1 is not None and t1 < 0.2, f"trust after {sent} bad frames: {t1}"
+            await trio.to_thread.run_sync(th.join)
+            # forged signatures: the first quarantines the peer, the rest are refused unread
+            before = rejects(node.get("/metrics"))
+            forged = forged_frames(rng, mallory, victim_pk, time.time(), 6) + bad_sig
+            for f in forged:
+                await t.send(node.peer_id, f)
+            await _wait(lambda: sum(rejects(node.get("/metrics")).values())
+                        - sum(before.values()) >= len(forged), 30, "forged frames to be counted")
+            return after, base, node.get("/metrics")
+
+    after, base, text = trio.run(attack)
+    delta = {k: v - base.get(k, 0) for k, v in after.items() if v - base.get(k, 0)}
+    print("reject deltas:", delta)
+    assert delta.get('p2pmoa_transport_rejected_total{reason="rate_limited"}', 0) >= 1, delta
+    for reason in ("malformed", "stale", "replayed"):
+        assert delta.get(f'p2pmoa_frames_rejected_total{{reason="{reason}"}}', 0) >= 1, (
+            reason, delta)
+    assert delta.get('p2pmoa_transport_rejected_total{reason="oversized"}', 0) == 1, delta
+    final = metric_values(text, "p2pmoa_frames_rejected_total")
+    assert final.get('{reason="bad_signature"}', 0) >= 1
+    assert final.get('{reason="quarantined"}', 0) >= 5
+    assert trust_of(text, mallory.peer_id) == 0.0
+    assert all(s == 200 for s, _ in honest_answers), honest_answers
+    assert all(b["choices"][0]["message"]["content"] for _, b in honest_answers)
+    status, body = ask(node, "still serving after the attack?")
+    assert status == 200 and body["choices"][0]["message"]["content"]
+    assert node.alive()
+
+
+def test_plaintext_client_is_refused(node):
+    """Only Noise is offered: a client that speaks only /plaintext/2.0.0 never connects."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    async def dial():
+        kp = create_new_key_pair()
+        host = new_host(key_pair=kp, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)})
+        la = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with host.run([la]):
+            try:
+                with trio.fail_after(15):
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addr)))
+            except trio.TooSlowError:
+                return "timeout"
+            except Exception as exc:  # noqa: BLE001 - any refusal is fine
+                return type(exc).__name__
+            finally:
+                with trio.move_on_after(5):
+                    await host.close()
+            return "connected"
+
+    outcome = trio.run(dial)
+    assert outcome != "connected"
+    assert node.alive()
