@@ -138,7 +138,7 @@ def register_status(sub) -> None:
 
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", help="start 4 local nodes (2 SmolLM2, 2 Gemma 3), ask one question by PBFT, print the trace")
-    p.add_argument("--question", default="What is the boiling point of water at sea level, in degrees Celsius?")
+    p.add_argument("--question", default="What is the capital of France? Answer in one sentence.")
     p.add_argument("--consensus", choices=CONSENSUS_METHODS, default="pbft")
     p.add_argument("--stand-in", action="store_true",
                    help="use the deterministic stand-in generator instead of the real models (fast smoke run)")
