@@ -264,5 +264,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     params = {k: getattr(args, k) for k in ("n", "dim", "a", "eps", "eps_node", "trials", "shares",
                                              "poison_n", "poison_degree", "rounds_max", "poison_rounds_max",
                                              "geometric_median", "seed")}
-    write_summary(out, NAME, description=DESCRIPTION, params=params, headline=headline, findings=findings, files=files)
+    part2 = next(t for t in tasks if t["part"] == "poison")
+    topo = topology_report(build_topology(TopologySpec(kind="regular", n=part2["n"], **part2["params"]), part2["seed"]))
+    write_summary(out, NAME, description=DESCRIPTION, params=params, headline=headline, findings=findings, files=files,
+                  topology={"part 2 graph": "", **topo.as_dict(), "part 1": "per topology in averaging_gap.csv"})
     return headline

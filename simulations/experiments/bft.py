@@ -251,6 +251,12 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         f"{headline['live_rate_at_or_above_third_silent']:.0%} with b >= N/3 (no quorum can form).",
     ]
     params = {k: getattr(args, k) for k in ("n_values", "trials", "loss", "heal_s", "horizon_s", "weighted_n", "seed")}
+    import networkx as nx
+
+    from simulations.network import topology_report
+
+    topo = {f"N={n}": "complete graph (PBFT members talk directly)" for n in sorted({r["n"] for r in rows})}
+    topo.update(topology_report(nx.complete_graph(max(r["n"] for r in rows))).as_dict())
     write_summary(out, NAME, description=DESCRIPTION, params=params, headline=headline,
-                  findings=findings, files=files)
+                  findings=findings, files=files, topology=topo)
     return headline

@@ -20,7 +20,7 @@ import numpy as np
 
 from simulations.errors import ExperimentError
 from simulations.mesh import MeshSpec, run_mesh
-from simulations.network import TopologySpec, build_topology
+from simulations.network import TopologySpec, build_topology, topology_report
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
                                 write_summary)
 
@@ -144,6 +144,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         f"{headline['delivered_share']:.0%} of the queries were delivered.",
     ]
     params = {k: getattr(args, k) for k in ("n_values", "k_values", "committees", "queries", "trials", "seed")}
+    topo = topology_report(build_topology(TopologySpec(kind="regular", n=biggest["n"], degree=4), biggest["seed"])) \
+        if biggest else None
     write_summary(out, NAME, description=__doc__.split("\n\n")[1], params=params, headline=headline,
-                  findings=findings, files=files)
+                  findings=findings, files=files, topology=topo.as_dict() if topo else None)
     return headline

@@ -36,8 +36,13 @@ DESCRIPTION = ("The production peer protocol (gossip, proposals, PBFT / averagin
                "100 queries.")
 
 
+def topology_of(task: dict) -> TopologySpec:
+    return TopologySpec(kind=task["topology"], n=task["n"], degree=task["k"], p=task["p"],
+                        radius=task["radius"], path=task["graph_file"])
+
+
 def trial(task: dict) -> dict:
-    g = build_topology(TopologySpec(kind="regular", n=task["n"], degree=task["k"]), task["seed"])
+    g = build_topology(topology_of(task), task["seed"])
     spec = MeshSpec(queries=task["queries"], method=task["method"], proposers=task["proposers"],
                     eps_node=task["eps_node"], link=LinkModel(loss_p=task["loss"]),
                     byzantine=FaultSpec(task["behaviour"], task["share"], "random"),
@@ -57,7 +62,12 @@ def trial(task: dict) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=150, help="nodes (default 150)")
-    p.add_argument("--k", type=int, default=4, help="degree of the random regular graph (default 4)")
+    p.add_argument("--topology", default="regular",
+                   help="regular, erdos_renyi, watts_strogatz, barabasi_albert, geometric, complete, file")
+    p.add_argument("--graph-file", default=None, help="GraphML or edge-list file for --topology file")
+    p.add_argument("--k", type=int, default=4, help="degree / neighbours / BA m (default 4)")
+    p.add_argument("--p", type=float, default=0.1, help="Erdos-Renyi p or Watts-Strogatz rewiring (default 0.1)")
+    p.add_argument("--radius", type=float, default=0.2, help="random geometric radius (default 0.2)")
     p.add_argument("--queries", type=int, default=12, help="queries per run (default 12)")
     p.add_argument("--proposers", type=int, default=6, help="proposals per query (default 6)")
     p.add_argument("--eps-node", type=float, default=0.2, help="honest per-node error rate (default 0.2)")
@@ -85,7 +95,8 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
         raise ExperimentError("--shares must be numbers") from exc
     if any(not (0 <= s < 1) for s in shares):
         raise ExperimentError("--shares must be in [0, 1)")
-    base = {"n": args.n, "k": args.k, "queries": args.queries, "proposers": args.proposers,
+    base = {"n": args.n, "k": args.k, "topology": args.topology, "graph_file": args.graph_file, "p": args.p,
+            "radius": args.radius, "queries": args.queries, "proposers": args.proposers,
             "eps_node": args.eps_node, "loss": args.loss}
     return [{**base, "method": m, "behaviour": b, "share": s, "seed": task_seed(args.seed, m, b, s, t)}
             for m in methods for b in behaviours for s in shares for t in range(args.trials)]
@@ -103,7 +114,9 @@ def scale_run(seed: int) -> dict:
 
 
 def run(args: argparse.Namespace, out: Path) -> dict:
-    rows = run_sweep(trial, build_tasks(args), workers=args.workers, desc="mesh", progress=args.progress)
+    tasks = build_tasks(args)
+    topo = topology_report(build_topology(topology_of(tasks[0]), tasks[0]["seed"])).as_dict()
+    rows = run_sweep(trial, tasks, workers=args.workers, desc="mesh", progress=args.progress)
     # wall-clock seconds are not deterministic: kept out of the CSV
     write_csv(out / "mesh.csv", rows, columns=[c for c in rows[0] if c != "wall_s_unreported"])
     files = ["mesh.csv"]
@@ -158,8 +171,9 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         import sys
 
         print(f"mesh --scale: 1000 nodes x 100 queries took {sc['wall_s']:.1f} s", file=sys.stderr, flush=True)
-    params = {k: getattr(args, k) for k in ("n", "k", "queries", "proposers", "eps_node", "shares", "methods",
-                                             "behaviours", "loss", "trials", "scale", "seed")}
+    params = {k: getattr(args, k) for k in ("topology", "graph_file", "n", "k", "p", "radius", "queries", "proposers",
+                                             "eps_node", "shares", "methods", "behaviours", "loss", "trials", "scale",
+                                             "seed")}
     write_summary(out, NAME, description=DESCRIPTION, params=params, headline=headline,
-                  findings=findings, files=files)
+                  findings=findings, files=files, topology={"first run's graph": "", **topo})
     return headline

@@ -326,6 +326,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     ]
     params = {k: getattr(args, k) for k in ("n", "layers", "proposers", "loads", "alpha_max_s", "horizon_s",
                                              "trials", "capacity", "seed")}
+    from simulations.network import topology_report
+
     write_summary(out, NAME, description=__doc__.split("\n\n")[1], params=params, headline=headline,
-                  findings=findings, files=files)
+                  findings=findings, files=files, topology=topology_report(nx.complete_graph(args.n)).as_dict())
     return headline
