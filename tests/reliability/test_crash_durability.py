@@ -1,0 +1,78 @@
+"""kill -9 of a real daemon while queries are buffered and generating: after restart every
+accepted query ends DONE (answered) or FAILED (reported), none is silently dropped.
+
+The durable record is the node's SQLite prompt buffer; we read it after a clean stop.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from node.procs import NodeProcess
+from p2pmoa.buffer import PromptBuffer, QueryState, SQLiteStore
+
+pytestmark = pytest.mark.real_net
+
+
+def _poll(pred, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _states(node: NodeProcess) -> dict:
+    return ((node.status() or {}).get("buffer") or {}).get("by_state") or {}
+
+
+def final_records(data_dir) -> dict:
+    buf = PromptBuffer(SQLiteStore(data_dir / "buffer.sqlite3"))
+    return {q: buf.get(q) for q in list(buf._q)}  # noqa: SLF001 - test reads the durable view
+
+
+def test_kill_9_while_generating_and_buffered_then_restart(tmp_path):
+    node = NodeProcess("crash", tmp_path / "crash", model="stand-in",
+                       extra=["--proposers-max", "1", "--deadline-s", "2",
+                              "--stand-in-delay-s", "30"]).start()
+    prompts = ["first question, generating when killed", "second question, buffered behind it",
+               "third question, buffered too"]
+    try:
+        node.wait_ready(60)
+        threads = []
+        for p in prompts:
+            def client(p=p):
+                try:
+                    node.post("/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": p}]}, timeout_s=60)
+                except OSError:
+                    pass  # the node dies under this request
+            t = threading.Thread(target=client, daemon=True)
+            t.start()
+            threads.append(t)
+            _poll(lambda n=len(threads): (node.status() or {}).get("buffer", {}).get(
+                "unfinished") == n, 30, f"{len(threads)} queries to be buffered")
+        seen = _states(node)
+        assert seen.get("generating", 0) + seen.get("buffered", 0) == 3, seen
+        node.kill9()
+        node.extra = ["--proposers-max", "1", "--deadline-s", "2"]  # fast after restart
+        node.start()
+        node.wait_ready(60)
+        _poll(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
+              "every recovered query to finish")
+    finally:
+        node.stop()
+    recs = final_records(node.data_dir)
+    mine = {q: r for q, r in recs.items() if r.local}
+    assert len(mine) == 3, f"accepted 3 queries, the buffer holds {len(mine)}"
+    for r in mine.values():
+        assert r.state in (QueryState.DONE, QueryState.FAILED), (r.state, r.detail)
+        if r.state is QueryState.DONE:
+            assert r.answer
+        else:
+            assert r.detail, "a failed query must say why"
+    assert {r.announce.prompt for r in mine.values()} == set(prompts)
