@@ -191,3 +191,30 @@ def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
         assert (node.status() or {})["buffer"]["unfinished"] == 0
     finally:
         node.stop()
+
+
+def test_kill_9_of_a_peer_holding_anothers_query_then_restart_delivers_its_proposal(tmp_path):
+    a = NodeProcess("origin", tmp_path / "a", model="stand-in:a",
+                    extra=["--proposers-max", "2", "--deadline-s", "60", "--round-timeout-s", "20"]).start()
+    b = NodeProcess("slow", tmp_path / "b", model="stand-in:b", bootstrap=[a.addr],
+                    extra=["--stand-in-delay-s", "60"]).start()
+    try:
+        a.wait_ready(60)
+        b.wait_ready(60)
+        wait_mesh([a, b], 60)
+        out = {}
+        t = threading.Thread(target=lambda: out.update(body=_ask(a, "who answers after a crash?",
+                                                                  timeout_s=120)), daemon=True)
+        t.start()
+        _poll(lambda: ((b.status() or {}).get("buffer") or {}).get("unfinished") == 1,
+              what="the peer to buffer the announced query")
+        b.kill9()
+        b.extra = []                                  # restarted with a fast stand-in
+        b.start()
+        b.wait_ready(60)
+        t.join(timeout=120)
+        trace = out["body"]["p2pmoa_trace"]
+        assert {p["peer"] for p in trace["proposals"]} == {a.peer_id, b.peer_id}
+    finally:
+        a.stop()
+        b.stop()
