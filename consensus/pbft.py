@@ -1057,6 +1057,14 @@ class Replica:
             self._n_stale += 1
             return
         per = self._vcs.setdefault(vc.new_view, {})
+        if (vc.sender == self.primary(vc.new_view) and vc.new_view == self.view
+                and not self.active):
+            # The would-be primary is still collecting view changes (it retransmits while
+            # short of a quorum): make sure it has ours. Only ever sent *to* the primary,
+            # which never answers this way, so no ping-pong.
+            mine = self._my_vcs.get(self.view)
+            if mine is not None:
+                self._out.append(SendMsg(vc.sender, mine))
         if vc.sender in per:
             return
         per[vc.sender] = vc
@@ -1080,7 +1088,13 @@ class Replica:
         joint = not self.active and self.view == vc.new_view and not retransmitted
         wanted = [n for n in sorted(self._decided) if n > vc.stable_seq
                   and not (joint and has.get(n, -1) >= self._decided[n][0])]
+        # decisions already below our checkpoint: the sender may lack them too
+        wanted += [n for n in sorted(self._old_proofs)
+                   if n > vc.stable_seq and n not in self._decided]
         wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
+        if vc.stable_seq < self.low:
+            for ck in self._stable_proof:  # let it adopt our stable checkpoint too
+                self._out.append(SendMsg(vc.sender, ck))
         for seq in wanted:
             proof = self._proof(seq)
             if proof is not None:

@@ -382,9 +382,12 @@ class ScenarioOutcome:
 
 
 def random_scenario(seed: int, *, f_max: int = 3, requests_max: int = 6,
-                    steps_max: int = 60_000) -> ScenarioOutcome:
+                    steps_max: int = 60_000, weighted: bool = False) -> ScenarioOutcome:
     """One seeded scenario: ``N = 3f+1`` with ``f`` in ``1..f_max``, up to ``f`` Byzantine
     members with random behaviours, random drop/duplication rates and GST.
+
+    With ``weighted=True`` members get integer weights 1..10 and Byzantine members are
+    added while their weight stays below a third of the total (their number may exceed f).
 
     The reliability experiments run this for thousands of seeds; a non-empty
     ``violations`` or ``not result.live`` is a bug.
@@ -393,9 +396,18 @@ def random_scenario(seed: int, *, f_max: int = 3, requests_max: int = 6,
     f = rng.randint(1, f_max)
     n = 3 * f + 1
     ids = [f"m{i:02d}" for i in range(n)]
-    nbyz = rng.randint(0, f)
-    byz = {m: rng.choice(BEHAVIOURS) for m in rng.sample(ids, nbyz)}
-    c = Cluster({m: 1 for m in ids}, byz, seed=rng.randrange(1 << 30),
+    if weighted:
+        weights = {m: rng.randint(1, 10) for m in ids}
+        total, bw, byz = sum(weights.values()), 0, {}
+        for m in rng.sample(ids, n):
+            if 3 * (bw + weights[m]) < total and rng.random() < 0.5:
+                byz[m] = rng.choice(BEHAVIOURS)
+                bw += weights[m]
+    else:
+        weights = {m: 1 for m in ids}
+        nbyz = rng.randint(0, f)
+        byz = {m: rng.choice(BEHAVIOURS) for m in rng.sample(ids, nbyz)}
+    c = Cluster(weights, byz, seed=rng.randrange(1 << 30),
                 drop_p=rng.choice((0.0, 0.1, 0.3)), dup_p=rng.choice((0.0, 0.05, 0.2)))
     c.request_all([b"req-%d-%d" % (seed, i) for i in range(rng.randint(1, requests_max))])
     res = c.run(gst_step=rng.randint(0, 3000), steps_max=steps_max)
