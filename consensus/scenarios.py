@@ -46,6 +46,9 @@ BEHAVIOURS = ("silent", "crash", "equivocate", "twins", "garbage", "wrong_view",
 """Every behaviour the sweep draws from."""
 
 INT_MAX = (1 << 63) - 1
+VIEW_CHANGES_AFTER_HEAL_MAX = 30
+"""Liveness bound the sweep checks: view changes honest members go through after the network
+heals (measured distribution in docs/reliability.md: almost always <= 5)."""
 _TWIN_B = "\x00twinB:"  # timer-name prefix of the second twin
 _B_TAG = "\x00B"  # suffix on the sender of messages in flight from the second twin
 
@@ -429,6 +432,6 @@ def run_seed(seed: int, **kw) -> Outcome:
     return run_scenario(scenario_from_seed(seed, **kw))
 
 
-__all__ = ["BEHAVIOURS", "EXTRA_BEHAVIOURS", "LOSSES", "Outcome", "SIZES", "Scenario",
+__all__ = ["VIEW_CHANGES_AFTER_HEAL_MAX", "BEHAVIOURS", "EXTRA_BEHAVIOURS", "LOSSES", "Outcome", "SIZES", "Scenario",
            "ScenarioCluster", "ScenarioError", "harness_validity", "run_scenario", "run_seed",
            "scenario_from_seed"]

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.scenarios import (BEHAVIOURS, LOSSES, SIZES, ScenarioCluster, ScenarioError,
-                                 run_scenario, run_seed, scenario_from_seed)
-
-VIEW_CHANGES_AFTER_HEAL_MAX = 30
-"""Bound on view changes honest members go through after the network heals (see
-docs/reliability.md for the measured distribution)."""
+from consensus.scenarios import (BEHAVIOURS, LOSSES, SIZES, VIEW_CHANGES_AFTER_HEAL_MAX,
+                                 ScenarioCluster, ScenarioError, run_scenario, run_seed,
+                                 scenario_from_seed)
 
 
 def _check(o) -> None:
