@@ -21,6 +21,9 @@ Endpoints:
         ``p2pmoa/<method>``, the extra field ``consensus`` or
         ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
     ``GET /v1/models``: the mesh models (``p2pmoa``, ``p2pmoa/pbft`` ...) and the local model.
+    ``GET /v1/queries/{id}``: a query's state and answer from the durable prompt buffer,
+        for a client whose connection dropped (streams name the id in their first chunk,
+        ``chatcmpl-<id>``; plain responses in ``id``), e.g. across a node restart.
     ``GET /status``, ``GET /peers``: JSON snapshots. ``GET /metrics``: Prometheus text.
 
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 malformed
@@ -29,6 +32,7 @@ full or admission bound reached; ``Retry-After`` header in seconds), 504 no deci
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -79,6 +83,11 @@ class UnknownModel(ApiError):
     code = "model_not_found"
 
 
+class UnknownQueryId(ApiError):
+    status = 404
+    code = "query_not_found"
+
+
 class BodyTooLarge(ApiError):
     status = 413
     code = "request_too_large"
@@ -113,6 +122,7 @@ class CompletionRequest:
     method: str | None  # None: the node's configured default
     deadline_s: float | None
     model: str
+    query_id: str | None = None  # chosen by the API for streams (sent in the first chunk)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class NodeService(Protocol):
     local_model: str
 
     async def complete(self, req: CompletionRequest) -> CompletionResult: ...
+    def query(self, query_id: str) -> dict | None: ...
     def status(self) -> dict: ...
     def peers(self) -> list[dict]: ...
     def metrics_text(self) -> str: ...
@@ -271,7 +282,8 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
 
     async def _stream(req: CompletionRequest) -> AsyncIterator[bytes]:
         created = int(time.time())
-        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        req = dataclasses.replace(req, query_id=req.query_id or uuid.uuid4().hex[:16])
+        cid = f"chatcmpl-{req.query_id}"
         yield _chunk(cid, req.model, created, {"role": "assistant", "content": ""}, None)
         result: list = []
 
@@ -311,6 +323,14 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
         return JSONResponse({"object": "list", "data": [
             {"id": i, "object": "model", "created": 0, "owned_by": "p2pmoa"} for i in ids]})
 
+    async def query(request: Request) -> Response:
+        qid = request.path_params["query_id"]
+        rec = service.query(qid)
+        if rec is None:
+            return error_response(UnknownQueryId(f"no query {qid!r} in this node's buffer",
+                                                 param="query_id"))
+        return JSONResponse(rec)
+
     async def status(request: Request) -> Response:
         return JSONResponse(service.status())
 
@@ -327,6 +347,7 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/queries/{query_id}", query, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/peers", peers, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

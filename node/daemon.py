@@ -318,7 +318,7 @@ class Daemon:
 
     async def complete(self, req: CompletionRequest) -> CompletionResult:
         """Ask the mesh: the query is durably buffered before this returns "accepted"."""
-        qid = QueryId(secrets.token_hex(8))
+        qid = QueryId(req.query_id or secrets.token_hex(8))
         waiter = _Waiter(trio.Event())
         self._waiters[qid] = waiter
         try:
@@ -349,6 +349,16 @@ class Daemon:
         chosen = (trace.get("decision") or {}).get("proposer") if isinstance(trace, dict) else None
         completion = next((p.get("completion_tokens", 0) for p in props if p.get("peer") == chosen), 0)
         return CompletionResult(qid, answer, trace, 0, int(completion or 0))
+
+    def query(self, query_id: str) -> dict | None:
+        """A buffered query's record (the buffer keeps finished ones for a while)."""
+        rec = self.buffer.get(QueryId(query_id))
+        if rec is None:
+            return None
+        return {"query_id": rec.query_id, "state": rec.state.value, "local": rec.local,
+                "prompt": rec.announce.prompt, "method": rec.announce.method,
+                "answer": rec.answer or None, "detail": rec.detail or None,
+                "accepted_at": rec.accepted_at, "updated_at": rec.updated_at}
 
     def status(self) -> dict:
         st = self.transport.statistics()

@@ -35,6 +35,9 @@ class FakeService:
         return CompletionResult("q1", q[::-1], {"method": req.method or "pbft", "proposals": [
             {"peer": "12D3KooWA", "model": "m"}]}, prompt_tokens=3, completion_tokens=4)
 
+    def query(self, qid):
+        return {"query_id": qid, "state": "done", "answer": "x"} if qid == "q1" else None
+
     def status(self):
         return {"peer_id": "12D3KooWA"}
 
@@ -143,3 +146,16 @@ def test_metrics_endpoint_is_prometheus_text():
     assert ctype.startswith("text/plain")
     assert "# TYPE p2pmoa_queries_total counter" in text
     assert "p2pmoa_queries_total 1" in text.splitlines()
+
+
+def test_query_lookup_by_id():
+    def client(base):
+        with urllib.request.urlopen(base + "/v1/queries/q1", timeout=10) as r:
+            found = json.loads(r.read())
+        try:
+            urllib.request.urlopen(base + "/v1/queries/nope", timeout=10)
+        except urllib.error.HTTPError as e:
+            return found, e.code, json.loads(e.read())
+    found, code, body = serve_and(client)[0]
+    assert found["state"] == "done" and code == 404
+    assert body["error"]["code"] == "query_not_found"

@@ -166,29 +166,35 @@ def test_raw_libp2p_client_abuse_is_rejected_counted_and_node_keeps_serving(mesh
 
 
 def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
+    """A streaming client learns the query id from the first chunk; the node is killed
+    while generating; after the restart the client fetches the answer by id."""
+    import json
+    import urllib.request
     node = NodeProcess("solo", tmp_path / "solo", model="stand-in",
                        extra=["--proposers-max", "1", "--deadline-s", "2",
                               "--stand-in-delay-s", "30"]).start()
     try:
         node.wait_ready(60)
-        def client():
-            try:
-                node.post("/v1/chat/completions", {
-                    "messages": [{"role": "user", "content": "survive a crash?"}]}, timeout_s=60)
-            except OSError:
-                pass  # the node is killed under this request: the connection drops
-        t = threading.Thread(target=client, daemon=True)
-        t.start()
+        req = urllib.request.Request(
+            f"http://{node.api}/v1/chat/completions", method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"stream": True, "messages": [
+                {"role": "user", "content": "survive a crash?"}]}).encode())
+        resp = urllib.request.urlopen(req, timeout=60)
+        first = json.loads(resp.readline().decode().removeprefix("data: "))
+        qid = first["id"].removeprefix("chatcmpl-")
         _poll(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 1,
               what="the query to be buffered")
+        assert node.get(f"/v1/queries/{qid}")["state"] in ("buffered", "generating", "voting")
         node.kill9()
+        resp.close()
         node.extra = ["--proposers-max", "1", "--deadline-s", "2"]   # fast model after restart
         node.start()
         node.wait_ready(60)
-        dec = _poll(lambda: _decisions(node), what="the recovered query to be decided")
-        (qid, d), = dec.items()
-        assert "survive a crash?" in d["answer"]
-        assert (node.status() or {})["buffer"]["unfinished"] == 0
+        rec = _poll(lambda: (lambda r: r if r["state"] == "done" else None)(
+            node.get(f"/v1/queries/{qid}")), what="the recovered query to be answered")
+        assert "survive a crash?" in rec["answer"]
+        assert _decisions(node)[qid]["answer"] == rec["answer"]
     finally:
         node.stop()
 
