@@ -491,7 +491,7 @@ def churn(duration_s: float, interval_s: float, base: Path, seed: int) -> dict:
 def load(duration_s: float, base: Path, delay_s: float) -> dict:
     from node.procs import NodeProcess
     node = NodeProcess("load", base / "load", model="stand-in",
-                       extra=["--proposers-max", "1", "--deadline-s", "1", "--buffer-max", "16",
+                       extra=["--proposers-max", "1", "--deadline-s", "30", "--buffer-max", "16",
                               "--stand-in-delay-s", str(delay_s)]).start()
     try:
         node.wait_ready(60)
