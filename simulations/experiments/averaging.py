@@ -128,7 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", type=float, default=0.5, help="averaging step a (default 0.5)")
     p.add_argument("--eps", type=float, default=1e-3, help="convergence tolerance (default 1e-3)")
     p.add_argument("--eps-node", type=float, default=0.3, help="per-node answer error rate (default 0.3)")
-    p.add_argument("--trials", type=int, default=3, help="seeds per point (default 3)")
+    p.add_argument("--trials", type=int, default=2, help="seeds per point (default 2)")
     p.add_argument("--shares", default="0,0.05,0.1,0.2,0.3,0.4", help="Byzantine shares of part 2")
     p.add_argument("--poison-degree", type=int, default=8, help="degree of the random regular graph of part 2 (default 8)")
     p.add_argument("--rounds-max", type=int, default=400, help="round limit of part 1 (default 400)")
