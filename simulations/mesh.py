@@ -9,8 +9,10 @@ Byzantine, inject user queries at chosen nodes and times, and run the engine.
 Byzantine behaviours available at message level (see :mod:`simulations.faults`): the
 protocol's own fault modes ``silent``, ``garbage``, ``equivocate`` (the node runs the production
 code with the fault switch on), the agent-level ``random_answer``, ``colluding_wrong``,
-``poison_far``, ``poison_near`` (the node's model lies, its protocol is honest) and
-``crash_recover`` (engine crashes).
+``poison_far``, ``poison_near`` (the node's model lies, its protocol is honest),
+``crash_recover`` (engine crashes) and ``sybil`` (the first placed node is an operator that adds
+``sybil_count`` identities around itself; all of them answer the same wrong candidate; the
+graph returned in the result has the extra nodes).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import networkx as nx
 from simulations.agents import SyntheticAgent
 from simulations.engine import Engine, EngineStatistics, ServiceModel
 from simulations.errors import SimulationError
-from simulations.faults import FaultSpec, FaultyAgent, crash_schedule, place
+from simulations.faults import FaultSpec, FaultyAgent, add_sybils, crash_schedule, place
 from simulations.machines import PeerMachine
 from simulations.network import LinkModel, NetworkConditions, Partition
 
@@ -98,7 +100,14 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
     rng = random.Random(seed)
     beh = spec.byzantine.behaviour
     byz = place(g, spec.byzantine.fraction, spec.byzantine.placement, rng) if spec.byzantine.fraction else []
-    if byz and beh not in PROTOCOL_FAULTS and beh not in AGENT_FAULTS and beh != "crash_recover":
+    if beh == "sybil" and byz:
+        # one operator (the first placed node) runs sybil_count extra identities next to it;
+        # all of them answer the same wrong candidate
+        g = g.copy()
+        sybils = add_sybils(g, byz[0], spec.byzantine.sybil_count, rng)
+        byz = sorted([byz[0], *sybils])
+        n = g.number_of_nodes()
+    if byz and beh not in PROTOCOL_FAULTS and beh not in AGENT_FAULTS and beh not in ("crash_recover", "sybil"):
         raise SimulationError(f"behaviour {beh!r} is not available at message level")
     registry = InsecureSimRegistry()
     signers = [InsecureSimSigner.create(random.Random(f"{seed}|id|{i}"), registry) for i in range(n)]
@@ -112,10 +121,10 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
     else:
         agent = SyntheticAgent(spec.eps_node, correlation=spec.correlation, dim=spec.dim, seed=seed)
     space = agent.space_id
-    if byz and beh in AGENT_FAULTS:
+    if byz and (beh in AGENT_FAULTS or beh == "sybil"):
         if spec.replay:
             raise SimulationError(f"behaviour {beh!r} needs the synthetic agent's candidates, not a replay file")
-        agent = FaultyAgent(agent, byz, beh)
+        agent = FaultyAgent(agent, byz, "colluding_wrong" if beh == "sybil" else beh)
     byz_set = set(byz)
     select_ppm = min(1_000_000, max(1, int(1_000_000 * spec.proposers * spec.oversample / max(1, n - 1))))
     machines = []

@@ -87,7 +87,7 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
     if any(m not in ("averaging", "pbft", "vote", "aggregate") for m in methods):
         raise ExperimentError("--methods: averaging, pbft, vote, aggregate")
     if any(b not in ("colluding_wrong", "garbage", "silent", "random_answer", "poison_far", "poison_near",
-                     "equivocate", "crash_recover") for b in behaviours):
+                     "equivocate", "crash_recover", "sybil") for b in behaviours):
         raise ExperimentError(f"unknown behaviour in {behaviours}")
     try:
         shares = [float(x) for x in args.shares.split(",") if x.strip()]

@@ -40,3 +40,19 @@ def test_same_seed_same_run():
     a, b = small(41, method="averaging"), small(41, method="averaging")
     assert a.rows == b.rows and a.stats == b.stats
     assert small(42, method="averaging").stats != a.stats
+
+
+def test_crash_recover_and_equivocating_nodes_do_not_stop_answers():
+    for beh in ("crash_recover", "equivocate"):
+        seed = 51
+        r = small(seed, method="pbft", eps_node=0.0, byzantine=FaultSpec(beh, 0.2, crash_after_s=2.0, recover_after_s=3.0))
+        assert r.byzantine and all(x["delivered"] for x in r.rows), f"seed={seed} {beh}: {r.rows}"
+
+
+def test_a_sybil_cluster_is_many_wrong_voters():
+    seed = 61
+    few = small(seed, method="vote", eps_node=0.0, byzantine=FaultSpec("sybil", 0.04, sybil_count=2))
+    many = small(seed, method="vote", eps_node=0.0, byzantine=FaultSpec("sybil", 0.04, sybil_count=40))
+    assert len(few.byzantine) == 1 + 2 and len(many.byzantine) == 1 + 40
+    assert all(x["correct"] for x in few.rows), f"seed={seed}: {few.rows}"
+    assert sum(x["correct"] for x in many.rows) < 3, f"seed={seed}: 40 sybils among 70 nodes should win votes"
