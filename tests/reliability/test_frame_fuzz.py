@@ -212,3 +212,19 @@ def test_signed_pbft_bodies_with_garbage_raise_only_typed_errors(inner):
         decode_body("pbft", body)
     except FrameError:
         pass
+
+
+def test_one_sender_cannot_make_honest_frames_stale_by_filling_the_replay_window():
+    """Regression: one key filling the replay window (shown with entries_max=1000 instead of
+    65,536) with frames stamped now+29 s must not make other senders' frames stale."""
+    r = FrameReader(Ed25519Verifier(), replay_entries_max=1000)
+    body = encode_body(announce(origin=MALLORY.peer_id))
+    for i in range(1001):
+        frame = _raw_envelope(MALLORY, "announce", "q1", NOW + 29.0, i.to_bytes(16, "big"), body)
+        try:
+            r.read(frame, NOW)
+        except FrameError:
+            pass
+    honest = seal(ALICE, announce(), now=NOW, nonce=b"\x07" * 16)
+    env, msg = r.read(honest, NOW)
+    assert msg == announce()
