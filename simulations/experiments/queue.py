@@ -149,9 +149,7 @@ def trial(task: dict) -> dict:
         if task["variant"] == "admission":
             from p2pmoa.buffer import MemoryStore, PromptBuffer
 
-            # PromptBuffer names the bound ((layers_k+1)*proposers_m + 1): the same expression
-            # with our k proposers in its first slot and M layers in its second.
-            buf = PromptBuffer(MemoryStore(), capacity=task["capacity"], layers_k=k, proposers_m=m,
+            buf = PromptBuffer(MemoryStore(), capacity=task["capacity"], layers_m=m, proposers_k=k,
                                rate_window_s=task["rate_window_s"])
         machines.append(DmoaMachine(v, [u for u in range(n) if u != v], ids, m_layers=m, k_proposers=k,
                                     seed=task_seed(task["seed"], "node", v), buffer=buf))

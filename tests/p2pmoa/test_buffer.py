@@ -81,11 +81,13 @@ def test_duplicate_query_id_is_refused():
 
 
 def test_admission_follows_the_queue_stability_bound():
-    # alpha_max = 2 s, k = 0, M = 1: lambda < 1 / (2 * 2) = 0.25 queries/s, i.e. < 15 per 60 s
-    buf = PromptBuffer(MemoryStore(), capacity=1000, layers_k=0, proposers_m=1)
+    # alpha = mean(1 s, 3 s) = 2 s (the expected service time; the max, 3 s, would admit only
+    # 10), k = 0, M = 1: lambda < 1 / (2 * 2) = 0.25 queries/s, i.e. < 15 per 60 s
+    buf = PromptBuffer(MemoryStore(), capacity=1000, layers_m=1, proposers_k=0)
     buf.record_generation_time(1.0)
-    buf.record_generation_time(2.0)
-    assert max_stable_rate_per_s(2.0, 0, 1) == pytest.approx(0.25)
+    buf.record_generation_time(3.0)
+    assert buf.alpha_max_s == pytest.approx(2.0)
+    assert max_stable_rate_per_s(2.0, 1, 0) == pytest.approx(0.25)
     admitted = [q for q in range(40)
                 if isinstance(buf.admit(ann(f"q{q}"), local=True, now=q * 0.1), Admitted)]
     assert len(admitted) == 15
@@ -96,11 +98,12 @@ def test_admission_follows_the_queue_stability_bound():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(0.001, 100), st.floats(0.001, 60), st.integers(0, 3), st.integers(1, 8))
-def test_stability_bound_is_tight(rate, alpha, k, m):
-    lam = max_stable_rate_per_s(alpha, k, m)
-    assert stability_load(lam * 0.999, alpha, k, m) < 1 <= stability_load(lam * 1.001, alpha, k, m)
-    assert (stability_load(rate, alpha, k, m) < 1) == (rate < lam) or math.isclose(rate, lam)
+@given(st.floats(0.001, 100), st.floats(0.001, 60), st.integers(1, 4), st.integers(0, 8))
+def test_stability_bound_is_tight(rate, alpha, m, k):
+    lam = max_stable_rate_per_s(alpha, m, k)
+    assert lam == pytest.approx(1 / (((k + 1) * m + 1) * alpha))   # ((k+1)M+1)·λ < 1/α_max
+    assert stability_load(lam * 0.999, alpha, m, k) < 1 <= stability_load(lam * 1.001, alpha, m, k)
+    assert (stability_load(rate, alpha, m, k) < 1) == (rate < lam) or math.isclose(rate, lam)
 
 
 def test_finished_records_are_pruned_to_the_limit():
