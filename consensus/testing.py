@@ -174,6 +174,15 @@ class Cluster:
             for m in self.members:
                 self._apply(m, self.members[m].replica.handle(Request(v)))
 
+    def request_one(self, member: str, value: bytes) -> None:
+        """Give only ``member`` a request (the daemon's one-shot round: each member asks to
+        order its own answer). Not counted by :meth:`live`; pass ``until`` to :meth:`run`."""
+        self._apply(MemberId(member), self.members[MemberId(member)].replica.handle(Request(value)))
+
+    def all_decided(self, seq: int) -> bool:
+        """True when every honest member decided ``seq``."""
+        return all(seq in self.members[m].decisions for m in self.honest)
+
     def _apply(self, m: MemberId, effects) -> None:
         member = self.members[m]
         for e in effects:
@@ -301,7 +310,8 @@ class Cluster:
         want = set(self.requested)
         return all(want <= set(self.members[m].decisions.values()) for m in self.honest)
 
-    def run(self, *, gst_step: int = 1000, steps_max: int = 50_000) -> RunResult:
+    def run(self, *, gst_step: int = 1000, steps_max: int = 50_000,
+            until: Optional[Callable[["Cluster"], bool]] = None) -> RunResult:
         """Run the scheduler until every honest member decided everything, the system is
         quiet after GST, or ``steps_max`` steps passed.
 
@@ -309,10 +319,12 @@ class Cluster:
             gst_step: the step from which messages are no longer dropped and timers respect
                 their deadlines.
             steps_max: bound on scheduler steps (each delivers one message or fires a timer).
+            until: stop condition (default: :meth:`live`).
         """
         rng = self.rng
+        done = until if until is not None else Cluster.live
         step = 0
-        while step < steps_max and not self.live():
+        while step < steps_max and not done(self):
             step += 1
             if step < gst_step:
                 if self.timers and (not self.in_flight or rng.random() < self.timer_p):

@@ -126,3 +126,23 @@ def test_long_log_with_checkpoints_under_faults_stays_safe():
     assert not c.violations() and res.live
     lows = [c.members[m].replica.low for m in c.honest]
     assert min(lows) >= 24  # the log was truncated several times
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.integers(1, 2), st.sampled_from(BEHAVIOURS), st.integers(0, 2**32),
+       st.sampled_from([0.0, 0.2]), st.integers(0, 600))
+def test_one_shot_round_like_the_daemons_agrees_on_one_honest_answer(f, behaviour, seed,
+                                                                      drop_p, gst):
+    """Each member asks to order its *own* answer (seq_max=1), the primary is Byzantine:
+    every honest member still decides the same single value, and it is a valid one."""
+    ids = [f"m{i:02d}" for i in range(3 * f + 1)]
+    c = Cluster({m: 1 for m in ids}, {"m00": behaviour}, seed=seed, drop_p=drop_p,
+                seq_max=1)
+    for m in ids:
+        c.request_one(m, b"answer of " + m.encode())
+    c.run(gst_step=gst, steps_max=60_000, until=lambda c: c.all_decided(1))
+    assert c.violations() == []
+    decided = {m: d.get(1) for m, d in c.decisions().items()}
+    assert None not in decided.values(), decided
+    assert len(set(decided.values())) == 1
+    assert next(iter(decided.values())).startswith(b"answer of m")
