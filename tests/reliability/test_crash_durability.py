@@ -76,3 +76,57 @@ def test_kill_9_while_generating_and_buffered_then_restart(tmp_path):
         else:
             assert r.detail, "a failed query must say why"
     assert {r.announce.prompt for r in mine.values()} == set(prompts)
+
+
+def test_kill_9_of_the_originator_while_voting_then_restart(tmp_path):
+    """4-node mesh, one member equivocates (so the PBFT round takes a moment): the originator
+    is killed while its query is in the voting stage; after restart the query ends DONE or
+    FAILED with a reason."""
+    from node.procs import wait_mesh
+    flags = ["--proposers-max", "4", "--deadline-s", "5", "--round-timeout-s", "20"]
+    nodes: list[NodeProcess] = []
+    for i in range(4):
+        nodes.append(NodeProcess(f"v{i}", tmp_path / f"v{i}", model=f"stand-in:m{i % 2}",
+                                 bootstrap=[nodes[0].addr] if nodes else [],
+                                 fault="equivocate" if i == 1 else None, extra=flags))
+    origin = nodes[0]
+    caught = None
+    try:
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_ready(60)
+        wait_mesh(nodes, 60)
+        for attempt in range(5):
+            t = threading.Thread(target=lambda a=attempt: _post_quietly(origin, f"voting {a}"),
+                                 daemon=True)
+            t.start()
+            while t.is_alive():
+                if _states(origin).get("voting"):
+                    origin.kill9()
+                    caught = f"voting {attempt}"
+                    break
+                time.sleep(0.01)
+            if caught:
+                break
+        assert caught, "never saw the query in the voting stage"
+        origin.start()
+        origin.wait_ready(60)
+        _poll(lambda: (origin.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
+              "the recovered query to finish")
+    finally:
+        for n in nodes:
+            n.stop()
+    rec = {r.announce.prompt: r for r in final_records(origin.data_dir).values() if r.local}
+    assert caught in rec, "the query killed while voting vanished from the durable buffer"
+    r = rec[caught]
+    assert r.state in (QueryState.DONE, QueryState.FAILED), r.state
+    assert (r.answer if r.state is QueryState.DONE else r.detail)
+
+
+def _post_quietly(node: NodeProcess, prompt: str) -> None:
+    try:
+        node.post("/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}]},
+                  timeout_s=60)
+    except OSError:
+        pass
