@@ -27,7 +27,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|PATH",
                    help=f"local model: smollm2-135m, gemma3-270m, a .gguf path, or 'stand-in' (deterministic fake, for tests) (default {d.model})")
     p.add_argument("--embedder", metavar="NAME|PATH",
-                   help=f"mesh-wide embedding model; every node of a mesh must use the same (default {d.embedder}: hashing stand-in)")
+                   help="mesh-wide embedding model (name, GGUF path, or 'hashing' for the stand-in); every node of a mesh must use the same. "
+                        "Default: gemma3-270m (centred; chosen by measurement, docs/embeddings.md), or hashing with a stand-in model")
     p.add_argument("--role", metavar="TEXT", help=f"role this node answers in (default {d.role!r})")
     p.add_argument("--consensus", choices=CONSENSUS_METHODS,
                    help=f"how queries asked at this node are decided (default {d.consensus})")
@@ -143,6 +144,6 @@ def register_demo(sub) -> None:
     p.add_argument("--stand-in", action="store_true",
                    help="use the deterministic stand-in generator instead of the real models (fast smoke run)")
     p.add_argument("--embedder", default=None, metavar="NAME|hashing",
-                   help="mesh embedding model (default hashing: bag-of-words stand-in, fast; gemma3-270m: the real centred embedder, minutes to start)")
+                   help="mesh embedding model (default: gemma3-270m, the real centred embedder; hashing: bag-of-words stand-in, for --stand-in runs)")
     p.add_argument("--keep-dir", action="store_true", help="keep the nodes' data dirs and logs")
     p.set_defaults(func=lambda a: __import__("node.demo", fromlist=["main"]).main(a))

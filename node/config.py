@@ -33,6 +33,15 @@ class ConfigError(ValueError):
     """The TOML file or a flag has a bad value; the message names the key."""
 
 
+def effective_embedder(cfg: "NodeConfig") -> str:
+    """The embedder a node actually uses (``cfg.embedder``, or the default that fits its model)."""
+    if cfg.embedder:
+        return cfg.embedder
+    from p2pmoa.embed import DEFAULT_EMBED_MODEL
+
+    return "hashing" if cfg.model.startswith("stand-in") else DEFAULT_EMBED_MODEL
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Everything a node needs to run. Units last in names.
@@ -42,8 +51,10 @@ class NodeConfig:
         bootstrap: multiaddrs ``/ip4/../tcp/../p2p/<id>`` dialled at start and redialled with
             backoff while unreachable.
         model: ``smollm2-135m`` | ``gemma3-270m`` | path to a GGUF | ``stand-in``.
-        embedder: ``hashing`` (stand-in bag-of-words, 64-d) or a model name/path for the
-            mesh-wide embedding model; every node of a mesh must use the same one.
+        embedder: the mesh-wide embedding model (name or GGUF path), or ``hashing`` (stand-in
+            bag-of-words, 64-d); every node of a mesh must use the same one. Empty (default):
+            ``hashing`` when ``model`` is a stand-in, else the real default embedder
+            (centred ``gemma3-270m``, see docs/embeddings.md).
         role: the role prompt this node answers in (MoA role-playing proposer).
         consensus: how queries asked at THIS node are decided.
         data_dir: identity key, prompt buffer and trust state live here.
@@ -67,7 +78,7 @@ class NodeConfig:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
     model: str = "smollm2-135m"
-    embedder: str = "hashing"
+    embedder: str = ""
     role: str = "a helpful, concise assistant"
     consensus: str = "pbft"
     data_dir: Path = Path("~/.local/share/p2pmoa").expanduser()

@@ -76,10 +76,12 @@ class _SlowStandIn:
 
 
 def load_embedder(cfg: NodeConfig):
+    from node.config import effective_embedder
     from p2pmoa.embed import HashingEmbedder, LlamaEmbedder
-    if cfg.embedder in ("hashing", STAND_IN_MODEL):
+    name = effective_embedder(cfg)
+    if name in ("hashing", STAND_IN_MODEL):
         return HashingEmbedder(dim=64)
-    return LlamaEmbedder(cfg.embedder, n_threads=cfg.threads)
+    return LlamaEmbedder(name, n_threads=cfg.threads)
 
 
 @dataclass

@@ -24,11 +24,10 @@ ROLES = (
     "a concise encyclopedia editor",
 )
 MODELS = ("smollm2-135m", "smollm2-135m", "gemma3-270m", "gemma3-270m")
-DEFAULT_DEMO_EMBEDDER = "hashing"
-"""The demo's mesh embedding space. The real centred Gemma-3 embedder (``--embedder
-gemma3-270m``) computes its centring vector at every start, measured at 75 s CPU-bound per
-node on this 2-core machine (7.5 min for 4 nodes under load), so the demo defaults to the
-hashing stand-in for ranking answers; the answers themselves come from the real models."""
+DEFAULT_DEMO_EMBEDDER = "gemma3-270m"
+"""The demo's mesh embedding space: the real centred Gemma-3 embedder (docs/embeddings.md). Its
+centring vector is cached on disk by ``make setup`` (``python -m p2pmoa.embed --warm``), so
+each node loads it in seconds; ``--stand-in`` runs use the hashing stand-in instead."""
 
 
 def _say(msg: str) -> None:
@@ -82,7 +81,7 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
         for i in range(4):
             model = "stand-in:" + MODELS[i] if stand_in else MODELS[i]
             n = NodeProcess(f"node{i + 1}", base / f"node{i + 1}", model=model, role=ROLES[i],
-                            consensus=consensus, embedder=embedder or DEFAULT_DEMO_EMBEDDER,
+                            consensus=consensus, embedder=embedder or ("hashing" if stand_in else DEFAULT_DEMO_EMBEDDER),
                             bootstrap=[nodes[0].addr] if nodes else [],
                             extra=["--deadline-s", "120", "--round-timeout-s", "120", "--proposers-max", "4", "--max-tokens", "48"])
             nodes.append(n)
@@ -90,10 +89,7 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
         _say(f"starting 4 nodes in {base} (logs: <node dir>/node.log); embedder "
              f"{nodes[0].embedder} (the whole mesh embeds in one space)")
         if nodes[0].embedder == "hashing":
-            _say("  (answers: real GGUF models; ranking embeddings: hashing stand-in; "
-                 "use --embedder gemma3-270m for the real one, slow to start)")
-        else:
-            _say("  loading the embedder computes its centring vector: minutes on 2 shared cores")
+            _say("  (ranking embeddings: hashing stand-in, not a model)")
         for n in nodes:
             n.start()
             _say(f"  {n.name}: model={n.model:<22} peer={n.peer_id}  api=http://{n.api}")

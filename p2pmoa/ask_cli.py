@@ -181,7 +181,7 @@ def format_mesh_trace(trace: dict) -> str:
     for p in trace.get("proposals", [])[:16]:
         if isinstance(p, dict):
             who = str(p.get("peer", p.get("responder", "?")))[:16]
-            out.append(f"  {who}… {p.get('model', '?')}: {_short(str(p.get('answer', p.get('text', ''))), 90)}")
+            out.append(f"  {who}… {p.get('model_id', p.get('model', '?'))}: {_short(str(p.get('answer', p.get('text', ''))), 90)}")
     rest = {k: v for k, v in trace.items() if k not in {"proposals"} and not any(line.startswith(f"{k}:") for line in out)}
     if rest:
         out.append(json.dumps(rest, indent=2, default=str)[:3000])
