@@ -54,6 +54,11 @@ change view; not Byzantine-safe across view changes).
 
 One-shot use (the daemon's per-query round): pass ``seq_max=1``; the replica orders one value
 and then ignores further requests.
+
+Duplicates: a request is proposed once per view, but after view changes the same value can
+end up decided at two sequence numbers (two primaries each got it prepared, as in PBFT). All
+honest logs agree, so an executor that skips a digest already executed at a lower sequence
+number stays deterministic.
 """
 from __future__ import annotations
 
@@ -417,6 +422,7 @@ class Replica:
         self._buffer: dict[int, list[Message]] = {}
         self._buffered = 0
         self._my_vcs: dict[int, ViewChange] = {}  # our last few view changes, for replies
+        self._vc_copies: dict[tuple[MemberId, int], int] = {}  # copies seen per (sender, view)
         self._skipped: set[int] = set()  # seqs <= low decided by others, not seen here
         self._old_proofs: dict[int, tuple] = {}  # one window below low, for laggards
         self._proof_commits: dict[int, tuple[Commit, ...]] = {}  # seqs decided by a proof
@@ -898,12 +904,9 @@ class Replica:
             # honest replicas end up chasing each other through views); re-send our view
             # change instead, in case the network lost it.
             # (a fresh snapshot: it may name decisions we have learnt are missing since).
-            # If someone is already in a higher view, follow one step: the quorum we wait
-            # for may have moved on while our messages were lost.
-            if any(v > self.view and any(m != self.me for m in per)
-                   for v, per in self._vcs.items()):
-                self._start_view_change(self.view + 1)
-                return
+            # Members ahead of us answer with their view change for our view, so we are
+            # never stuck for lack of one; we follow others upward only when they weigh
+            # more than W/3 (_join_if_left_behind), so one liar cannot drag us along.
             vc = self._make_view_change(self.view)
             self._broadcast(vc)
             self._wait_backoff += 1  # retransmit ever more slowly while nothing changes
@@ -1036,32 +1039,40 @@ class Replica:
         if not self._valid_view_change(vc):
             self._n_invalid += 1
             return
-        per = self._vcs.get(vc.new_view, {})
-        self._help(vc, retransmitted=vc.sender in per)
+        # Answers to view changes (commit proofs, our new-view or view changes) go out on the
+        # 1st, 2nd, 4th, 8th... copy of one (sender, view): a laggard's retransmissions keep
+        # being answered, while two replicas answering each other's answers die out quickly.
+        key = (vc.sender, vc.new_view)
+        count = self._vc_copies.get(key, 0) + 1
+        if len(self._vc_copies) > 16 * len(self.members) + 64:
+            self._vc_copies.clear()
+        self._vc_copies[key] = count
+        answer = count & (count - 1) == 0
+        if answer:
+            self._help(vc, retransmitted=count > 1)
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
-            # The sender is behind: show it where we are. The answer is a new-view (which is
-            # never answered) or a view change for a strictly higher view than the one we
-            # got (answered at most once more, by the same rule), so two replicas never
-            # ping-pong, and every retransmission of a laggard is answered.
+            # the sender is behind: show it where we are (and the view change it asks for)
             self._n_stale += 1
+            if not answer:
+                return
             nv = self._new_view
             if self.active:
                 if nv is not None and nv.view == self.view:
                     self._out.append(SendMsg(vc.sender, nv))
             else:
-                mine = self._my_vcs.get(self.view)
-                if mine is not None:
-                    self._out.append(SendMsg(vc.sender, mine))
+                for v in sorted({vc.new_view, self.view}):
+                    mine = self._my_vcs.get(v)
+                    if mine is not None:
+                        self._out.append(SendMsg(vc.sender, mine))
             return
         if vc.new_view > self.view + 1024:
             self._n_stale += 1
             return
         per = self._vcs.setdefault(vc.new_view, {})
-        if (vc.sender == self.primary(vc.new_view) and vc.new_view == self.view
+        if (answer and vc.sender == self.primary(vc.new_view) and vc.new_view == self.view
                 and not self.active):
             # The would-be primary is still collecting view changes (it retransmits while
-            # short of a quorum): make sure it has ours. Only ever sent *to* the primary,
-            # which never answers this way, so no ping-pong.
+            # short of a quorum): make sure it has ours.
             mine = self._my_vcs.get(self.view)
             if mine is not None:
                 self._out.append(SendMsg(vc.sender, mine))
@@ -1283,7 +1294,9 @@ class Replica:
                     self._check_prepared(nv.view, pp.seq, slot)
                 else:
                     self._accept_pre_prepare(slot, pp)
-        self._next_seq = max(self._next_seq, max_s + 1)
+        # a new primary numbers from just above the new-view's pre-prepares: seqs it
+        # proposed in an older view and that nobody prepared are free again
+        self._next_seq = max_s + 1
         self._vcs = {v: d for v, d in self._vcs.items() if v > nv.view}
         buffered = self._buffer.pop(nv.view, [])
         self._buffered -= len(buffered)

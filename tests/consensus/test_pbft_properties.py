@@ -51,12 +51,13 @@ def test_no_two_honest_replicas_decide_differently_and_all_decide_after_gst(sc):
     c, res = run(sc)
     assert c.violations() == []
     assert res.live, f"honest replicas did not all decide after GST: {res}"
-    # every honest replica decided the requests at the same sequence numbers
-    by_value = {}
-    for m, d in c.decisions().items():
-        for seq, v in d.items():
-            by_value.setdefault(v, set()).add(seq)
-    assert all(len(seqs) == 1 for v, seqs in by_value.items() if v), by_value
+    # Every honest replica holds the same log where logs overlap. (After view changes one
+    # request can be ordered at two sequence numbers, as in PBFT; the executor skips the
+    # second copy, deterministically, because the logs agree.)
+    logs = list(c.decisions().values())
+    for a in logs:
+        for b in logs:
+            assert all(a[s] == b[s] for s in a.keys() & b.keys())
 
 
 @st.composite
