@@ -127,7 +127,10 @@ class Admitted:
 class Store(Protocol):
     """Durable key-value storage of buffer records plus a few metadata blobs."""
 
-    def put(self, query_id: str, state: str, updated_at: float, record: bytes) -> None: ...
+    def put(self, query_id: str, state: str, updated_at: float, record: bytes, *,
+            durable: bool = True) -> None:
+        """Write a record. ``durable=False`` may skip the fsync (the write still survives a
+        crash of this process, not a power loss)."""
 
     def delete(self, query_id: str) -> None: ...
 
@@ -148,7 +151,7 @@ class MemoryStore:
         self.meta: dict[str, bytes] = {}
         self.writes = 0
 
-    def put(self, query_id, state, updated_at, record) -> None:
+    def put(self, query_id, state, updated_at, record, *, durable: bool = True) -> None:
         self.rows[query_id] = record
         self.writes += 1
 
@@ -169,7 +172,14 @@ class MemoryStore:
 
 
 class SQLiteStore:
-    """SQLite :class:`Store` in WAL mode with ``synchronous=FULL`` (fsync on every commit).
+    """SQLite :class:`Store` in WAL mode.
+
+    Durable writes run with ``synchronous=FULL`` (fsync before the commit returns: survives
+    power loss). Non-durable writes run with ``synchronous=NORMAL``: in WAL mode the commit is
+    in the OS before it returns, so it survives ``kill -9`` of this process, only not a power
+    loss. The buffer writes admissions and final answers durably and intermediate states
+    (generating, voting) not: losing one of those to a power cut only makes the node redo work.
+    Measured here: a FULL commit 3.3-3.6 ms, a NORMAL one 0.08-0.15 ms.
 
     Args:
         path: database file; its directory is created. One process should own it.
@@ -180,11 +190,15 @@ class SQLiteStore:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._full = True
         self._db.execute("CREATE TABLE IF NOT EXISTS queries (query_id TEXT PRIMARY KEY, "
                          "state TEXT NOT NULL, updated_at REAL NOT NULL, record BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)")
 
-    def put(self, query_id, state, updated_at, record) -> None:
+    def put(self, query_id, state, updated_at, record, *, durable: bool = True) -> None:
+        if durable != self._full:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._full = durable
         self._db.execute("INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)",
                          (query_id, state, updated_at, record))
 
@@ -368,7 +382,9 @@ class PromptBuffer:
         return new
 
     def _write(self, rec: BufferedQuery) -> None:
-        self.store.put(rec.query_id, rec.state.value, rec.updated_at, rec.to_bytes())
+        # admissions and final states are fsynced; intermediate states need only survive kill -9
+        durable = rec.state in (QueryState.BUFFERED,) or rec.state.finished
+        self.store.put(rec.query_id, rec.state.value, rec.updated_at, rec.to_bytes(), durable=durable)
         self._q[rec.query_id] = rec
 
     def _prune(self) -> None:
