@@ -400,17 +400,19 @@ def average_graph(
         p, has_nb = mixing_matrix(adjacency, weights, mixing)
         if p.shape[0] != n:
             raise AveragingError(f"adjacency has {p.shape[0]} nodes, vectors {n}")
-        p = p.astype(dtype)
+        import scipy.sparse as sp
+
         frozen = ~has_nb if fixed_mask is None else (~has_nb | fixed_mask)
-        scale = np.where(frozen, 0.0, alpha).astype(dtype)[:, None]
+        step = np.where(frozen, 0.0, alpha)
+        # one matrix per round: M = (1 - a) I + a P, rows of frozen nodes are the identity
+        m = sp.csr_array(sp.diags_array(1.0 - step) + sp.diags_array(step) @ p).astype(dtype)
         rounds, delta_max = 0, math.inf
         while rounds < rounds_max:
-            delta = p @ r
-            delta -= r
-            delta *= scale
+            new = m @ r
+            r -= new  # r now holds -(r(t+1) - r(t)); only its norms matter
             rounds += 1
-            delta_max = float(np.sqrt(np.einsum("ij,ij->i", delta, delta).max())) if n else 0.0
-            r += delta
+            delta_max = float(np.sqrt(np.einsum("ij,ij->i", r, r).max())) if n else 0.0
+            r = new
             if delta_max < eps:
                 break
         return AveragingResult(r, rounds, delta_max < eps, delta_max)
