@@ -305,6 +305,31 @@ class Cluster:
         m, name = key
         self._apply(m, self.members[m].replica.handle(TimerExpired(name)))
 
+    # ------------------------------------------------------------ single steps (for
+    # hypothesis' RuleBasedStateMachine or hand-written schedules)
+
+    def deliver_at(self, i: int, *, keep: bool = False) -> None:
+        """Deliver in-flight message ``i % len`` (``keep``: leave a copy in flight)."""
+        if not self.in_flight:
+            return
+        i %= len(self.in_flight)
+        src, dst, msg = self.in_flight[i] if keep else self.in_flight.pop(i)
+        if keep:
+            self.duplicated += 1
+        self._deliver(src, dst, msg)
+
+    def drop_at(self, i: int) -> None:
+        """Lose in-flight message ``i % len``."""
+        if self.in_flight:
+            self.in_flight.pop(i % len(self.in_flight))
+            self.dropped += 1
+
+    def fire_timer_at(self, i: int) -> None:
+        """Fire pending timer ``i % len`` (in sorted order) now, whatever its deadline."""
+        if self.timers:
+            keys = sorted(self.timers)
+            self._fire(keys[i % len(keys)])
+
     def live(self) -> bool:
         """True when every honest member decided every requested value."""
         want = set(self.requested)
