@@ -621,7 +621,7 @@ def main(argv=None) -> int:
         "crashes": fz.get("crashes", 0) + (0 if lv.get("node_alive", True) else 1)
         + (0 if ld.get("node_alive", True) else 1),
         "forged_or_replayed_accepted": fz.get("accepted", 0),
-        "live_frames_uncounted": lv.get("sent", 0) - lv.get("counted", 0),
+        "live_frames_uncounted": max(0, lv.get("sent", 0) - lv.get("counted", 0)),
         "churn_queries_accepted": ch.get("accepted", 0),
         "churn_queries_lost": ch.get("lost", 0),
         "load_accepted_lost": ld.get("accepted_lost", 0),
