@@ -608,7 +608,7 @@ def main(argv=None) -> int:
     print("-" * 90)
     for sec, d in r.items():
         for k, v in d.items():
-            print(f"{sec:<12} {k:<40} {json.dumps(v)[:120]}")
+            print(f"{sec:<12} {k:<40} {json.dumps(v)}")
     print("-" * 90)
     print(f"total {time.perf_counter() - t_all:.0f} s")
     out = {
