@@ -70,13 +70,14 @@ def test_robust_aggregators_bounded_up_to_breakdown(frac, attack):
 def test_the_bounds_can_fail_mean_and_beyond_breakdown():
     """The plain mean breaks at once, and past 1/2 colluders drag the geometric median."""
     x, honest, hmean = make(0, 0.20, "flipped")
-    h = len(honest) / len(x)
     r = _radius(honest, hmean)
     assert np.linalg.norm(weighted_mean(x) - hmean) > r
     x, honest, hmean = make(0, 0.60, "colluding")
+    r = _radius(honest, hmean)
     lo, hi = honest.min(axis=0), honest.max(axis=0)
     med = coordinate_median(x)
     assert not (np.all(med >= lo) and np.all(med <= hi))
+    assert np.linalg.norm(geometric_median(x) - hmean) > r
 
 
 @pytest.mark.parametrize("bad", [

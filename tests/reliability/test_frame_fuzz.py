@@ -9,7 +9,6 @@ import random
 import struct
 
 import msgpack
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

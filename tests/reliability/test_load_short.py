@@ -4,7 +4,6 @@ query the node accepted is answered."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
