@@ -39,7 +39,7 @@ from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import Metrics
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
-from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, Deliver, Embed, Failed, Generate,
+from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
                             PeerId, QueryId, Refused,
                             Send, SetTimer)
 
@@ -118,7 +118,6 @@ class Daemon:
     def _build_machine(self):
         from p2pmoa import protocol as P
         from p2pmoa.buffer import PromptBuffer, SQLiteStore
-        from p2pmoa.effects import GenParams
         from p2pmoa.identity import Ed25519Verifier
         self.P = P
         self.store = SQLiteStore(self.cfg.buffer_path)
@@ -506,6 +505,17 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
                              connections_target=cfg.connections_target)
     async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
         daemon = Daemon(cfg, transport, generator, embedder, identity)
+        if not cfg.model.startswith(STAND_IN_MODEL):
+            # One warm-up call at the node's own max_tokens: it pages the weights in (the first
+            # real call was 2-5x slower) and seeds the buffer's service time α with a real
+            # measurement, so admission can refuse queries it could not start before their
+            # deadline from the first query on.
+            with trio.move_on_after(120):
+                warm = await trio.to_thread.run_sync(
+                    generator.generate, (ChatMessage("user", "Say hello in one short sentence."),),
+                    GenParams(max_tokens=cfg.max_tokens, temperature=0.0), abandon_on_cancel=True)
+                daemon.buffer.record_generation_time(warm.llm_s)
+                log.info("warm-up generation: %d tokens in %.2f s", warm.completion_tokens, warm.llm_s)
         log.info("node %s listening on %s; model %s, role %r, consensus %s%s", transport.local_peer,
                  " ".join(transport.listen_addrs()), daemon.local_model, cfg.role, cfg.consensus,
                  f", FAULT INJECTION {cfg.fault}" if cfg.fault else "")

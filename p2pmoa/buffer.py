@@ -112,7 +112,7 @@ class BufferedQuery:
 class Busy:
     """Admission refused. ``retry_after_s`` is a hint in seconds for the client."""
 
-    reason: str  # "full" | "unstable" | "duplicate"
+    reason: str  # "full" | "unstable" | "deadline" | "duplicate"
     retry_after_s: float
 
 
@@ -247,6 +247,7 @@ class BufferStatistics:
     admitted: int
     refused_full: int
     refused_unstable: int
+    refused_deadline: int
     refused_duplicate: int
     alpha_max_s: float
     arrival_rate_per_s: float
@@ -286,7 +287,7 @@ class PromptBuffer:
         self._finished: deque[QueryId] = deque()
         self._arrivals: deque[float] = deque()
         self._alphas: deque[float] = deque(maxlen=alpha_window)
-        self._n = dict(admitted=0, full=0, unstable=0, duplicate=0, corrupt=0)
+        self._n = dict(admitted=0, full=0, unstable=0, deadline=0, duplicate=0, corrupt=0)
         for qid, raw in store.load_all():
             try:
                 rec = BufferedQuery.from_bytes(raw)
@@ -334,8 +335,11 @@ class PromptBuffer:
     def admit(self, announce: QueryAnnounce, *, local: bool, now: float) -> Admitted | Busy:
         """Admit a query, writing it durably before returning ``Admitted``.
 
-        Returns ``Busy`` (nothing written) if the id is known, the buffer is full, or the
-        stability bound would be violated.
+        Returns ``Busy`` (nothing written) if the id is known, the buffer is full, the
+        stability bound would be violated, or the query could not start before its deadline:
+        the node's model serves one call at a time, so a new query waits for the ``n`` open
+        queries ahead of it, about ``n·α`` seconds, and needs ``α`` itself. Accepting it anyway
+        would only turn an honest 429 now into a timeout later (reason ``deadline``).
         """
         if announce.query_id in self._q:
             self._n["duplicate"] += 1
@@ -345,6 +349,11 @@ class PromptBuffer:
         if n_open >= self.capacity:
             self._n["full"] += 1
             return Busy("full", max(self.retry_after_min_s, alpha))
+        if alpha > 0:
+            wait_s = n_open * alpha
+            if now + wait_s + alpha > announce.created_at + announce.deadline_s:
+                self._n["deadline"] += 1
+                return Busy("deadline", max(self.retry_after_min_s, wait_s))
         self._trim(now)
         lam_max = max_stable_rate_per_s(alpha, self.layers_m, self.proposers_k)
         allowed = lam_max * self.rate_window_s  # arrivals allowed per window
@@ -403,7 +412,7 @@ class PromptBuffer:
             capacity=self.capacity,
             unfinished=sum(1 for r in self._q.values() if not r.state.finished),
             by_state=by_state, admitted=self._n["admitted"], refused_full=self._n["full"],
-            refused_unstable=self._n["unstable"], refused_duplicate=self._n["duplicate"],
+            refused_unstable=self._n["unstable"], refused_deadline=self._n["deadline"], refused_duplicate=self._n["duplicate"],
             alpha_max_s=self.alpha_max_s, arrival_rate_per_s=rate,
             max_stable_rate_per_s=max_stable_rate_per_s(self.alpha_max_s, self.layers_m,
                                                           self.proposers_k),

@@ -104,7 +104,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Refused:
-    """The user's query was not accepted: ``reason`` in busy/unstable/full/duplicate/invalid."""
+    """The user's query was not accepted: ``reason`` in busy/unstable/deadline/full/duplicate/invalid."""
 
     query_id: QueryId
     reason: str

@@ -21,8 +21,8 @@ from p2pmoa.messages import QueryAnnounce
 from p2pmoa.testing import make_mesh
 
 
-def ann(qid: str, t: float = 0.0) -> QueryAnnounce:
-    return QueryAnnounce(qid, "12D3KooWorigin", f"question {qid}?", "pbft", t, 30.0, 4)
+def ann(qid: str, t: float = 0.0, deadline_s: float = 30.0) -> QueryAnnounce:
+    return QueryAnnounce(qid, "12D3KooWorigin", f"question {qid}?", "pbft", t, deadline_s, 4)
 
 
 def test_accepted_query_is_on_disk_before_admit_returns(tmp_path):
@@ -88,13 +88,27 @@ def test_admission_follows_the_queue_stability_bound():
     buf.record_generation_time(3.0)
     assert buf.alpha_max_s == pytest.approx(2.0)
     assert max_stable_rate_per_s(2.0, 1, 0) == pytest.approx(0.25)
+    long = 3600.0  # deadlines far away: this test is about the rate bound only
     admitted = [q for q in range(40)
-                if isinstance(buf.admit(ann(f"q{q}"), local=True, now=q * 0.1), Admitted)]
+                if isinstance(buf.admit(ann(f"q{q}", q * 0.1, long), local=True, now=q * 0.1), Admitted)]
     assert len(admitted) == 15
-    busy = buf.admit(ann("late"), local=True, now=4.0)
+    busy = buf.admit(ann("late", 4.0, long), local=True, now=4.0)
     assert busy.reason == "unstable" and 50.0 <= busy.retry_after_s <= 60.0
     # after the window slides, admission resumes
-    assert isinstance(buf.admit(ann("later"), local=True, now=61.0), Admitted)
+    assert isinstance(buf.admit(ann("later", 61.0, long), local=True, now=61.0), Admitted)
+
+
+def test_a_query_that_cannot_start_before_its_deadline_is_refused_not_accepted():
+    buf = PromptBuffer(MemoryStore(), capacity=100)
+    # before any measured generation the node cannot predict waits: it admits
+    assert isinstance(buf.admit(ann("a", 0.0, 1.5), local=True, now=0.0), Admitted)
+    buf.record_generation_time(1.0)        # alpha = 1 s; one query is open
+    # the next query would wait ~1 s and need ~1 s itself: 2 s > its 1.5 s deadline
+    busy = buf.admit(ann("b", 0.0, 1.5), local=True, now=0.0)
+    assert busy.reason == "deadline" and busy.retry_after_s >= 1.0
+    assert buf.statistics(0.0).refused_deadline == 1
+    # with a deadline it can meet, the same query is admitted
+    assert isinstance(buf.admit(ann("c", 0.0, 5.0), local=True, now=0.0), Admitted)
 
 
 @settings(max_examples=200, deadline=None)
