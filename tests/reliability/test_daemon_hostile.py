@@ -265,3 +265,51 @@ def test_too_many_open_streams_from_one_peer_are_reset(node, tmp_path):
 
     status, body = trio.run(hog)
     assert status == 200 and body["choices"][0]["message"]["content"]
+
+
+def test_forged_gossip_announce_is_refused_before_any_llm_work(node, tmp_path):
+    """A query announcement gossiped with a forged signature (claiming another key) or a
+    schema-breaking body is refused and never reaches the model: the node's generation
+    counter does not move."""
+    from node.transport import TransportLimits, load_or_create_identity, open_libp2p_transport
+    from p2pmoa.identity import Ed25519Identity
+    from p2pmoa.messages import QUERY_TOPIC, encode_body
+    from tests.reliability.hostile import _announce, raw_envelope
+
+    key = tmp_path / "gossiper.key"
+    liar = Ed25519Identity.load_or_create(key)
+    victim = Ed25519Identity.generate()
+
+    def gens() -> float:
+        return metric_values(node.get("/metrics"), "p2pmoa_generations_total").get("", 0.0)
+
+    def bad_sig() -> float:
+        return metric_values(node.get("/metrics"), "p2pmoa_frames_rejected_total").get(
+            '{reason="bad_signature"}', 0.0)
+
+    g0, b0 = gens(), bad_sig()
+
+    async def gossip():
+        kp = load_or_create_identity(str(key))
+        async with open_libp2p_transport(kp, bootstrap=[node.addr],
+                                         limits=TransportLimits()) as t:
+            await t.subscribe(QUERY_TOPIC)
+            await _wait(lambda: node.peer_id in t.topic_peers(QUERY_TOPIC), 30,
+                        "the node's subscription to be known")
+            now = time.time()
+            for i in range(5):
+                body = encode_body(_announce(victim.peer_id, now, qid=f"forged{i}"))
+                frame = raw_envelope(liar, "announce", f"forged{i}", now, bytes([i]) * 16,
+                                     body, pk=victim.public_key)       # victim's key, liar's sig
+                await t.publish(QUERY_TOPIC, frame)
+            await _wait(lambda: bad_sig() - b0 >= 5, 30, "forged announcements to be refused")
+            g1 = await trio.to_thread.run_sync(gens)
+            # control: the same announcement honestly signed by its sender is answered
+            honest = raw_envelope(liar, "announce", "signed", time.time(), b"\x09" * 16,
+                                  encode_body(_announce(liar.peer_id, time.time(), "signed")))
+            await t.publish(QUERY_TOPIC, honest)
+            await _wait(lambda: gens() > g1, 30, "the signed announcement to be answered")
+            return g1
+
+    g1 = trio.run(gossip)
+    assert g1 == g0, "a forged announcement made the node run its model"
