@@ -477,7 +477,13 @@ class Replica:
         match event:
             case Receive(msg=msg):
                 self._n_recv += 1
-                self._receive(msg)
+                try:
+                    self._receive(msg)
+                except (TypeError, AttributeError, ValueError) as exc:
+                    # a hand-built message with fields of the wrong type (decode() never
+                    # produces one): ignore and count it like any other invalid message
+                    self._n_invalid += 1
+                    logger.info("%s: ignored malformed %s: %s", self.me, type(msg).__name__, exc)
             case Request(value=value):
                 self._on_request(value)
             case TimerExpired(name=name):

@@ -114,6 +114,19 @@ def test_messages_from_non_members_are_ignored_and_counted():
     assert r.statistics().ignored_non_member == 1
 
 
+@given(st.one_of(st.none(), st.text(max_size=3), st.floats(), st.lists(st.integers(), max_size=2)),
+       st.sampled_from(["view", "seq", "digest", "value"]))
+def test_hand_built_messages_with_wrong_field_types_are_ignored_not_fatal(bad, field):
+    r = Replica("m1", {"m0": 1, "m1": 1, "m2": 1, "m3": 1})
+    fields = dict(view=0, seq=1, digest=digest_of(b"v"), value=b"v", sender="m0")
+    fields[field] = bad
+    r.handle(Receive(PrePrepare(**fields)))
+    assert r.statistics().ignored_invalid + r.statistics().ignored_stale >= 1
+    # and the replica still works
+    out = r.handle(Receive(PrePrepare(0, 1, digest_of(b"ok"), b"ok", "m0")))
+    assert any(isinstance(e, BroadcastMsg) and isinstance(e.msg, Prepare) for e in out)
+
+
 def test_garbage_from_the_primary_is_voted_down_and_replaced():
     valid = lambda v: not v.startswith(b"BAD")
     reps = group(validity=valid)
