@@ -1435,7 +1435,7 @@ class PeerProtocol:
                                    msg.sender) if isinstance(msg, pbft.PrePrepare) else \
                 type(msg)(msg.view, msg.seq, pbft.digest_of(fake_value), msg.sender)
             domain = self._pbft_domain(m)
-            fake = pbft._with_signature(fake, self.signer.sign(domain + pbft.signing_bytes(fake)))
+            fake = pbft.with_signature(fake, self.signer.sign(domain + pbft.signing_bytes(fake)))
             self._send(peer, PbftWire(qid, fake))
 
     def _pbft_decided(self, qid: QueryId, m: _Member, view: int, value: bytes) -> None:
