@@ -1,14 +1,14 @@
 """Benchmark of the node daemon on 127.0.0.1; prints ONE JSON object as its last line.
 
 Measures (issue 4):
-  api_overhead_ratio   a one-node mesh answering through the HTTP API (real GGUF), per request:
-                       end-to-end API seconds / seconds of the llama.cpp call inside the node
-                       (the trace's llm_s); median; target <= 1.05. Dividing by the same
-                       request's own model time cancels the CPU contention of a shared
-                       machine, which swings a separate call by 2x here.
-  api_vs_direct_ratio  median API seconds / median seconds of a direct llama-cpp-python call
-                       in this process with the same messages, sampling and token budget
-                       (noisy on a shared machine; reported for completeness).
+  api_overhead_ratio   as the issue defines it: median seconds of a one-node answer through the
+                       HTTP API (real GGUF) / median seconds of a direct llama-cpp-python call
+                       in this process with the same messages, sampling and token count;
+                       target <= 1.05. Noisy when other work shares the 2 cores.
+  api_vs_node_llm_ratio the stricter, contention-proof variant: per request, end-to-end API
+                       seconds / seconds of the llama.cpp call inside the node (the trace's
+                       llm_s); median. It charges every fixed cost (HTTP, gossip, protocol,
+                       signatures) against a 16-token generation.
   pbft_ms_p50/p99      consensus latency of a 4-node PBFT round on loopback EXCLUDING
                        generation: the originator's ``round_s`` (RoundStart to decision:
                        every member verifies the bundle, embeds, runs pre-prepare/prepare/
@@ -87,8 +87,8 @@ def bench_api_overhead(base: Path, reps: int, max_tokens: int = 32) -> dict:
             direct_s.append(time.perf_counter() - t0)
         per_req = [a / l for a, l in zip(api_s, node_llm_s) if l > 0]
         return {"api_s_p50": statistics.median(api_s), "direct_s_p50": statistics.median(direct_s),
-                "api_overhead_ratio": statistics.median(per_req),
-                "api_vs_direct_ratio": statistics.median(api_s) / statistics.median(direct_s),
+                "api_overhead_ratio": statistics.median(api_s) / statistics.median(direct_s),
+                "api_vs_node_llm_ratio": statistics.median(per_req),
                 "api_completion_tokens_p50": statistics.median(tokens) if tokens else 0,
                 "node_llm_s_p50": statistics.median(node_llm_s),
                 "node_protocol_total_s_p50": statistics.median(node_total_s)}
