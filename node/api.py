@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import time
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
@@ -52,6 +53,7 @@ from p2pmoa.effects import ChatMessage, GenParams
 log = logging.getLogger(__name__)
 
 TRACE_FIELD = "p2pmoa_trace"
+QUERY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MESH_MODEL = "p2pmoa"
 METHODS = ("pbft", "averaging", "vote", "aggregate")
 MESSAGES_MAX = 64
@@ -88,6 +90,13 @@ class UnknownQueryId(ApiError):
     code = "query_not_found"
 
 
+class DuplicateQuery(ApiError):
+    """The client-chosen query id was accepted before: the answer is at GET /v1/queries/{id}."""
+
+    status = 409
+    code = "duplicate_query"
+
+
 class BodyTooLarge(ApiError):
     status = 413
     code = "request_too_large"
@@ -122,7 +131,10 @@ class CompletionRequest:
     method: str | None  # None: the node's configured default
     deadline_s: float | None
     model: str
-    query_id: str | None = None  # chosen by the API for streams (sent in the first chunk)
+    query_id: str | None = None
+    """Chosen by the client (``p2pmoa.query_id``: it knows the id before any answer, can fetch
+    ``GET /v1/queries/{id}`` after a crash, and a resubmission is refused with 409 instead of
+    being answered twice), else by the API for streams (sent in the first chunk)."""
 
 
 @dataclass(frozen=True)
@@ -227,10 +239,14 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
             raise BadRequest(f"p2pmoa.consensus must be one of {METHODS}", param="p2pmoa.consensus")
         method = ext["consensus"]
     deadline = _num(ext, "deadline_s", 0.1, 3600, None)
+    query_id = ext.get("query_id")
+    if query_id is not None and not (isinstance(query_id, str) and QUERY_ID_RE.fullmatch(query_id)):
+        raise BadRequest("p2pmoa.query_id must be 1-32 characters of A-Z a-z 0-9 _ -",
+                         param="p2pmoa.query_id")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be a boolean", param="stream")
-    return CompletionRequest(tuple(out), params, method, deadline, model), stream
+    return CompletionRequest(tuple(out), params, method, deadline, model, query_id), stream
 
 
 def _completion_body(res: CompletionResult, model: str) -> dict:

@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout,
+from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
 from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import Metrics
@@ -333,6 +333,9 @@ class Daemon:
                                      reason=eff.reason)
                     if eff.reason.startswith("invalid"):
                         raise BadRequest(f"query refused: {eff.reason}", param="messages")
+                    if eff.reason == "duplicate":
+                        raise DuplicateQuery(f"query {qid} was already accepted; its answer is at "
+                                             f"GET /v1/queries/{qid}", param="p2pmoa.query_id")
                     raise Busy(f"node busy ({eff.reason}); retry later",
                                retry_after_s=max(1.0, eff.retry_after_s))
             self.metrics.inc("queries_accepted_total", "queries accepted into the prompt buffer")

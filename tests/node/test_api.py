@@ -13,7 +13,7 @@ import openai
 import pytest
 import trio
 
-from node.api import Busy, CompletionResult, TRACE_FIELD, build_app, serve_api
+from node.api import BadRequest, Busy, CompletionResult, TRACE_FIELD, build_app, parse_completion, serve_api
 from node.metrics import Metrics
 from tests.node.conftest import free_port
 
@@ -159,3 +159,15 @@ def test_query_lookup_by_id():
     found, code, body = serve_and(client)[0]
     assert found["state"] == "done" and code == 404
     assert body["error"]["code"] == "query_not_found"
+
+
+@pytest.mark.parametrize("qid,ok", [("abc-123_X", True), ("", False), ("x" * 33, False),
+                                    ("has space", False), (7, False)])
+def test_client_query_id_is_validated(qid, ok):
+    body = {"messages": [{"role": "user", "content": "hi"}], "p2pmoa": {"query_id": qid}}
+    if ok:
+        req, _ = parse_completion(body, "stand-in:echo", 16)
+        assert req.query_id == qid
+    else:
+        with pytest.raises(BadRequest, match="query_id"):
+            parse_completion(body, "stand-in:echo", 16)

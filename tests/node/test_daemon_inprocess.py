@@ -83,3 +83,18 @@ def test_trust_survives_a_restart(tmp_path):
         async with mesh(tmp_path, 1) as (a2,):                  # same data dir as a
             assert a2.trust_snapshot() == before
     trio.run(main)
+
+
+def test_client_chosen_query_id_is_answered_once_and_can_be_fetched(tmp_path):
+    from node.api import DuplicateQuery
+    async def main():
+        async with mesh(tmp_path, 2) as (a, b):
+            req = CompletionRequest((ChatMessage("user", "Name a fruit."),), GenParams(), "pbft",
+                                    None, "p2pmoa", "client-id-7")
+            res = await a.complete(req)
+            assert res.query_id == "client-id-7"
+            rec = a.query("client-id-7")                      # what GET /v1/queries/{id} serves
+            assert rec["state"] == "done" and rec["answer"] == res.answer
+            with pytest.raises(DuplicateQuery, match="GET /v1/queries/client-id-7"):
+                await a.complete(req)                           # a retry is not answered twice
+    trio.run(main)
