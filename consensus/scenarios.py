@@ -239,24 +239,7 @@ class ScenarioCluster(Cluster):
                 self.healed = True
                 views_at_heal = max(self.honest_views().values(), default=0)
             if self.step < gst_step:
-                if self.timers and (not self.in_flight or rng.random() < self.timer_p):
-                    self._fire(rng.choice(sorted(self.timers)))
-                    continue
-                if not self.in_flight:
-                    continue
-                i = rng.randrange(len(self.in_flight))
-                src, dst, msg = self.in_flight[i]
-                if rng.random() < self.drop_p:
-                    self.in_flight[i] = self.in_flight[-1]
-                    self.in_flight.pop()
-                    self.dropped += 1
-                    continue
-                if rng.random() < self.dup_p:
-                    self.duplicated += 1
-                else:
-                    self.in_flight[i] = self.in_flight[-1]
-                    self.in_flight.pop()
-                self._deliver(src, dst, msg)
+                self._step_before_gst()
             else:
                 # after GST every message takes ``hop_s`` of virtual time, so timers keep
                 # firing even when traffic never stops (bounded delay, partial synchrony)

@@ -335,6 +335,31 @@ class Cluster:
         want = set(self.requested)
         return all(want <= set(self.members[m].decisions.values()) for m in self.honest)
 
+    def _step_before_gst(self) -> None:
+        """One scheduler step before GST: fire a random timer (always, if nothing is in
+        flight), or take a random in-flight message and drop it (``drop_p``), deliver a copy
+        and keep it (``dup_p``), or deliver it. Draws from ``self.rng`` in a fixed order, so a
+        seed replays byte-identically."""
+        rng = self.rng
+        if self.timers and (not self.in_flight or rng.random() < self.timer_p):
+            self._fire(rng.choice(sorted(self.timers)))
+            return
+        if not self.in_flight:
+            return
+        i = rng.randrange(len(self.in_flight))
+        src, dst, msg = self.in_flight[i]
+        if rng.random() < self.drop_p:
+            self.in_flight[i] = self.in_flight[-1]
+            self.in_flight.pop()
+            self.dropped += 1
+            return
+        if rng.random() < self.dup_p:
+            self.duplicated += 1
+        else:
+            self.in_flight[i] = self.in_flight[-1]
+            self.in_flight.pop()
+        self._deliver(src, dst, msg)
+
     def run(self, *, gst_step: int = 1000, steps_max: int = 50_000,
             until: Optional[Callable[["Cluster"], bool]] = None) -> RunResult:
         """Run the scheduler until every honest member decided everything, the system is
@@ -352,24 +377,7 @@ class Cluster:
         while step < steps_max and not done(self):
             step += 1
             if step < gst_step:
-                if self.timers and (not self.in_flight or rng.random() < self.timer_p):
-                    self._fire(rng.choice(sorted(self.timers)))
-                    continue
-                if not self.in_flight:
-                    continue
-                i = rng.randrange(len(self.in_flight))
-                src, dst, msg = self.in_flight[i]
-                if rng.random() < self.drop_p:
-                    self.in_flight[i] = self.in_flight[-1]
-                    self.in_flight.pop()
-                    self.dropped += 1
-                    continue
-                if rng.random() < self.dup_p:
-                    self.duplicated += 1
-                else:
-                    self.in_flight[i] = self.in_flight[-1]
-                    self.in_flight.pop()
-                self._deliver(src, dst, msg)
+                self._step_before_gst()
             else:
                 if self.in_flight:
                     i = rng.randrange(len(self.in_flight))
