@@ -78,7 +78,7 @@ from p2pmoa.effects import (
     Send,
     SetTimer,
 )
-from p2pmoa.moa import aggregate_messages
+from p2pmoa.moa import aggregate_messages, centrality
 from p2pmoa.identity import (
     Envelope,
     FrameReader,
@@ -457,15 +457,6 @@ def selected(query_id: str, peer: str, select_ppm: int) -> bool:
         return True
     h = hashlib.sha256(f"{query_id}\x00{peer}".encode()).digest()
     return int.from_bytes(h[:8], "big") % 1_000_000 < select_ppm
-
-
-def centrality(vectors: np.ndarray) -> np.ndarray:
-    """Mean cosine similarity of each row to the others (rows L2-normalised)."""
-    n = len(vectors)
-    if n <= 1:
-        return np.ones(n)
-    sims = vectors @ vectors.T
-    return (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
 
 
 def ranking(vectors: np.ndarray) -> list[int]:
