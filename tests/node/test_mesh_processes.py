@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from node.procs import NodeProcess, wait_mesh
+from tests.node.conftest import poll_until
 
 pytestmark = pytest.mark.real_net
 
@@ -32,14 +33,6 @@ def _decisions(node: NodeProcess) -> dict:
     return (node.status() or {}).get("protocol", {}).get("decisions", {})
 
 
-def _poll(pred, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -82,7 +75,7 @@ def test_four_node_mesh_decides_by_pbft_and_every_honest_node_records_the_same_d
     assert set(trace["members"]) == {n.peer_id for n in mesh}
     assert body["choices"][0]["message"]["content"] in {p["answer"] for p in trace["proposals"]}
     qid = trace["query_id"]
-    digests = _poll(lambda: [_decisions(n).get(qid, {}).get("digest") for n in mesh]
+    digests = poll_until(lambda: [_decisions(n).get(qid, {}).get("digest") for n in mesh]
                     if all(qid in _decisions(n) for n in mesh) else None,
                     what="every member to record the decision")
     assert len(set(digests)) == 1 and digests[0] == trace["decision"]["digest"]
@@ -126,7 +119,7 @@ def test_fault_node_does_not_change_the_honest_decision(mesh, fault):
             assert trace["decision"]["proposer"] in honest
             assert body["choices"][0]["message"]["content"] == props[trace["decision"]["proposer"]]["answer"]
             qid = trace["query_id"]
-            _poll(lambda: all(qid in _decisions(n) for n in mesh), what="honest decisions")
+            poll_until(lambda: all(qid in _decisions(n) for n in mesh), what="honest decisions")
             assert len({_decisions(n)[qid]["digest"] for n in mesh}) == 1
             if fault == "silent":
                 assert bad.peer_id not in trace["members"]
@@ -198,7 +191,7 @@ def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
         resp = urllib.request.urlopen(req, timeout=60)
         first = json.loads(resp.readline().decode().removeprefix("data: "))
         qid = first["id"].removeprefix("chatcmpl-")
-        _poll(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 1,
+        poll_until(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 1,
               what="the query to be buffered")
         assert node.get(f"/v1/queries/{qid}")["state"] in ("buffered", "generating", "voting")
         node.kill9()
@@ -206,7 +199,7 @@ def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
         node.extra = ["--proposers-max", "1", "--deadline-s", "2"]   # fast model after restart
         node.start()
         node.wait_ready(60)
-        rec = _poll(lambda: (lambda r: r if r["state"] == "done" else None)(
+        rec = poll_until(lambda: (lambda r: r if r["state"] == "done" else None)(
             node.get(f"/v1/queries/{qid}")), what="the recovered query to be answered")
         assert "survive a crash?" in rec["answer"]
         assert _decisions(node)[qid]["answer"] == rec["answer"]
@@ -227,7 +220,7 @@ def test_kill_9_of_a_peer_holding_anothers_query_then_restart_delivers_its_propo
         t = threading.Thread(target=lambda: out.update(body=_ask(a, "who answers after a crash?",
                                                                   timeout_s=120)), daemon=True)
         t.start()
-        _poll(lambda: ((b.status() or {}).get("buffer") or {}).get("unfinished") == 1,
+        poll_until(lambda: ((b.status() or {}).get("buffer") or {}).get("unfinished") == 1,
               what="the peer to buffer the announced query")
         b.kill9()
         b.extra = []                                  # restarted with a fast stand-in

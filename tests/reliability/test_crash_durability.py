@@ -12,18 +12,11 @@ import pytest
 
 from node.procs import NodeProcess
 from p2pmoa.buffer import PromptBuffer, QueryState, SQLiteStore
+from tests.node.conftest import poll_until
 
 pytestmark = pytest.mark.real_net
 
 
-def _poll(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _states(node: NodeProcess) -> dict:
@@ -54,7 +47,7 @@ def test_kill_9_while_generating_and_buffered_then_restart(tmp_path):
             t = threading.Thread(target=client, daemon=True)
             t.start()
             threads.append(t)
-            _poll(lambda n=len(threads): (node.status() or {}).get("buffer", {}).get(
+            poll_until(lambda n=len(threads): (node.status() or {}).get("buffer", {}).get(
                 "unfinished") == n, 30, f"{len(threads)} queries to be buffered")
         seen = _states(node)
         assert seen.get("generating", 0) + seen.get("buffered", 0) == 3, seen
@@ -62,7 +55,7 @@ def test_kill_9_while_generating_and_buffered_then_restart(tmp_path):
         node.extra = ["--proposers-max", "1", "--deadline-s", "2"]  # fast after restart
         node.start()
         node.wait_ready(60)
-        _poll(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
+        poll_until(lambda: (node.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
               "every recovered query to finish")
     finally:
         node.stop()
@@ -112,7 +105,7 @@ def test_kill_9_of_the_originator_while_voting_then_restart(tmp_path):
         assert caught, "never saw the query in the voting stage"
         origin.start()
         origin.wait_ready(60)
-        _poll(lambda: (origin.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
+        poll_until(lambda: (origin.status() or {}).get("buffer", {}).get("unfinished") == 0, 60,
               "the recovered query to finish")
     finally:
         for n in nodes:
