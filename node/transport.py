@@ -382,6 +382,17 @@ class _Base:
                                 break
             await trio.sleep(self.limits.maintain_interval_s)
 
+    def _claim_stream(self, peer: PeerId) -> bool:
+        """Take one of ``peer``'s inbound stream slots, or count the reject and say no."""
+        if self._streams_in[peer] >= self.limits.streams_per_peer_max:
+            self.counters.inc("rejected_too_many_streams")
+            return False
+        self._streams_in[peer] += 1
+        return True
+
+    def _release_stream(self, peer: PeerId) -> None:
+        self._streams_in[peer] -= 1
+
 
 def _addr_peer(addr: str) -> PeerId | None:
     """The peer id at the end of ``.../p2p/<id>`` (or ``mem/<id>``), else None."""
@@ -501,17 +512,15 @@ class MemoryTransport(_Base):
             await trio.lowlevel.checkpoint()
 
     async def _inbound(self, peer: PeerId, data: bytes) -> tuple[int, bytes]:
-        if self._streams_in[peer] >= self.limits.streams_per_peer_max:
-            self.counters.inc("rejected_too_many_streams")
+        if not self._claim_stream(peer):
             return STATUS_REJECTED, b"too many streams"
-        reason = self._admit(peer, len(data))
-        if reason is not None:
-            return STATUS_REJECTED, reason.encode()
-        self._streams_in[peer] += 1
         try:
+            reason = self._admit(peer, len(data))
+            if reason is not None:
+                return STATUS_REJECTED, reason.encode()
             return await self._serve(peer, data)
         finally:
-            self._streams_in[peer] -= 1
+            self._release_stream(peer)
 
     async def _peer_exchange(self, peer: PeerId) -> list[tuple[PeerId, list[str]]]:
         other = self.net.nodes[peer]
@@ -700,11 +709,9 @@ class Libp2pTransport(_Base):
 
     async def _handle_pipe(self, stream) -> None:
         peer = PeerId(str(stream.muxed_conn.peer_id))
-        if self._streams_in[peer] >= self.limits.streams_per_peer_max:
-            self.counters.inc("rejected_too_many_streams")
+        if not self._claim_stream(peer):
             await _reset(stream)
             return
-        self._streams_in[peer] += 1
         try:
             while True:
                 try:
@@ -720,15 +727,13 @@ class Libp2pTransport(_Base):
                 if self._admit(peer, len(payload)) is None:
                     await self._deliver_frame(peer, payload)
         finally:
-            self._streams_in[peer] -= 1
+            self._release_stream(peer)
 
     async def _handle_rpc(self, stream) -> None:
         peer = PeerId(str(stream.muxed_conn.peer_id))
-        if self._streams_in[peer] >= self.limits.streams_per_peer_max:
-            self.counters.inc("rejected_too_many_streams")
+        if not self._claim_stream(peer):
             await _reset(stream)
             return
-        self._streams_in[peer] += 1
         try:
             with trio.move_on_after(self.limits.request_timeout_s):
                 try:
@@ -754,7 +759,7 @@ class Libp2pTransport(_Base):
             log.debug("rpc stream from %s failed: %s", peer, exc)
             await _reset(stream)
         finally:
-            self._streams_in[peer] -= 1
+            self._release_stream(peer)
 
     async def _handle_px(self, stream) -> None:
         peer = PeerId(str(stream.muxed_conn.peer_id))
