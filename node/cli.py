@@ -115,12 +115,19 @@ def _get_cmd(path: str):
             peers = data.get("peers", [])
             print(f"{len(peers)} peers")
             for p in peers:
-                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}")
+                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}"
+                      f"  {_model_columns(p)}")
         else:
             for k, v in data.items():
                 print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
         return 0
     return run
+
+
+def _model_columns(peer: dict) -> str:
+    """The advertised model of a peer (issue 15), kept apart from the address/trust columns."""
+    from node.nodeinfo import describe_model
+    return describe_model(peer)
 
 
 def register_peers(sub) -> None:

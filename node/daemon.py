@@ -111,6 +111,9 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         self.machine = self._build_machine()
         self._register_metrics()
+        from node.nodeinfo import InfoService
+        self.model_meta: dict = {}  # set by run_node from the GGUF header (node/nodeinfo.py)
+        self.info = InfoService(transport, self.local_info, time.time)
 
     # ------------------------------------------------------------------ protocol adapter
     # Everything that knows the names in p2pmoa.protocol is in this section.
@@ -375,6 +378,7 @@ class Daemon:
             "peer_id": self.transport.local_peer,
             "listen_addrs": self.transport.listen_addrs(),
             "model": self.local_model,
+            "model_info": self.model_meta,
             "embedding_space": getattr(self.embedder, "space_id", "?"),
             "role": self.cfg.role,
             "consensus": self.cfg.consensus,
@@ -390,8 +394,22 @@ class Daemon:
     def peers(self) -> list[dict]:
         trust = self.trust_snapshot()
         mesh = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
-        return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh}
+        now = time.time()
+        return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh,
+                 **self.info.book.view(p, now)}
                 for p in self.transport.peers()]
+
+    def local_info(self) -> dict:
+        """What this node advertises to its peers (node/nodeinfo.py) and shows on /status."""
+        from p2pmoa import __version__
+        return {**self.model_meta, "version": __version__, "model_id": self.local_model,
+                "role": self.cfg.role, "consensus": self.cfg.consensus,
+                "embedding_space": getattr(self.embedder, "space_id", "?")}
+
+    def progress(self, query_id: str) -> dict | None:
+        """Live partial trace of an undecided query asked here (for the web page)."""
+        fn = getattr(self.machine, "progress", None)
+        return fn(QueryId(query_id)) if fn is not None else None
 
     def metrics_text(self) -> str:
         return self.metrics.render()
@@ -428,6 +446,7 @@ class Daemon:
             self.transport.set_frame_handler(self._on_frame)
             nursery.start_soon(self._machine_loop)
             await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
+            await nursery.start(self.info.run)
             self._push_nowait(self.P.Started(now=self._now()))
             nursery.start_soon(self._tick)
             task_status.started()
@@ -439,6 +458,7 @@ class Daemon:
             now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
             for p in sorted(now_peers - known):
                 self._push_nowait(self.P.PeerUp(p, now=self._now()))
+                self.info.poke()
             for p in sorted(known - now_peers):
                 self._push_nowait(self.P.PeerDown(p, now=self._now()))
             known = now_peers
@@ -504,10 +524,17 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
     if len(loaded) < 2:
         return
     generator, embedder = loaded
+    from node.nodeinfo import model_metadata
+    try:
+        model_meta = await trio.to_thread.run_sync(model_metadata, cfg.model)
+    except Exception as exc:  # noqa: BLE001 - descriptive only: a node runs without it
+        log.warning("cannot read the metadata of model %s: %s", cfg.model, exc)
+        model_meta = {}
     limits = TransportLimits(frame_bytes_max=cfg.frame_bytes_max,
                              connections_target=cfg.connections_target)
     async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
         daemon = Daemon(cfg, transport, generator, embedder, identity)
+        daemon.model_meta = model_meta
         if not cfg.model.startswith(STAND_IN_MODEL):
             # One warm-up call at the node's own max_tokens: it pages the weights in (the first
             # real call was 2-5x slower) and seeds the buffer's service time α with a real
