@@ -44,6 +44,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
     p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
+    p.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                   help="log lines as text (default) or one JSON object per line (same as `p2pmoa --log-format`)")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:

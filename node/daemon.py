@@ -36,7 +36,9 @@ import trio
 from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
 from node.config import STAND_IN_MODEL, NodeConfig
-from node.metrics import Metrics
+from node.metrics import (Metrics, record_generation, register_admission, register_build_info,
+                          register_process_metrics)
+from node.querylog import observed_query
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -270,6 +272,7 @@ class Daemon:
         self.metrics.observe("generate_seconds", time.perf_counter() - t0, "local LLM call time")
         self.metrics.inc("generations_total", "local LLM calls")
         if err is None:
+            record_generation(self.metrics, gen)
             self._push_nowait(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
         else:
             self._push_nowait(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
@@ -320,6 +323,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ local API service
 
+    @observed_query  # one INFO line + p2pmoa_queries_total{method,outcome} (node/querylog.py)
     async def complete(self, req: CompletionRequest) -> CompletionResult:
         """Ask the mesh: the query is durably buffered before this returns "accepted"."""
         qid = QueryId(req.query_id or secrets.token_hex(8))
@@ -417,6 +421,9 @@ class Daemon:
     def _register_metrics(self) -> None:
         m = self.metrics
         t = self.transport
+        register_build_info(m)
+        register_process_metrics(m)
+        register_admission(m, self.buffer, self._now)
         m.gauge_fn("peers", "connected libp2p peers", lambda: [({}, len(t.peers()))])
         m.gauge_fn("buffer_unfinished", "queries in the prompt buffer not yet finished",
                    lambda: [({}, self.buffer.statistics(self._now()).unfinished)])
@@ -575,6 +582,9 @@ def run_daemon(cfg: NodeConfig) -> int:
         logging.getLogger().setLevel(logging.INFO)
     for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import libp2p  # noqa: F401 - configures its loggers on import; then route them through ours
+    from p2pmoa.logconf import adopt_library_loggers
+    adopt_library_loggers()
 
     async def main() -> None:
         shutdown = trio.Event()
