@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 	@echo "Installing p2pmoa and its dependencies (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)..."
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Ray (the optional extra behind `p2pmoa sim --ray`) for its tests, only if it installs cleanly here
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' || echo "Ray did not install: the --ray tests will be skipped"
 	$(BIN)/python -m p2pmoa.models --ensure
 	$(BIN)/python -m p2pmoa.embed --warm
 	@touch $(STAMP)
