@@ -53,8 +53,19 @@ def _register_unavailable(sub, name: str, exc: Exception) -> None:
     p.set_defaults(func=fail)
 
 
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, if this run is one (``_ARGCOMPLETE``
+    set by the code ``p2pmoa completion SHELL`` prints); otherwise do nothing."""
+    import os
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _autocomplete(parser)
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     configure_logging(level, args.log_format)
