@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/moa.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/node.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -53,15 +53,17 @@ def browser_page(viewport=(1280, 1000)):
 _OBSERVER_JS = """() => {
   window.__traceLog = [];
   window.__t0 = null;
+  if (window.__traceObserver) return;  // one observer per page, however many questions
   const ans = document.getElementById('answer');
-  new MutationObserver((muts) => {
+  window.__traceObserver = new MutationObserver((muts) => {
     for (const m of muts) for (const n of m.addedNodes) {
       if (n.classList && n.classList.contains('trace-item')) {
         window.__traceLog.push({kind: n.dataset.kind, ms: performance.now() - window.__t0,
                                 answer_empty: ans.textContent === ''});
       }
     }
-  }).observe(document.getElementById('trace-list'), {childList: true});
+  });
+  window.__traceObserver.observe(document.getElementById('trace-list'), {childList: true});
 }"""
 
 

@@ -146,7 +146,8 @@ function traceItem(kind, text) {
 
 function startProgress(qid, t0) {
   const seen = new Set();
-  let phase = null, members = 0, votes = new Set(), stopped = false;
+  let phase = null, votes = new Set(), stopped = false;
+  const live = { members: 0, seen, votes, stop() { stopped = true; } };
   async function tick() {
     if (stopped) return;
     try {
@@ -163,10 +164,9 @@ function startProgress(qid, t0) {
           phase = p.phase;
           if (phase !== "done") traceItem("phase", "phase: " + phase + " (after " + fmtS(p.elapsed_s) + ")");
         }
-        if ((p.members || []).length && p.members.length !== members) {
-          members = p.members.length;
-          traceItem("round", "round of " + p.method + " with " + members + " members, weights " +
-            p.members.map((m) => short(m) + "=" + Number(p.weights[m]).toFixed(2)).join(", "));
+        if ((p.members || []).length && p.members.length !== live.members) {
+          live.members = p.members.length;
+          roundItem(p.method, p.members, p.weights);
         }
         for (const [who, ranking] of Object.entries(p.votes || {})) {
           if (votes.has(who)) continue;
@@ -179,7 +179,12 @@ function startProgress(qid, t0) {
     if (!stopped) setTimeout(tick, PROGRESS_MS);
   }
   tick();
-  return { stop() { stopped = true; }, seen, votes };
+  return live;
+}
+
+function roundItem(method, members, weights) {
+  traceItem("round", "round of " + method + " with " + members.length + " members, weights " +
+    members.map((m) => short(m) + "=" + Number((weights || {})[m]).toFixed(2)).join(", "));
 }
 
 function renderFinalTrace(tr, live) {
@@ -190,6 +195,10 @@ function renderFinalTrace(tr, live) {
     live.seen.add(p.peer);
     traceItem("proposal", "proposal from " + short(p.peer) + " · model " + p.model_id + " · role " +
       JSON.stringify(p.role) + " · arrived " + fmtS(p.arrived_s) + " · LLM " + fmtS(p.llm_s));
+  }
+  if ((tr.members || []).length && !live.members) {
+    live.members = tr.members.length;
+    roundItem(tr.method, tr.members, tr.weights);
   }
   for (const [who, ranking] of Object.entries(tr.votes || {})) {
     if (live.votes.has(who)) continue;
