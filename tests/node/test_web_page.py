@@ -136,6 +136,14 @@ def test_browser_asks_the_mesh_and_sees_answer_live_trace_and_peers(stand_in_mes
         # the buffer view counts the query once it has been admitted
         page.wait_for_function("() => /admitted\\s*[1-9]/.test(document.getElementById('buffer-state').innerText)")
 
+        # score voting: every member's ballot is shown, then the decision by vote
+        res = ask_on_page(page, "Why do leaves fall in autumn?", method="vote",
+                          timeout_s=3 * (DEADLINE_S + max(STAND_IN_DELAYS_S)) + 30)
+        assert not res["error"], res["error"]
+        kinds = [t["kind"] for t in res["trace"]]
+        assert kinds.count("vote") == 3 and kinds.count("proposal") == 3, kinds
+        assert page.inner_text("li.trace-item[data-kind=decision]").startswith("decision by vote")
+
 
 @pytest.mark.real_net
 @pytest.mark.real_model

@@ -171,7 +171,7 @@ function startProgress(qid, t0) {
         for (const [who, ranking] of Object.entries(p.votes || {})) {
           if (votes.has(who)) continue;
           votes.add(who);
-          traceItem("vote", "vote from " + short(who) + ": ranking " + JSON.stringify(ranking));
+          traceItem("vote", "vote from " + short(who) + ": ballot (scores per candidate) " + JSON.stringify(ranking));
         }
         if (p.phase === "done") stopped = true;
       }
@@ -203,7 +203,7 @@ function renderFinalTrace(tr, live) {
   for (const [who, ranking] of Object.entries(tr.votes || {})) {
     if (live.votes.has(who)) continue;
     live.votes.add(who);
-    traceItem("vote", "vote from " + short(who) + ": ranking " + JSON.stringify(ranking));
+    traceItem("vote", "vote from " + short(who) + ": ballot (scores per candidate) " + JSON.stringify(ranking));
   }
   const t = tr.timings || {};
   traceItem("decision", "decision by " + tr.method + (tr.method === "pbft" ? " (view " + dec.view + ")" : "") +
