@@ -11,7 +11,9 @@ Measures (issue 15):
   sim_bft_ray_speedup   wall seconds of ``p2pmoa sim bft`` with ``--workers 1`` / the same with
                         ``--ray --workers 2`` (a local Ray started on demand, its start-up
                         included: that is what the user waits for), same seed; the output
-                        files are compared byte for byte (``ray_same_output``).
+                        files are compared byte for byte (``ray_same_output``). For
+                        context, ``sim_bft_pool_workers2_speedup`` is the same ratio for the
+                        local process pool with 2 workers (what the machine's load allows).
 
 Run: .venv/bin/python bench/web.py [--quick] [--only page|ray]
 """
@@ -97,12 +99,14 @@ def bench_ray(quick: bool) -> dict:
             ["--n-values", "4,7,10,13", "--trials", "20"])
     base = Path(tempfile.mkdtemp(prefix="p2pmoa-bench-ray-"))
     t_local = _sim(base / "local", ["--workers", "1"], args)
+    t_pool = _sim(base / "pool", ["--workers", "2"], args)  # context: local process pool, 2 workers
     t_ray = _sim(base / "ray", ["--workers", "2", "--ray"], args)
     files = sorted(p.name for p in (base / "local").iterdir())
     same = files == sorted(p.name for p in (base / "ray").iterdir()) and all(
         (base / "local" / f).read_bytes() == (base / "ray" / f).read_bytes() for f in files)
     return {"sim_bft_ray_speedup": round(t_local / t_ray, 3), "sim_bft_local_workers1_s": round(t_local, 2),
             "sim_bft_ray_workers2_s": round(t_ray, 2), "ray_same_output": same,
+            "sim_bft_pool_workers2_speedup": round(t_local / t_pool, 3),
             "sim_bft_args": " ".join(args), "cpus": len(os.sched_getaffinity(0))}
 
 

@@ -114,7 +114,7 @@ class Daemon:
         self.machine = self._build_machine()
         self._register_metrics()
         from node.nodeinfo import InfoService
-        self.model_meta: dict = {}  # set by run_node from the GGUF header (node/nodeinfo.py)
+        self.model_meta: dict = {}  # from the GGUF header, read when the daemon runs
         self.info = InfoService(transport, self.local_info, time.time)
 
     # ------------------------------------------------------------------ protocol adapter
@@ -410,6 +410,18 @@ class Daemon:
                 "role": self.cfg.role, "consensus": self.cfg.consensus,
                 "embedding_space": getattr(self.embedder, "space_id", "?")}
 
+    async def _read_model_meta(self) -> None:
+        """Read the model's GGUF metadata off the start-up path (the first read of a large
+        vocabulary takes seconds; then it is cached) and advertise it."""
+        from node.nodeinfo import model_metadata
+        try:
+            self.model_meta = await trio.to_thread.run_sync(model_metadata, self.cfg.model,
+                                                            abandon_on_cancel=True)
+        except Exception as exc:  # noqa: BLE001 - descriptive only: a node runs without it
+            log.warning("cannot read the metadata of model %s: %s", self.cfg.model, exc)
+            return
+        self.info.poke()
+
     def progress(self, query_id: str) -> dict | None:
         """Live partial trace of an undecided query asked here (for the web page)."""
         fn = getattr(self.machine, "progress", None)
@@ -454,6 +466,7 @@ class Daemon:
             nursery.start_soon(self._machine_loop)
             await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
             await nursery.start(self.info.run)
+            nursery.start_soon(self._read_model_meta)
             self._push_nowait(self.P.Started(now=self._now()))
             nursery.start_soon(self._tick)
             task_status.started()
@@ -531,17 +544,10 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
     if len(loaded) < 2:
         return
     generator, embedder = loaded
-    from node.nodeinfo import model_metadata
-    try:
-        model_meta = await trio.to_thread.run_sync(model_metadata, cfg.model)
-    except Exception as exc:  # noqa: BLE001 - descriptive only: a node runs without it
-        log.warning("cannot read the metadata of model %s: %s", cfg.model, exc)
-        model_meta = {}
     limits = TransportLimits(frame_bytes_max=cfg.frame_bytes_max,
                              connections_target=cfg.connections_target)
     async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
         daemon = Daemon(cfg, transport, generator, embedder, identity)
-        daemon.model_meta = model_meta
         if not cfg.model.startswith(STAND_IN_MODEL):
             # One warm-up call at the node's own max_tokens: it pages the weights in (the first
             # real call was 2-5x slower) and seeds the buffer's service time α with a real
