@@ -113,3 +113,13 @@ def test_packaged_smollm2_metadata_is_read_from_its_header(capsys):
     info = json.loads(out)
     assert info["quantization"] == "Q4_1" and info["chat"] is True
     assert info["context_length"] == 8192 and info["architecture"] == "llama"
+
+
+def test_metadata_cache_follows_a_replaced_file(tmp_path):
+    import os
+    from p2pmoa.modelinfo import read_metadata
+    f = write_gguf(tmp_path / "m.gguf", ctx=100)
+    assert read_metadata(f).context_length == 100
+    write_gguf(tmp_path / "m.gguf", ctx=4096, name="A longer display name")  # new size and mtime
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))
+    assert read_metadata(f).context_length == 4096
