@@ -30,10 +30,15 @@ def write_gguf(path, *, arch="llama", name="Tiny Test", ctx=1234, file_type=15, 
     return path
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # one metadata cache: the packaged file is read once
+
+
 @pytest.fixture(autouse=True)
-def config_dirs(tmp_path, monkeypatch):
+def config_dirs(tmp_path, monkeypatch, shared_cache):
     monkeypatch.setenv("P2PMOA_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("P2PMOA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("P2PMOA_CACHE", str(shared_cache))
 
 
 def run(capsys, *argv):
