@@ -168,6 +168,13 @@ function startProgress(qid, t0) {
           live.members = p.members.length;
           roundItem(p.method, p.members, p.weights);
         }
+        if (p.pbft) {
+          const v = "view " + p.pbft.view + (p.pbft.view_change ? " (view change under way)" : "");
+          if (v !== live.pbftView) {
+            live.pbftView = v;
+            traceItem("pbft", "PBFT " + v);
+          }
+        }
         for (const [who, ranking] of Object.entries(p.votes || {})) {
           if (votes.has(who)) continue;
           votes.add(who);
