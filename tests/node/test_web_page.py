@@ -19,7 +19,7 @@ from node.api import build_app
 from node.procs import NodeProcess, wait_mesh
 from node.webcheck import artifacts_dir, ask_on_page, browser_page
 from tests.node.conftest import poll_until
-from tests.node.test_api import FakeService
+from tests.node.test_api import FakeService, serve_and
 
 
 # ------------------------------------------------------------------ routes, no browser
@@ -57,6 +57,21 @@ def test_progress_route_gives_the_live_trace_then_the_buffer_state_then_404():
 
 
 # ------------------------------------------------------------------ real browser, real nodes
+
+def test_browser_shows_a_busy_node_as_an_error_in_the_page():
+    svc = ProgressFake()
+    svc.busy = True
+
+    def in_browser(base):
+        with browser_page() as page, screenshot_on_exit(page, "busy"):
+            page.goto(base + "/")
+            res = ask_on_page(page, "Is anyone there?", timeout_s=60)
+            assert res["query_id"] is None and res["answer"] == ""
+            assert res["error"] == "busy: prompt buffer full (64 queries)"
+            assert [t["kind"] for t in res["trace"]][-1] == "error"
+            return True
+    assert serve_and(in_browser, svc)[0]
+
 
 @contextlib.contextmanager
 def screenshot_on_exit(page, name: str):

@@ -277,7 +277,10 @@ async function ask(question, method) {
           const data = line.slice(6);
           if (data === "[DONE]") continue;
           const obj = JSON.parse(data);
-          if (obj.error) { showError(obj.error.message || "error"); continue; }
+          if (obj.error) {  // refused or failed after the stream began (busy, no decision)
+            showError((obj.error.code ? obj.error.code + ": " : "") + (obj.error.message || "error"));
+            continue;
+          }
           const delta = ((obj.choices || [])[0] || {}).delta || {};
           if (delta.content) {
             if (!$("answer").hasAttribute("data-first-ms")) {
