@@ -67,7 +67,9 @@ def test_browser_shows_a_busy_node_as_an_error_in_the_page():
             page.goto(base + "/")
             res = ask_on_page(page, "Is anyone there?", timeout_s=60)
             assert res["query_id"] is None and res["answer"] == ""
-            assert res["error"] == "busy: prompt buffer full (64 queries)"
+            # inside the stream ("busy: ...") or, should the API refuse before streaming, "HTTP 429: ..."
+            assert res["error"] in ("busy: prompt buffer full (64 queries)",
+                                    "HTTP 429: prompt buffer full (64 queries)"), res["error"]
             assert [t["kind"] for t in res["trace"]][-1] == "error"
             return True
     assert serve_and(in_browser, svc)[0]
