@@ -46,7 +46,10 @@ def _kind(meta: dict) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = catalogue()
+    try:
+        rows = catalogue()
+    except ModelInfoError as exc:  # the registry file itself is unreadable
+        return _fail("list", exc)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -128,3 +128,13 @@ def test_metadata_cache_follows_a_replaced_file(tmp_path):
     write_gguf(tmp_path / "m.gguf", ctx=4096, name="A longer display name")  # new size and mtime
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))
     assert read_metadata(f).context_length == 4096
+
+
+def test_a_corrupt_registry_is_a_one_line_error_naming_the_file(tmp_path, capsys):
+    from p2pmoa.modelinfo import registry_path
+    registry_path().parent.mkdir(parents=True, exist_ok=True)
+    registry_path().write_text("{not json")
+    for argv in (("models", "list"), ("models", "add", "x", str(write_gguf(tmp_path / "x.gguf"))),
+                 ("models", "rm", "x")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and str(registry_path()) in err and len(err.strip().splitlines()) == 1
