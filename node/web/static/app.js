@@ -25,6 +25,8 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// JSON has no infinity: the node sends non-finite floats as strings ("inf"); show them as they are
+function fix3(x) { return (typeof x === "number") ? x.toFixed(3) : String(x ?? "?"); }
 function fmtS(x) { return (typeof x === "number") ? x.toFixed(2) + " s" : "–"; }
 function fmtBytes(n) { return n ? (n / 1e6).toFixed(0) + " MB" : "–"; }
 
@@ -56,7 +58,7 @@ function renderNode(st) {
     ["unfinished / capacity", [bar((b.unfinished || 0) / (b.capacity || 1)), (b.unfinished ?? "?") + " / " + (b.capacity ?? "?")]],
     ["by state", [JSON.stringify(b.by_state || {})]],
     ["admitted", [String(b.admitted ?? "?")]],
-    ["arrival rate", [(b.arrival_rate_per_s ?? 0).toFixed(3) + " /s of at most " + (typeof b.max_stable_rate_per_s === "number" ? b.max_stable_rate_per_s.toFixed(3) : String(b.max_stable_rate_per_s)) + " /s (stability bound)"]],
+    ["arrival rate", [fix3(b.arrival_rate_per_s) + " /s of at most " + fix3(b.max_stable_rate_per_s) + " /s (stability bound)"]],
     ["service time α max", [fmtS(b.alpha_max_s)]],
     ["refused: full / unstable / deadline / duplicate", [[b.refused_full, b.refused_unstable, b.refused_deadline, b.refused_duplicate].map((x) => x ?? 0).join(" / ")]],
   ];
