@@ -5,14 +5,25 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.p2pmoa-installed
 
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: setup demo test bench clean
-setup: $(STAMP)
+setup: $(STAMP) $(CHROMIUM)
+
+# Debian's headless Chromium for the web page's browser tests (Playwright drives it; its own
+# browser downloads are never used). Installed only when missing.
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver || \
+	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 	@echo "Installing p2pmoa and its dependencies (llama-cpp-python compiles from source the first time: ~5 min on 2 cores)..."
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Ray (the optional extra behind `p2pmoa sim --ray`) for its tests, only if it installs cleanly here
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' || echo "Ray did not install: the --ray tests will be skipped"
 	$(BIN)/python -m p2pmoa.models --ensure
 	$(BIN)/python -m p2pmoa.embed --warm
 	@touch $(STAMP)
@@ -28,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/moa.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/node.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,6 +25,8 @@ Endpoints:
         for a client whose connection dropped (streams name the id in their first chunk,
         ``chatcmpl-<id>``; plain responses in ``id``), e.g. across a node restart.
     ``GET /status``, ``GET /peers``: JSON snapshots. ``GET /metrics``: Prometheus text.
+    ``GET /``, ``GET /web/{file}``, ``GET /v1/queries/{id}/progress``: the web page and its
+        live trace (routes in node/web/).
 
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 malformed
 JSON or fields, 404 unknown model, 413 body over ``body_bytes_max``, 429 busy (prompt buffer
@@ -48,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from node.web import web_routes
 from p2pmoa.effects import ChatMessage, GenParams
 
 log = logging.getLogger(__name__)
@@ -367,6 +370,7 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
         Route("/status", status, methods=["GET"]),
         Route("/peers", peers, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *web_routes(service),  # the web page at / (node/web/)
     ])
     return app
 

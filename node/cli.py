@@ -44,6 +44,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
     p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
+    p.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                   help="log lines as text (default) or one JSON object per line (same as `p2pmoa --log-format`)")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -115,12 +117,19 @@ def _get_cmd(path: str):
             peers = data.get("peers", [])
             print(f"{len(peers)} peers")
             for p in peers:
-                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}")
+                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}"
+                      f"  {_model_columns(p)}")
         else:
             for k, v in data.items():
                 print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
         return 0
     return run
+
+
+def _model_columns(peer: dict) -> str:
+    """The advertised model of a peer (issue 15), kept apart from the address/trust columns."""
+    from node.nodeinfo import describe_model
+    return describe_model(peer)
 
 
 def register_peers(sub) -> None:

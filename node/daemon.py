@@ -36,7 +36,9 @@ import trio
 from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
 from node.config import STAND_IN_MODEL, NodeConfig
-from node.metrics import Metrics
+from node.metrics import (Metrics, record_generation, register_admission, register_build_info,
+                          register_process_metrics)
+from node.querylog import observed_query
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -111,6 +113,9 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         self.machine = self._build_machine()
         self._register_metrics()
+        from node.nodeinfo import InfoService
+        self.model_meta: dict = {}  # from the GGUF header, read when the daemon runs
+        self.info = InfoService(transport, self.local_info, time.time)
 
     # ------------------------------------------------------------------ protocol adapter
     # Everything that knows the names in p2pmoa.protocol is in this section.
@@ -267,6 +272,7 @@ class Daemon:
         self.metrics.observe("generate_seconds", time.perf_counter() - t0, "local LLM call time")
         self.metrics.inc("generations_total", "local LLM calls")
         if err is None:
+            record_generation(self.metrics, gen)
             self._push_nowait(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
         else:
             self._push_nowait(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
@@ -317,6 +323,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ local API service
 
+    @observed_query  # one INFO line + p2pmoa_queries_total{method,outcome} (node/querylog.py)
     async def complete(self, req: CompletionRequest) -> CompletionResult:
         """Ask the mesh: the query is durably buffered before this returns "accepted"."""
         qid = QueryId(req.query_id or secrets.token_hex(8))
@@ -375,6 +382,7 @@ class Daemon:
             "peer_id": self.transport.local_peer,
             "listen_addrs": self.transport.listen_addrs(),
             "model": self.local_model,
+            "model_info": self.model_meta,
             "embedding_space": getattr(self.embedder, "space_id", "?"),
             "role": self.cfg.role,
             "consensus": self.cfg.consensus,
@@ -390,8 +398,34 @@ class Daemon:
     def peers(self) -> list[dict]:
         trust = self.trust_snapshot()
         mesh = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
-        return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh}
+        now = time.time()
+        return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh,
+                 **self.info.book.view(p, now)}
                 for p in self.transport.peers()]
+
+    def local_info(self) -> dict:
+        """What this node advertises to its peers (node/nodeinfo.py) and shows on /status."""
+        from p2pmoa import __version__
+        return {**self.model_meta, "version": __version__, "model_id": self.local_model,
+                "role": self.cfg.role, "consensus": self.cfg.consensus,
+                "embedding_space": getattr(self.embedder, "space_id", "?")}
+
+    async def _read_model_meta(self) -> None:
+        """Read the model's GGUF metadata off the start-up path (the first read of a large
+        vocabulary takes seconds; then it is cached) and advertise it."""
+        from node.nodeinfo import model_metadata
+        try:
+            self.model_meta = await trio.to_thread.run_sync(model_metadata, self.cfg.model,
+                                                            abandon_on_cancel=True)
+        except Exception as exc:  # noqa: BLE001 - descriptive only: a node runs without it
+            log.warning("cannot read the metadata of model %s: %s", self.cfg.model, exc)
+            return
+        self.info.poke()
+
+    def progress(self, query_id: str) -> dict | None:
+        """Live partial trace of an undecided query asked here (for the web page)."""
+        fn = getattr(self.machine, "progress", None)
+        return fn(QueryId(query_id)) if fn is not None else None
 
     def metrics_text(self) -> str:
         return self.metrics.render()
@@ -399,6 +433,9 @@ class Daemon:
     def _register_metrics(self) -> None:
         m = self.metrics
         t = self.transport
+        register_build_info(m)
+        register_process_metrics(m)
+        register_admission(m, self.buffer, self._now)
         m.gauge_fn("peers", "connected libp2p peers", lambda: [({}, len(t.peers()))])
         m.gauge_fn("buffer_unfinished", "queries in the prompt buffer not yet finished",
                    lambda: [({}, self.buffer.statistics(self._now()).unfinished)])
@@ -428,6 +465,8 @@ class Daemon:
             self.transport.set_frame_handler(self._on_frame)
             nursery.start_soon(self._machine_loop)
             await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
+            await nursery.start(self.info.run)
+            nursery.start_soon(self._read_model_meta)
             self._push_nowait(self.P.Started(now=self._now()))
             nursery.start_soon(self._tick)
             task_status.started()
@@ -439,6 +478,7 @@ class Daemon:
             now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
             for p in sorted(now_peers - known):
                 self._push_nowait(self.P.PeerUp(p, now=self._now()))
+                self.info.poke()
             for p in sorted(known - now_peers):
                 self._push_nowait(self.P.PeerDown(p, now=self._now()))
             known = now_peers
@@ -548,6 +588,9 @@ def run_daemon(cfg: NodeConfig) -> int:
         logging.getLogger().setLevel(logging.INFO)
     for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import libp2p  # noqa: F401 - configures its loggers on import; then route them through ours
+    from p2pmoa.logconf import adopt_library_loggers
+    adopt_library_loggers()
 
     async def main() -> None:
         shutdown = trio.Event()

@@ -16,6 +16,7 @@ import sys
 from importlib.metadata import entry_points
 
 from p2pmoa import __version__
+from p2pmoa.logconf import LOG_FORMATS, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"p2pmoa {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging (-v: INFO, -vv: DEBUG)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="log lines as text (default) or one JSON object per line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from p2pmoa import ask_cli
     ask_cli.register(sub)
@@ -50,11 +53,22 @@ def _register_unavailable(sub, name: str, exc: Exception) -> None:
     p.set_defaults(func=fail)
 
 
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, if this run is one (``_ARGCOMPLETE``
+    set by the code ``p2pmoa completion SHELL`` prints); otherwise do nothing."""
+    import os
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _autocomplete(parser)
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

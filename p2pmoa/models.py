@@ -125,8 +125,11 @@ def resolve(name_or_path: str, *, assemble: bool = True) -> tuple[Path, ModelSpe
     if name_or_path in REGISTRY:
         spec = REGISTRY[name_or_path]
         path = _LOCATORS[name_or_path](assemble)
+    elif (added := _registered(name_or_path)) is not None:  # `p2pmoa models add NAME PATH`
+        path, spec, label = added, None, name_or_path
     else:
         path = Path(name_or_path).expanduser()
+        label = path.stem
         if not path.exists():
             known = ", ".join(sorted(REGISTRY))
             raise ModelNotFound(f"no model file at {path} (and not a known model name: {known})")
@@ -140,9 +143,15 @@ def resolve(name_or_path: str, *, assemble: bool = True) -> tuple[Path, ModelSpe
     if head != GGUF_MAGIC:
         raise NotGGUF(f"{path} is not a GGUF file (magic {head!r}, expected {GGUF_MAGIC!r})")
     if spec is None:
-        spec = ModelSpec(path.stem, pip_package="(local file)",
+        spec = ModelSpec(label, pip_package="(local file)",
                          chat=b"tokenizer.chat_template" in header)
     return path, spec
+
+
+def _registered(name: str) -> Path | None:
+    """The file the user registered under ``name`` (see p2pmoa/modelinfo.py), or None."""
+    from p2pmoa.modelinfo import registered_path
+    return registered_path(name)
 
 
 def file_sha256(path: Path) -> str:

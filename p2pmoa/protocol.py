@@ -636,6 +636,30 @@ class PeerProtocol:
         """The decision this node recorded for ``query_id`` (None if none yet)."""
         return self._decisions.get(query_id)
 
+    def progress(self, query_id: QueryId) -> dict | None:
+        """The live, partial trace of a query asked HERE while it is undecided (None once it
+        is decided or unknown): phase, proposals so far (peer, model, role, time, no answer
+        text), round members and weights, votes so far, this node's PBFT view (and whether a
+        view change is under way). Read by the node's web page."""
+        o = self._origins.get(query_id)
+        if o is None:
+            return None
+        rs = o.round
+        m = self._members.get(query_id)
+        rep = m.replica if m is not None else None
+        return {
+            "query_id": query_id, "phase": o.phase, "method": o.ann.method,
+            "pbft": None if rep is None else {"view": rep.view, "view_change": not rep.active},
+            "n_expected": o.ann.proposers_max, "elapsed_s": round(self._now - o.started, 6),
+            "proposals": [{"peer": s, "model_id": p.model_id, "role": p.role,
+                           "llm_s": p.llm_s, "arrived_s": round(at - o.started, 6)}
+                          for s, (_, p, at) in sorted(o.proposals.items(), key=lambda x: x[1][2])],
+            "members": list(rs.members) if rs else [],
+            "weights": dict(zip(rs.members, rs.weights)) if rs else {},
+            "votes": {k: list(v) for k, v in o.votes.items()},
+            "notes": list(o.notes),
+        }
+
     # ------------------------------------------------------------------ small helpers
 
     def _emit(self, effect) -> None:

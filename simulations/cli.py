@@ -30,6 +30,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="processes for parameter sweeps (default: all local cores)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the trials as Ray tasks: on the cluster at ADDRESS, or on a local Ray "
+                        "started on demand with --workers CPUs (needs pip install 'p2pmoa[ray]'); "
+                        "same seed, same files")
 
 
 def register_sim(subparsers) -> None:
@@ -75,6 +79,20 @@ def describe() -> str:
     return "\n".join(lines)
 
 
+def _run(mod, args: argparse.Namespace, out: Path) -> dict:
+    """``mod.run(args, out)``, with its sweeps on Ray when ``--ray`` was given."""
+    if getattr(args, "ray", None) is None:
+        return mod.run(args, out)
+    from simulations.raysweep import RaySweep
+    from simulations.report import sweep_backend
+    backend = RaySweep(args.ray or None, args.workers)
+    try:
+        with sweep_backend(backend):
+            return mod.run(args, out)
+    finally:
+        backend.close()
+
+
 def main(args: argparse.Namespace) -> int:
     """Entry of ``p2pmoa sim``: returns the process exit status."""
     if getattr(args, "list", False) or not getattr(args, "experiment", None):
@@ -97,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         mod = load(args.experiment)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        headline = mod.run(args, out)
+        headline = _run(mod, args, out)
     except SimulationError as exc:
         print(f"p2pmoa sim: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ the results do not depend on the number of workers or the order they finish in.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import io
 import json
@@ -42,6 +44,20 @@ def workers_default() -> int:
     return max(1, min(SWEEP_WORKERS_MAX, n))
 
 
+_BACKEND: contextvars.ContextVar = contextvars.ContextVar("sweep_backend", default=None)
+
+
+@contextlib.contextmanager
+def sweep_backend(backend):
+    """Run the sweeps inside this block on ``backend`` (e.g. :class:`simulations.raysweep.RaySweep`,
+    which has ``map(fn, tasks, chunksize, on_done) -> results in task order``)."""
+    token = _BACKEND.set(backend)
+    try:
+        yield backend
+    finally:
+        _BACKEND.reset(token)
+
+
 def run_sweep(fn: Callable[[dict], Any], tasks: Sequence[dict], *, workers: int | None = None,
               desc: str = "sweep", progress: bool = True, chunksize: int = 1) -> list:
     """Run ``fn(task)`` for every task, in parallel when ``workers > 1``; results in task order.
@@ -57,8 +73,11 @@ def run_sweep(fn: Callable[[dict], Any], tasks: Sequence[dict], *, workers: int 
     workers = workers_default() if workers is None else max(1, workers)
     bar = tqdm(total=len(tasks), desc=desc, disable=not progress, leave=False)
     out: list = []
+    backend = _BACKEND.get()
     try:
-        if workers == 1 or len(tasks) <= 1:
+        if backend is not None and len(tasks) > 1:  # --ray: trials as Ray tasks
+            out = backend.map(fn, tasks, max(1, chunksize), bar.update)
+        elif workers == 1 or len(tasks) <= 1:
             for t in tasks:
                 out.append(fn(t))
                 bar.update(1)

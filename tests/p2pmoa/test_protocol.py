@@ -279,3 +279,26 @@ def test_other_methods_resist_one_faulty_member(method, fault):
     assert all(d is not None for d in decisions.values())
     assert len({d.digest for d in decisions.values()}) == 1
     assert_no_internal_errors(mesh)
+
+
+def test_progress_shows_the_partial_trace_while_undecided_and_nothing_after():
+    mesh, ids = make_mesh(4, method="pbft")
+    mesh.ask(ids[0], "q1", Q)
+    proto = mesh.nodes[ids[0]].proto
+    snaps = []
+    for _ in range(100_000):  # one event at a time, looking at the originator after each
+        if (ids[0], "q1") in mesh.delivered:
+            break
+        mesh.run(max_events=1)
+        p = proto.progress("q1")
+        if p is not None:
+            snaps.append(p)
+    assert (ids[0], "q1") in mesh.delivered and proto.progress("q1") is None
+    assert snaps and snaps[0]["phase"] == "collect" and snaps[0]["method"] == "pbft"
+    counts = [len(s["proposals"]) for s in snaps]
+    assert counts == sorted(counts) and counts[-1] == 4  # proposals only ever accumulate
+    assert all("answer" not in p for s in snaps for p in s["proposals"])
+    rounds = [s for s in snaps if s["phase"] == "round"]
+    assert rounds and set(rounds[-1]["members"]) == set(ids)
+    assert rounds[-1]["pbft"] == {"view": 0, "view_change": False}
+    assert proto.progress("unknown") is None
