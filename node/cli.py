@@ -149,15 +149,29 @@ def _get_cmd(path: str):
         if args.json:
             print(json.dumps(data, indent=2))
         elif path == "/peers":
-            peers = data.get("peers", [])
-            print(f"{len(peers)} peers")
-            for p in peers:
-                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}")
+            print(format_peers(data.get("peers", [])))
         else:
             for k, v in data.items():
                 print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
         return 0
     return run
+
+
+def format_peers(peers: list[dict]) -> str:
+    """One line per peer: id, address, model, embedding space, trust, clock skew."""
+    lines = [f"{len(peers)} peers"]
+    for p in peers:
+        trust = p.get("trust")
+        skew = p.get("clock_skew_s")
+        lines.append("  ".join([
+            f"  {p.get('peer_id')}",
+            f"addr={p.get('addr') or '?'}",
+            f"model={p.get('model') or '?'}",
+            f"space={p.get('embedding_space') or '?'}",
+            f"trust={'new' if trust is None else trust}",
+            f"clock={'?' if skew is None else f'{skew:+.1f}s'}"]
+            + ([f"REFUSED={p['refused']}"] if p.get("refused") else [])))
+    return "\n".join(lines)
 
 
 def register_peers(sub) -> None:
