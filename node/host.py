@@ -235,6 +235,8 @@ class LocalCard:
     model: str
     space: str
     role: str = ""
+    relay: bool = False
+    """Serves as a circuit relay (``--relay``)."""
     clock: Callable[[], float] = time.time
     """Protocol wall clock (``time.time`` plus the ``--clock-offset-s`` fault, if any)."""
 
@@ -252,7 +254,8 @@ class Greeter:
 
     def hello(self) -> bytes:
         return msgpack.packb({"v": 1, "model": self.local.model, "space": self.local.space,
-                              "role": self.local.role[:200], "time_s": self.local.clock()})
+                              "role": self.local.role[:200], "time_s": self.local.clock(),
+                              "relay": self.local.relay})
 
     def check(self, peer: str, msg: dict, addr: str, skew_s: float | None) -> PeerCard:
         """Record ``peer``'s greeting; refuse it if its embedding space differs from ours."""
@@ -361,6 +364,9 @@ async def handle_hello(t, stream) -> None:
             reply = msgpack.unpackb(t.greeter.hello())
             reply["seen_skew_s"] = seen
             reply["refused"] = card.refused
+            reply["observed"] = remote_addr(stream)
+            if t.relay is not None and msg.get("relay"):
+                t.relay.relays.add(peer)
             await write_frame(stream, bytes([STATUS_OK]) + msgpack.packb(reply))
             await stream.close()
             if card.refused:
@@ -386,6 +392,15 @@ async def greet(t, peer: str) -> None:
                     peer, msg["refused"], t.greeter.local.space)
     if card.refused:
         await drop_peer(t, peer)
+        return
+    r = t.relay
+    if r is not None:
+        if isinstance(msg.get("observed"), str):
+            r.note_observed(peer, msg["observed"])
+        if msg.get("relay"):
+            r.relays.add(peer)
+        if r.behind_nat and peer in r.relays and peer not in r.reserved:
+            await r.reserve(t, peer, conn_addr(t, peer), t._nursery)
 
 
 async def drop_peer(t, peer: str) -> None:
@@ -458,7 +473,7 @@ def lan_options(cfg, generator, embedder) -> dict:
     offset = float(getattr(cfg, "clock_offset_s", 0.0))
     card = LocalCard(model=str(getattr(generator, "model_id", cfg.model)),
                      space=str(getattr(embedder, "space_id", "unknown")), role=cfg.role,
-                     clock=(lambda: time.time() + offset))
+                     relay=bool(getattr(cfg, "relay", False)), clock=(lambda: time.time() + offset))
     key = read_network_key(cfg.network_key) if getattr(cfg, "network_key", "") else None
     return {"network_key": key, "mdns": cfg.mdns_on, "card": card,
             "relay": bool(getattr(cfg, "relay", False))}
@@ -470,7 +485,73 @@ def network_status(t, cfg) -> dict:
     return {"private": bool(getattr(t, "network_key_fingerprint", None)),
             "network_key_fingerprint": getattr(t, "network_key_fingerprint", None),
             "mdns": getattr(t, "mdns", None) is not None,
-            "relay": getattr(t, "relay_status", lambda: None)(),
-            "bootstrap_line": bootstrap_line(t.listen_addrs()),
+            "relay": t.relay.status() if getattr(t, "relay", None) is not None else None,
+            "bootstrap_line": bootstrap_line(
+                sorted(t.relay.reserved.values()) if getattr(t, "relay", None) is not None
+                and t.relay.behind_nat and t.relay.reserved else t.listen_addrs()),
             "refused_peers": dict(g.refused) if g else {},
             "greeting": dict(g.counters) if g else {}}
+
+
+# ----------------------------------------------------------------------------------------------
+# NAT: circuit relay v2 (py-libp2p's), reservation when a peer sees us behind a NAT
+
+
+class RelaySupport:
+    """Circuit relay v2 on one host.
+
+    Every node can *accept* relayed connections (STOP) and dial through a relay (client); a
+    node started with ``--relay`` also *serves* (HOP) for others. A node learns that it is
+    behind a NAT when a peer reports, in the greeting, an address for us that is none of our
+    interface addresses; it then reserves a slot on every relay it is connected to and
+    prints its circuit address (``/ip4/RELAY/tcp/P/p2p/RELAY_ID/p2p-circuit/p2p/OUR_ID``),
+    which other devices use as a ``--bootstrap`` address.
+    """
+
+    def __init__(self, host, serve: bool) -> None:
+        from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+        from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+        from libp2p.relay.circuit_v2.resources import RelayLimits
+        from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+        self.host = host
+        self.serve = serve
+        limits = RelayLimits(duration=3600, data=1 << 30, max_circuit_conns=32, max_reservations=32)
+        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if serve else RelayRole(0))
+        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=serve)
+        self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles, limits=limits))
+        self.observed: dict[str, str] = {}  # peer -> the address it sees us at
+        self.behind_nat = False
+        self.reserved: dict[str, str] = {}  # relay peer -> our circuit address through it
+        self.relays: set[str] = set()  # peers that said they serve as relays
+
+    def note_observed(self, peer: str, addr: str) -> None:
+        if not addr.startswith("/ip4/"):
+            return
+        self.observed[peer] = addr
+        ip = addr.split("/")[2]
+        if ip not in interface_ips() and not self.behind_nat:
+            self.behind_nat = True
+            log.warning("this node is behind a NAT: peer %s sees it as %s; it will reserve a "
+                        "slot on relay peers (started with --relay) to stay reachable", peer, ip)
+
+    async def reserve(self, t, relay_peer: str, relay_addr: str, nursery) -> None:
+        from libp2p.peer.id import ID
+        from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+        rid = ID.from_base58(relay_peer)
+        stream = await self.host.new_stream(rid, [PROTOCOL_ID])
+        if not await self.transport.reserve(stream, rid, nursery):
+            log.warning("relay %s refused our reservation", relay_peer)
+            return
+        base = relay_addr.split("/p2p/")[0]
+        circuit = f"{base}/p2p/{relay_peer}/p2p-circuit/p2p/{t.local_peer}"
+        self.reserved[relay_peer] = circuit
+        log.info("reserved a relay slot on %s; other devices join with: "
+                 "p2pmoa node run --bootstrap %s", relay_peer, circuit)
+
+    async def dial(self, addr: str):
+        import multiaddr
+        return await self.transport.dial(multiaddr.Multiaddr(addr))
+
+    def status(self) -> dict:
+        return {"serving": self.serve, "behind_nat": self.behind_nat,
+                "relays_known": sorted(self.relays), "circuit_addrs": sorted(self.reserved.values())}

@@ -602,6 +602,7 @@ class Libp2pTransport(_Base):
         self._pipe_locks: dict[PeerId, trio.Lock] = defaultdict(trio.Lock)
         self.greeter = None  # node.host.Greeter: set by open_libp2p_transport when given a card
         self.mdns = None  # node.host.MdnsDiscovery when --mdns
+        self.relay = None  # node.host.RelaySupport (with a card: every daemon)
         self.network_key_fingerprint: str | None = None
 
     def listen_addrs(self) -> list[str]:
@@ -637,6 +638,13 @@ class Libp2pTransport(_Base):
             raise BadAddress(f"{addr!r}: {exc}") from exc
         if self._refused(info.peer_id):
             raise PeerUnreachable(f"{addr}: refused ({self.greeter.refused[str(info.peer_id)]})")
+        if "/p2p-circuit" in addr and self.relay is not None:
+            try:
+                await self.relay.dial(addr)
+            except Exception as exc:
+                raise PeerUnreachable(f"{addr}: relay: {type(exc).__name__}: {exc}") from exc
+            self._notify_peers_changed()
+            return PeerId(str(info.peer_id))
         network = self.host.get_network()
         if hasattr(network, "unblock_peer"):  # our own backoff decides when to redial
             network.unblock_peer(info.peer_id)
@@ -837,6 +845,11 @@ class Libp2pTransport(_Base):
         return out
 
 
+@asynccontextmanager
+async def _null_context():
+    yield
+
+
 async def _reset(stream) -> None:
     with trio.move_on_after(1):
         try:
@@ -917,10 +930,13 @@ async def open_libp2p_transport(
     host.set_stream_handler(HELLO_PROTOCOL, lambda stream: nhost.handle_hello(t, stream))
     if card is not None:
         t.greeter = nhost.Greeter(card)
+        t.relay = nhost.RelaySupport(host, serve=relay)
     if network_key is not None:
         t.network_key_fingerprint = nhost.key_fingerprint(network_key)
     try:
-        async with background_trio_service(ps), background_trio_service(gs):
+        relay_service = (background_trio_service(t.relay.protocol) if t.relay is not None
+                         else _null_context())
+        async with background_trio_service(ps), background_trio_service(gs), relay_service:
             async with host.run(las):
                 async with trio.open_nursery() as nursery:
                     t._nursery = nursery
