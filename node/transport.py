@@ -944,9 +944,13 @@ async def open_libp2p_transport(
                     if t.greeter is not None:
                         nursery.start_soon(nhost.greet_loop, t)
                     if mdns:
-                        t.mdns = nhost.MdnsDiscovery(host, t.local_peer, t.listen_addrs(),
-                                                     t.network_key_fingerprint)
-                        t.mdns.start()
+                        try:
+                            t.mdns = nhost.MdnsDiscovery(host, t.local_peer, t.listen_addrs(),
+                                                         t.network_key_fingerprint)
+                            t.mdns.start()
+                        except OSError as exc:  # no multicast-capable interface: bootstrap only
+                            t.mdns = None
+                            log.warning("mDNS unavailable (%s); use --bootstrap", exc)
                     try:
                         log.info("libp2p host %s listening on %s", t.local_peer, t.listen_addrs())
                         yield t
