@@ -439,15 +439,16 @@ async def greet_loop(t) -> None:
 
 
 def conn_addr(t, peer: str) -> str:
-    """The transport address of our connection to ``peer`` (diagnostics only)."""
+    """The transport address of our connection to ``peer``, a direct one if there is one."""
     from libp2p.peer.id import ID
+    addrs: list[str] = []
     try:
         for conn in t.host.get_network().get_connections(ID.from_base58(peer)):
-            for a in conn.get_transport_addresses():
-                return str(a)
-    except Exception:  # noqa: BLE001
+            addrs += [str(a) for a in conn.get_transport_addresses()]
+    except Exception:  # noqa: BLE001 - diagnostics only
         pass
-    return ""
+    direct = [a for a in addrs if "/p2p-circuit" not in a]
+    return (direct or addrs or [""])[0]
 
 
 def remote_addr(stream) -> str:
@@ -519,6 +520,10 @@ class RelaySupport:
         roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if serve else RelayRole(0))
         self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=serve)
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=roles, limits=limits))
+        from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+        # DCUtR: upgrades a relayed connection to a direct one where the NATs allow it
+        # (py-libp2p drives it by itself for every relayed connection, up to 3 attempts).
+        self.dcutr = DCUtRProtocol(host)
         self.observed: dict[str, str] = {}  # peer -> the address it sees us at
         self.behind_nat = False
         self.reserved: dict[str, str] = {}  # relay peer -> our circuit address through it

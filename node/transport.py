@@ -624,7 +624,13 @@ class Libp2pTransport(_Base):
 
     def peer_card(self, peer: PeerId) -> dict:
         """What the greeting told us about ``peer`` (address, model, space, clock skew)."""
-        return self.greeter.public(str(peer)) if self.greeter is not None else {}
+        if self.greeter is None:
+            return {}
+        from node.host import conn_addr
+        card = self.greeter.public(str(peer))
+        if card:
+            card["addr"] = conn_addr(self, str(peer)) or card["addr"]  # relayed or direct now
+        return card
 
     async def connect(self, addr: str) -> PeerId:
         from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -936,7 +942,10 @@ async def open_libp2p_transport(
     try:
         relay_service = (background_trio_service(t.relay.protocol) if t.relay is not None
                          else _null_context())
-        async with background_trio_service(ps), background_trio_service(gs), relay_service:
+        dcutr_service = (background_trio_service(t.relay.dcutr) if t.relay is not None
+                         else _null_context())
+        async with background_trio_service(ps), background_trio_service(gs), relay_service, \
+                dcutr_service:
             async with host.run(las):
                 async with trio.open_nursery() as nursery:
                     t._nursery = nursery

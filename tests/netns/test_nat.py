@@ -47,3 +47,10 @@ def test_node_behind_nat_answers_a_lan_query_through_a_relay(lab_factory, nodes_
     assert status == 200, body
     proposers = {p["peer"] for p in body["p2pmoa_trace"]["proposals"]}
     assert natted.peer_id in proposers
+
+    # DCUtR: the relayed connection is upgraded to a direct one (the NAT'd node can dial out)
+    direct = poll_until(lambda: (lambda a: a if a and "/p2p-circuit" not in a else None)(
+        {p["peer_id"]: p for p in lan.get("/peers")["peers"]}.get(natted.peer_id, {}).get("addr")),
+        timeout_s=60, what="a direct connection after hole punching")
+    assert direct.startswith(f"/ip4/{lab.hosts[0].ip.rsplit('.', 1)[0]}."), direct  # seen from the LAN: the NAT's address
+    print("direct connection after DCUtR:", direct)
