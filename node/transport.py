@@ -629,7 +629,8 @@ class Libp2pTransport(_Base):
         from node.host import conn_addr
         card = self.greeter.public(str(peer))
         if card:
-            card["addr"] = conn_addr(self, str(peer)) or card["addr"]  # relayed or direct now
+            card["first_addr"] = card["addr"]  # the connection the greeting went over
+            card["addr"] = conn_addr(self, str(peer)) or card["addr"]  # now: direct if any
         return card
 
     async def connect(self, addr: str) -> PeerId:

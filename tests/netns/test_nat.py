@@ -38,7 +38,7 @@ def test_node_behind_nat_answers_a_lan_query_through_a_relay(lab_factory, nodes_
     lan = nodes_factory(lab, [dict(host=lan_h, model="stand-in:lan", bootstrap=circuit,
                                    extra=FAST + ONE)])[0]
     card = poll_until(lambda: {p["peer_id"]: p for p in lan.get("/peers")["peers"]}
-                      .get(natted.peer_id, {}).get("addr"), what="the relayed connection")
+                      .get(natted.peer_id, {}).get("first_addr"), what="the relayed connection")
     assert "/p2p-circuit/" in card
     poll_until(lambda: lan.get("/status")["mesh_peers"] >= 1, what="the query topic mesh")
     status, body = lan.post("/v1/chat/completions", {
