@@ -419,9 +419,13 @@ async def greet_loop(t) -> None:
     """Greet every newly connected peer once per connection (both sides do)."""
     import trio
     greeted: set[str] = set()
+    failures: dict[str, int] = {}
     while True:
         connected = {str(p) for p in t.host.get_connected_peers()}
         greeted &= connected  # a reconnect is greeted again
+        for p in list(failures):
+            if p not in connected:
+                del failures[p]
         for p in sorted(connected - greeted):
             if p in t.greeter.refused:
                 greeted.add(p)
@@ -432,8 +436,15 @@ async def greet_loop(t) -> None:
                     await greet(t, p)
                 greeted.add(p)
                 t.greeter.counters["greetings"] += 1
-            except Exception as exc:  # noqa: BLE001 - retried next round
+            except Exception as exc:  # noqa: BLE001 - retried next round, 3 times
+                failures[p] = failures.get(p, 0) + 1
                 log.debug("greeting %s failed: %s", p, exc)
+                if failures[p] >= 3:  # not a p2pmoa node of this version: stop asking
+                    greeted.add(p)
+                    t.greeter.counters["greetings_unanswered"] = \
+                        t.greeter.counters.get("greetings_unanswered", 0) + 1
+                    log.info("peer %s does not answer the greeting (%s); its embedding space "
+                             "is checked per proposal only", p, type(exc).__name__)
         with trio.move_on_after(0.5):
             await t.peers_changed.wait()
 
