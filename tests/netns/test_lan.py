@@ -126,3 +126,21 @@ def test_peer_of_another_embedding_space_is_refused_on_both_sides(lab_factory, n
         assert st["network"]["refused_peers"] == {them.peer_id: "space_mismatch"}
     poll_until(lambda: a.get("/status")["peers"] == 0 and other.get("/status")["peers"] == 0,
                what="the refused connection to be closed")
+
+
+@pytest.mark.real_model
+def test_real_gguf_models_on_two_hosts_answer_through_the_openai_api(lab_factory, nodes_factory):
+    """The one namespace test with a real model (smollm2-135m on both hosts, 16 tokens)."""
+    lab = lab_factory(lan=2)
+    h = lab.hosts
+    real = ["--max-tokens", "16", "--proposers-max", "2", "--deadline-s", "120",
+            "--round-timeout-s", "60"]
+    a = nodes_factory(lab, [dict(host=h[0], model="smollm2-135m", extra=real)])[0]
+    b = nodes_factory(lab, [dict(host=h[1], model="smollm2-135m", bootstrap=[a.addr], extra=real)])[0]
+    wait_mesh([a, b], 60)
+    r = _ask_openai(lab, b, "What is the capital of France? Answer in one word.")
+    trace = r.model_extra["p2pmoa_trace"]
+    assert {p["peer"] for p in trace["proposals"]} == {a.peer_id, b.peer_id}
+    answer = r.choices[0].message.content
+    assert answer.strip() and "stand-in" not in answer.lower()
+    assert answer in {p["answer"] for p in trace["proposals"]}
