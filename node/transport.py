@@ -399,6 +399,10 @@ class _Base:
         self._streams_in[peer] -= 1
 
 
+def _is_loopback(addr: str) -> bool:
+    return addr.startswith("/ip4/127.") or addr.startswith("/ip6/::1/")
+
+
 def _addr_peer(addr: str) -> PeerId | None:
     """The peer id at the end of ``.../p2p/<id>`` (or ``mem/<id>``), else None."""
     for marker in ("/p2p/", "mem/"):
@@ -800,7 +804,7 @@ class Libp2pTransport(_Base):
             self._release_stream(peer)
 
     async def _handle_px(self, stream) -> None:
-        from node.host import is_dialable
+        from node.host import is_dialable, remote_addr
         peer = PeerId(str(stream.muxed_conn.peer_id))
         try:
             with trio.move_on_after(self.limits.request_timeout_s):
@@ -809,13 +813,16 @@ class Libp2pTransport(_Base):
                     await _reset(stream)
                     return
                 store = self.host.get_peerstore()
+                # loopback addresses are only useful to a peer on this same machine
+                local_asker = _is_loopback(remote_addr(stream))
                 out = []
                 for p in self.host.get_connected_peers()[:32]:
                     if str(p) == peer:
                         continue
                     if self._refused(p):
                         continue
-                    addrs = [str(a) for a in store.addrs(p) if is_dialable(str(a))][:4]
+                    addrs = [str(a) for a in store.addrs(p) if is_dialable(str(a))
+                             and (local_asker or not _is_loopback(str(a)))][:4]
                     out.append([str(p), addrs])
                 await write_frame(stream, bytes([STATUS_OK]) + msgpack.packb(out))
                 await stream.close()
