@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.p2pmoa-installed
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-net demo test bench clean
 setup: $(STAMP) $(CHROMIUM)
 
 # Debian's headless Chromium for the web page's browser tests (Playwright drives it; its own
@@ -16,6 +16,14 @@ setup: $(STAMP) $(CHROMIUM)
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver || \
 	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
+# System packages of the namespace tests (tests/netns): `ip` (iproute2) and `nft` (nftables).
+# Installed only when missing and only as root (CI and these machines); quiet and idempotent.
+setup-net:
+	@if [ "$$(id -u)" = 0 ] && ! (command -v ip && command -v nft) >/dev/null 2>&1; then \
+	  echo "Installing iproute2 and nftables for the namespace tests..."; \
+	  (apt-get install -y -qq iproute2 nftables || (apt-get update -qq && apt-get install -y -qq iproute2 nftables)) >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +39,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/p2pmoa demo
 
-test: setup
+test: setup setup-net
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup

@@ -46,13 +46,22 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
     p.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
                    help="log lines as text (default) or one JSON object per line (same as `p2pmoa --log-format`)")
+    p.add_argument("--network-key", metavar="FILE",
+                   help="private mesh: only hosts holding this pre-shared key can connect (libp2p pnet); create one with `p2pmoa keygen --network-key FILE`")
+    p.add_argument("--mdns", action=argparse.BooleanOptionalAction, default=None,
+                   help="find peers on the LAN by mDNS (default: on with --network-key, off in an open mesh)")
+    p.add_argument("--relay", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve as a circuit-relay v2 relay for peers behind NAT (run it on a reachable node)")
+    p.add_argument("--clock-offset-s", type=float,
+                   help="FAULT INJECTION for tests: shift this node's protocol clock by this many seconds")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     overrides = {k: getattr(args, k, None) for k in (
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
-        "max_tokens", "connections_target", "threads")}
+        "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
+        "clock_offset_s")}
     return load_config(args.config, overrides)
 
 
@@ -62,6 +71,13 @@ def _run_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"p2pmoa node run: {exc}", file=sys.stderr)
         return 2
+    if cfg.network_key:
+        from node.host import NetworkKeyError, read_network_key
+        try:
+            read_network_key(cfg.network_key)
+        except NetworkKeyError as exc:
+            print(f"p2pmoa node run: {exc}", file=sys.stderr)
+            return 2
     from node.daemon import run_daemon
     return run_daemon(cfg)
 
@@ -75,9 +91,27 @@ def register_node(sub) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _keygen_network(args: argparse.Namespace, data_dir: Path) -> int:
+    from node.host import write_network_key
+    path = Path(args.network_key if args.network_key is not True else data_dir / "network.key")
+    try:
+        fp = write_network_key(path, force=args.force)
+    except FileExistsError as exc:
+        print(f"p2pmoa keygen: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"p2pmoa keygen: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote network key {path} (mode 0600, fingerprint {fp}); copy it to every device "
+          f"of the mesh and start each with --network-key {path}")
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     from node.transport import load_or_create_identity, peer_id_of
     data_dir = Path(args.data_dir or NodeConfig().data_dir).expanduser()
+    if args.network_key:
+        return _keygen_network(args, data_dir)
     path = data_dir / "identity.key"
     if path.exists() and not args.force:
         print(f"{path} exists (peer id {peer_id_of(load_or_create_identity(str(path)))}); "
@@ -94,6 +128,9 @@ def register_keygen(sub) -> None:
     p = sub.add_parser("keygen", help="create the node's Ed25519 identity key (0600) in the data dir")
     p.add_argument("--data-dir", metavar="DIR", help=f"default {NodeConfig().data_dir}")
     p.add_argument("--force", action="store_true", help="replace an existing key (the peer id changes)")
+    p.add_argument("--network-key", nargs="?", const=True, default=None, metavar="FILE",
+                   help="instead: write a private-mesh pre-shared key (0600) to FILE "
+                        "(default DATA_DIR/network.key); share it with the mesh's devices only")
     p.set_defaults(func=_keygen)
 
 
@@ -114,11 +151,7 @@ def _get_cmd(path: str):
         if args.json:
             print(json.dumps(data, indent=2))
         elif path == "/peers":
-            peers = data.get("peers", [])
-            print(f"{len(peers)} peers")
-            for p in peers:
-                print(f"  {p.get('peer_id')}  trust={p.get('trust', '?')}  {' '.join(p.get('addrs', [])[:1])}"
-                      f"  {_model_columns(p)}")
+            print(format_peers(data.get("peers", [])))
         else:
             for k, v in data.items():
                 print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
@@ -127,9 +160,29 @@ def _get_cmd(path: str):
 
 
 def _model_columns(peer: dict) -> str:
-    """The advertised model of a peer (issue 15), kept apart from the address/trust columns."""
+    """A peer's model and embedding space: the GGUF metadata it advertises by gossip
+    (node/nodeinfo.py) when it has arrived, else what its connect-time greeting said."""
     from node.nodeinfo import describe_model
-    return describe_model(peer)
+    text = describe_model(peer)
+    if text == "model=?":
+        text = f"model={peer.get('model') or '?'}  space={peer.get('embedding_space') or '?'}"
+    return text
+
+
+def format_peers(peers: list[dict]) -> str:
+    """One line per peer: id, address, model, embedding space, trust, clock skew."""
+    lines = [f"{len(peers)} peers"]
+    for p in peers:
+        trust = p.get("trust")
+        skew = p.get("clock_skew_s")
+        lines.append("  ".join([
+            f"  {p.get('peer_id')}",
+            f"addr={p.get('addr') or '?'}",
+            _model_columns(p),
+            f"trust={'new' if trust is None else trust}",
+            f"clock={'?' if skew is None else f'{skew:+.1f}s'}"]
+            + ([f"REFUSED={p['refused']}"] if p.get("refused") else [])))
+    return "\n".join(lines)
 
 
 def register_peers(sub) -> None:

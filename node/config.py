@@ -73,6 +73,12 @@ class NodeConfig:
         threads: llama.cpp threads (default 1: the machine is shared by several nodes).
         stand_in_delay_s: with ``--model stand-in`` only: seconds each generation takes
             (simulated service time, for load tests and benchmarks; default 0).
+        network_key: path of a private-mesh key (``p2pmoa keygen --network-key FILE``); only
+            hosts holding the same key can connect at all (libp2p pnet). Empty: open mesh.
+        mdns: find peers on the LAN by mDNS. None (default): on for a private mesh (with
+            ``network_key``), off for an open one (see README "Run on your LAN").
+        relay: act as a circuit-relay v2 relay for peers behind NAT (a publicly reachable node).
+        clock_offset_s: FAULT INJECTION for tests: seconds added to this node's protocol clock.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -94,6 +100,14 @@ class NodeConfig:
     body_bytes_max: int = 64 * 1024
     threads: int = 1
     stand_in_delay_s: float = 0.0
+    network_key: str = ""
+    mdns: bool | None = None
+    relay: bool = False
+    clock_offset_s: float = 0.0
+
+    @property
+    def mdns_on(self) -> bool:
+        return bool(self.network_key) if self.mdns is None else self.mdns
 
     def __post_init__(self) -> None:
         if self.consensus not in CONSENSUS_METHODS:
@@ -150,7 +164,13 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(str(v) for v in value)
         if name == "data_dir":
             return Path(str(value)).expanduser()
-        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s"):
+        if name in ("mdns", "relay"):
+            if value is None and name == "mdns":
+                return None
+            if not isinstance(value, bool):
+                raise TypeError("must be true or false")
+            return value
+        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s", "clock_offset_s"):
             if isinstance(value, bool):
                 raise TypeError("bool")
             return float(value)

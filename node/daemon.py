@@ -39,6 +39,7 @@ from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import (Metrics, record_generation, register_admission, register_build_info,
                           register_process_metrics)
 from node.querylog import observed_query
+from node.host import bootstrap_line, lan_options, network_status
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -161,10 +162,10 @@ class Daemon:
         return {p: round(self.trust.score(p), 4) for p in
                 set(self.trust.scores) | set(self.trust.quarantined)}
 
-    @staticmethod
-    def _now() -> float:
-        """Protocol time: Unix seconds (timestamps in envelopes are compared across nodes)."""
-        return time.time()
+    def _now(self) -> float:
+        """Protocol time: Unix seconds (timestamps in envelopes are compared across nodes);
+        ``clock_offset_s`` is a fault-injection knob for clock-skew tests (0 by default)."""
+        return time.time() + self.cfg.clock_offset_s
 
     # ------------------------------------------------------------------ event loop
 
@@ -389,6 +390,7 @@ class Daemon:
             "fault": self.cfg.fault,
             "peers": len(self.transport.peers()),
             "mesh_peers": len(self.transport.topic_peers(self.P.QUERY_TOPIC)),
+            "network": network_status(self.transport, self.cfg),
             "uptime_s": round(time.time() - self.started_at, 3),
             "transport": _asdict(st),
             "buffer": buf,
@@ -399,8 +401,9 @@ class Daemon:
         trust = self.trust_snapshot()
         mesh = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
         now = time.time()
+        card = getattr(self.transport, "peer_card", lambda p: {})
         return [{"peer_id": p, "trust": trust.get(p), "subscribed": p in mesh,
-                 **self.info.book.view(p, now)}
+                 **card(p), **self.info.book.view(p, now)}
                 for p in self.transport.peers()]
 
     def local_info(self) -> dict:
@@ -546,7 +549,8 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
     generator, embedder = loaded
     limits = TransportLimits(frame_bytes_max=cfg.frame_bytes_max,
                              connections_target=cfg.connections_target)
-    async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
+    net = lan_options(cfg, generator, embedder)
+    async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits, **net) as transport:
         daemon = Daemon(cfg, transport, generator, embedder, identity)
         if not cfg.model.startswith(STAND_IN_MODEL):
             # One warm-up call at the node's own max_tokens: it pages the weights in (the first
@@ -562,6 +566,7 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
         log.info("node %s listening on %s; model %s, role %r, consensus %s%s", transport.local_peer,
                  " ".join(transport.listen_addrs()), daemon.local_model, cfg.role, cfg.consensus,
                  f", FAULT INJECTION {cfg.fault}" if cfg.fault else "")
+        log.info("other devices join with: %s", bootstrap_line(transport.listen_addrs()))
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             app = build_app(daemon, cfg.body_bytes_max, cfg.max_tokens)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RPC_PROTOCOL = "/p2pmoa/rpc/1.0.0"
 PIPE_PROTOCOL = "/p2pmoa/pipe/1.0.0"
 PX_PROTOCOL = "/p2pmoa/px/1.0.0"
+HELLO_PROTOCOL = "/p2pmoa/hello/1.0.0"
 STATUS_OK = 0
 STATUS_REJECTED = 1
 _LEN = struct.Struct(">I")
@@ -380,7 +381,11 @@ class _Base:
                             if pid in set(self.peers()):
                                 log.info("learned peer %s via %s", pid, peer)
                                 break
+            await self._discover_more()
             await trio.sleep(self.limits.maintain_interval_s)
+
+    async def _discover_more(self) -> None:
+        """Hook for other discovery sources (mDNS in the libp2p transport)."""
 
     def _claim_stream(self, peer: PeerId) -> bool:
         """Take one of ``peer``'s inbound stream slots, or count the reject and say no."""
@@ -392,6 +397,10 @@ class _Base:
 
     def _release_stream(self, peer: PeerId) -> None:
         self._streams_in[peer] -= 1
+
+
+def _is_loopback(addr: str) -> bool:
+    return addr.startswith("/ip4/127.") or addr.startswith("/ip6/::1/")
 
 
 def _addr_peer(addr: str) -> PeerId | None:
@@ -595,25 +604,58 @@ class Libp2pTransport(_Base):
         self._nursery: trio.Nursery | None = None
         self._pipes: dict[PeerId, object] = {}
         self._pipe_locks: dict[PeerId, trio.Lock] = defaultdict(trio.Lock)
+        self.greeter = None  # node.host.Greeter: set by open_libp2p_transport when given a card
+        self.mdns = None  # node.host.MdnsDiscovery when --mdns
+        self.relay = None  # node.host.RelaySupport (with a card: every daemon)
+        self.network_key_fingerprint: str | None = None
 
     def listen_addrs(self) -> list[str]:
+        """Dialable addresses (a wildcard listen address is expanded per interface)."""
         return [f"{a}" if "/p2p/" in str(a) else f"{a}/p2p/{self.local_peer}"
                 for a in self.host.get_addrs()]
 
+    def _refused(self, peer) -> bool:
+        return self.greeter is not None and str(peer) in self.greeter.refused
+
     def peers(self) -> list[PeerId]:
-        return sorted(PeerId(str(p)) for p in self.host.get_connected_peers())
+        return sorted(PeerId(str(p)) for p in self.host.get_connected_peers()
+                      if not self._refused(p))
 
     def topic_peers(self, topic: str) -> list[PeerId]:
         """Connected peers whose subscription to ``topic`` this host has heard of."""
-        return sorted(PeerId(str(p)) for p in self.pubsub.peer_topics.get(topic, ()))
+        return sorted(PeerId(str(p)) for p in self.pubsub.peer_topics.get(topic, ())
+                      if not self._refused(p))
+
+    def peer_card(self, peer: PeerId) -> dict:
+        """What the greeting told us about ``peer`` (address, model, space, clock skew)."""
+        if self.greeter is None:
+            return {}
+        from node.host import conn_addr
+        card = self.greeter.public(str(peer))
+        if card:
+            card["first_addr"] = card["addr"]  # the connection the greeting went over
+            card["addr"] = conn_addr(self, str(peer)) or card["addr"]  # now: direct if any
+        return card
 
     async def connect(self, addr: str) -> PeerId:
         from libp2p.peer.peerinfo import info_from_p2p_addr
         import multiaddr
+        from node.host import is_dialable
+        if not is_dialable(addr):
+            raise BadAddress(f"{addr!r}: unspecified address, not dialable")
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:
             raise BadAddress(f"{addr!r}: {exc}") from exc
+        if self._refused(info.peer_id):
+            raise PeerUnreachable(f"{addr}: refused ({self.greeter.refused[str(info.peer_id)]})")
+        if "/p2p-circuit" in addr and self.relay is not None:
+            try:
+                await self.relay.dial(addr)
+            except Exception as exc:
+                raise PeerUnreachable(f"{addr}: relay: {type(exc).__name__}: {exc}") from exc
+            self._notify_peers_changed()
+            return PeerId(str(info.peer_id))
         network = self.host.get_network()
         if hasattr(network, "unblock_peer"):  # our own backoff decides when to redial
             network.unblock_peer(info.peer_id)
@@ -762,6 +804,7 @@ class Libp2pTransport(_Base):
             self._release_stream(peer)
 
     async def _handle_px(self, stream) -> None:
+        from node.host import is_dialable, remote_addr
         peer = PeerId(str(stream.muxed_conn.peer_id))
         try:
             with trio.move_on_after(self.limits.request_timeout_s):
@@ -770,17 +813,38 @@ class Libp2pTransport(_Base):
                     await _reset(stream)
                     return
                 store = self.host.get_peerstore()
+                # loopback addresses are only useful to a peer on this same machine
+                local_asker = _is_loopback(remote_addr(stream))
                 out = []
                 for p in self.host.get_connected_peers()[:32]:
                     if str(p) == peer:
                         continue
-                    addrs = [str(a) for a in store.addrs(p)][:4]
+                    if self._refused(p):
+                        continue
+                    addrs = [str(a) for a in store.addrs(p) if is_dialable(str(a))
+                             and (local_asker or not _is_loopback(str(a)))][:4]
                     out.append([str(p), addrs])
                 await write_frame(stream, bytes([STATUS_OK]) + msgpack.packb(out))
                 await stream.close()
         except Exception as exc:  # noqa: BLE001
             log.debug("px stream from %s failed: %s", peer, exc)
             await _reset(stream)
+
+    async def _discover_more(self) -> None:
+        """Dial peers found by mDNS (each address with backoff) while below the target."""
+        if self.mdns is None:
+            return
+        for pid, addrs in self.mdns.drain():
+            pid = PeerId(pid)
+            if pid == self.local_peer or pid in set(self.peers()) or self._refused(pid):
+                continue
+            if len(self.peers()) >= self.limits.connections_target:
+                break
+            for a in addrs[:4]:
+                await self._dial_with_backoff(_with_peer(a, pid), "mDNS peer")
+                if pid in set(self.peers()):
+                    log.info("found peer %s on the LAN by mDNS at %s", pid, a)
+                    break
 
     async def _peer_exchange(self, peer: PeerId) -> list[tuple[PeerId, list[str]]]:
         raw = await self.request(peer, b"", protocol=PX_PROTOCOL)
@@ -793,6 +857,11 @@ class Libp2pTransport(_Base):
                     and isinstance(it[1], list)):
                 out.append((PeerId(it[0]), [a for a in it[1] if isinstance(a, str)]))
         return out
+
+
+@asynccontextmanager
+async def _null_context():
+    yield
 
 
 async def _reset(stream) -> None:
@@ -830,12 +899,21 @@ async def open_libp2p_transport(
     bootstrap: Sequence[str] = (),
     limits: TransportLimits = TransportLimits(),
     gossip_rate_per_topic_per_s: float = 1000.0,
+    *,
+    network_key: str | None = None,
+    mdns: bool = False,
+    card=None,
+    relay: bool = False,
 ) -> AsyncIterator[Libp2pTransport]:
     """Start a libp2p host (Noise only, tuned gossipsub) and yield a running transport.
 
     Pubsub and GossipSub services start before ``host.run`` (the notes' start order), the
     host is closed explicitly on exit, and the maintenance loop dials ``bootstrap`` with
     backoff. Listen on ``/tcp/0`` to let the OS pick a free port; see ``listen_addrs()``.
+
+    ``network_key`` (64 hex digits, see node.host.read_network_key) makes the mesh private
+    (libp2p pnet); ``mdns`` finds peers on the LAN; ``card`` (a node.host.LocalCard) turns on
+    the greeting that refuses peers of another embedding space and measures clock skew.
     """
     import multiaddr
     from libp2p import new_host
@@ -847,9 +925,11 @@ async def open_libp2p_transport(
     from libp2p.tools.anyio_service import background_trio_service
 
     las = [multiaddr.Multiaddr(a) for a in listen]
+    from node import host as nhost
     host = new_host(
         key_pair=key_pair, listen_addrs=las,
         sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_keypair().private_key)},
+        psk=network_key, addrs_factory=nhost.addrs_factory,
     )
     gs = GossipSub(protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4,
                    degree_high=12, heartbeat_interval=1, adaptive_gossip_enabled=False,
@@ -861,16 +941,39 @@ async def open_libp2p_transport(
     host.set_stream_handler(RPC_PROTOCOL, t._handle_rpc)
     host.set_stream_handler(PX_PROTOCOL, t._handle_px)
     host.set_stream_handler(PIPE_PROTOCOL, t._handle_pipe)
+    host.set_stream_handler(HELLO_PROTOCOL, lambda stream: nhost.handle_hello(t, stream))
+    if card is not None:
+        t.greeter = nhost.Greeter(card)
+        t.relay = nhost.RelaySupport(host, serve=relay)
+    if network_key is not None:
+        t.network_key_fingerprint = nhost.key_fingerprint(network_key)
     try:
-        async with background_trio_service(ps), background_trio_service(gs):
+        relay_service = (background_trio_service(t.relay.protocol) if t.relay is not None
+                         else _null_context())
+        dcutr_service = (background_trio_service(t.relay.dcutr) if t.relay is not None
+                         else _null_context())
+        async with background_trio_service(ps), background_trio_service(gs), relay_service, \
+                dcutr_service:
             async with host.run(las):
                 async with trio.open_nursery() as nursery:
                     t._nursery = nursery
                     nursery.start_soon(t.maintain)
+                    if t.greeter is not None:
+                        nursery.start_soon(nhost.greet_loop, t)
+                    if mdns:
+                        try:
+                            t.mdns = nhost.MdnsDiscovery(host, t.local_peer, t.listen_addrs(),
+                                                         t.network_key_fingerprint)
+                            t.mdns.start()
+                        except OSError as exc:  # no multicast-capable interface: bootstrap only
+                            t.mdns = None
+                            log.warning("mDNS unavailable (%s); use --bootstrap", exc)
                     try:
                         log.info("libp2p host %s listening on %s", t.local_peer, t.listen_addrs())
                         yield t
                     finally:
+                        if t.mdns is not None:
+                            t.mdns.stop()
                         nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await host.close()

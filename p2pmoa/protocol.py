@@ -1086,7 +1086,7 @@ class PeerProtocol:
                 if o is not None and o.phase == "collect":
                     o.notes.append(f"collection deadline: {len(o.proposals)} of "
                                    f"{o.ann.proposers_max} proposals arrived")
-                    self._start_round(o)
+                    self._start_round(o, at_deadline=True)
             case ("round", qid):
                 o = self._origins.get(qid)
                 if o is not None and o.phase == "round":
@@ -1141,7 +1141,7 @@ class PeerProtocol:
 
     # ------------------------------------------------------------------ round start
 
-    def _start_round(self, o: _Origin) -> None:
+    def _start_round(self, o: _Origin, at_deadline: bool = False) -> None:
         qid = o.ann.query_id
         self._cancel_timer(f"collect:{qid}")
         self._cancel_timer(f"reannounce:{qid}")
@@ -1153,7 +1153,9 @@ class PeerProtocol:
             return
         o.phase = "round"
         o.round_at = self._now
-        for peer in sorted(self.peers):
+        # Only a peer silent until the deadline is penalised: when enough proposals arrived
+        # early, a slower device (still generating) has done nothing wrong (issue 13).
+        for peer in sorted(self.peers) if at_deadline else ():
             if (peer not in o.proposals and peer not in o.nacks
                     and selected(qid, peer, o.ann.select_ppm)):
                 self.trust.bad(peer, "no_proposal", self._now)
