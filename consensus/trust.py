@@ -18,9 +18,11 @@ Why the rules look the way they do:
   weights change only when :meth:`TrustBook.close_epoch` is called, at an epoch boundary the
   members agree on. Evidence (equivocation, forged signature) is therefore also applied at the
   next epoch boundary; it sets ``t_i = 0`` and quarantines the member for good.
-* **Capped share**: no member gets more than ``share_cap`` of the total weight (default 0.2,
-  well below the 1/3 that would let one member block or forge quorums alone). With fewer than
-  ``1/share_cap`` members the cap is ``1/N`` (equal weights).
+* **Capped share**: no member gets more than ``share_cap`` of the total weight (default 0.25,
+  below the 1/3 that would let one member block or forge quorums alone; the coalition cap
+  below is what keeps every small coalition under 1/3). With fewer than ``1/share_cap``
+  members the cap is ``1/N`` (equal weights). The default was 0.2 before issue 12, which
+  forced equal weights in a 5-member group: a garbage member kept full weight.
 * **Capped coalitions**: a per-member cap alone lets a patient coalition farm its way past
   1/3 (two farmers at 0.2 each among 8 members hold 0.4). So with ``N`` members of positive
   weight and ``f = floor((N - 1) / 3)`` (the largest coalition with fewer than ``N/3``
@@ -98,7 +100,7 @@ class TrustBook:
         quality_ema: smoothing of the quality average in (0, 1] (default 0.2).
         initial_quality: quality assumed before any score (default 0.5, "unknown").
         initial_score: effective score of a member seen for the first time (default 0.5).
-        share_cap: largest share of total weight one member may hold (default 0.2; must be
+        share_cap: largest share of total weight one member may hold (default 0.25; must be
             below 1/3, else one member could block quorums alone).
         growth_max: largest increase of a member's score per epoch (default 0.05).
         score_floor: smallest score of a non-quarantined member (default 0.05), so a new or
@@ -107,7 +109,7 @@ class TrustBook:
 
     def __init__(self, *, alpha: float = 0.5, forgetting: float = 0.9,
                  quality_ema: float = 0.2, initial_quality: float = 0.5,
-                 initial_score: float = 0.5, share_cap: float = 0.2,
+                 initial_score: float = 0.5, share_cap: float = 0.25,
                  growth_max: float = 0.05, score_floor: float = 0.05) -> None:
         for name, v, lo, hi in (("alpha", alpha, 0.0, 1.0), ("forgetting", forgetting, 1e-9, 1.0),
                                 ("quality_ema", quality_ema, 1e-9, 1.0),
@@ -207,6 +209,17 @@ class TrustBook:
         if e is None or e.score is None:
             return self.initial_score
         return 0.0 if e.quarantined else e.score
+
+    def history(self, member: str) -> int:
+        """How many quality scores were recorded for ``member`` (rounds it was judged in):
+        the evidence a newcomer has to earn before it counts as established."""
+        e = self._m.get(member)
+        return 0 if e is None else e.quality_n
+
+    def judged(self, history_min: int = 1) -> list[str]:
+        """Members with at least ``history_min`` quality scores, not quarantined (sorted)."""
+        return [m for m, e in sorted(self._m.items())
+                if e.quality_n >= history_min and not e.quarantined]
 
     def is_quarantined(self, member: str) -> bool:
         e = self._m.get(member)

@@ -61,6 +61,7 @@ import numpy as np
 
 from consensus import averaging, pbft
 from consensus.trust import TrustBook
+from p2pmoa import seats
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
     Accepted,
@@ -253,6 +254,10 @@ class ProtocolConfig:
             (default 256; more is a flood and is dropped).
         announce_repeats: times the originator re-broadcasts its announce while proposals
             are missing, evenly spread over the collection window (default 2).
+        seat_history_min: rounds a peer's answers must have been judged before it is
+            established; until then it holds one of at most ``(k-1)//3`` new seats and weight
+            0 (see p2pmoa/seats.py; default 3).
+        roster: peer ids allowed to hold seats (None: open mesh; see p2pmoa/roster.py).
     """
 
     role: str = "You are a helpful assistant. Answer briefly."
@@ -277,6 +282,8 @@ class ProtocolConfig:
     remember_max: int = 1024
     pbft_msgs_per_member_max: int = 256
     announce_repeats: int = 2
+    seat_history_min: int = seats.HISTORY_MIN
+    roster: frozenset | None = None
 
     def __post_init__(self):
         assert self.method in METHODS, f"method must be one of {METHODS}"
@@ -352,6 +359,18 @@ class TrustBookPort:
 
     def score(self, member):
         return 0.0 if member in self.blocked else self.book.score(member)
+
+    def history(self, member) -> int:
+        """Rounds in which ``member``'s answers were judged here (see p2pmoa/seats.py)."""
+        return self.book.history(member)
+
+    def answer_quality(self, member) -> float:
+        """``member``'s answer-quality average in [0, 1] (see p2pmoa/seats.py)."""
+        return self.book.quality(member)
+
+    def judged(self, history_min: int) -> list[str]:
+        """Members judged in at least ``history_min`` rounds (see p2pmoa/seats.py)."""
+        return self.book.judged(history_min)
 
     def end_round(self, now):
         self.book.close_epoch()
@@ -549,6 +568,7 @@ class PeerProtocol:
         self.rng = rng
         self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
         self.trust: TrustPort = trust if trust is not None else TrustBookPort()
+        self.seats = seats.SeatPolicy(self.cfg.seat_history_min, self.cfg.roster)
         self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
         self._verifier = verifier
         self.peers: set[PeerId] = set()
@@ -1039,6 +1059,11 @@ class PeerProtocol:
             o.notes.append(f"{sender} equivocated (two proposals): excluded and quarantined")
             log.warning("query %s: %s equivocated, quarantined", p.query_id, sender)
             return
+        why = self.seats.refuse(self.trust, self.me, sender, list(o.proposals),
+                                o.ann.proposers_max, self.peers)
+        if why is not None:  # seats by trust, not by speed (p2pmoa/seats.py)
+            self._reject(why)
+            return
         if own_dim := len(p.embedding_f32) // 4:
             dims = {len(x[1].embedding_f32) // 4 for x in o.proposals.values()}
             if dims and own_dim not in dims:
@@ -1135,7 +1160,7 @@ class PeerProtocol:
                 self.trust.bad(peer, "no_proposal", self._now)
                 self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))
-        w = self.trust.weights(list(members))
+        w = self.seats.weights(self.trust, self.me, members, self.trust.weights(list(members)))
         weights = tuple(max(0, int(w.get(m, 1))) for m in members)
         if sum(weights) <= 0:
             weights = tuple(1 for _ in members)
@@ -1300,7 +1325,7 @@ class PeerProtocol:
 
         m.replica = pbft.Replica(pbft.MemberId(self.me), weights, validity=validity,
                                  view_timeout_s=rs.view_timeout_s, seq_max=1,
-                                 sign=sign, verify=verify)
+                                 sign=sign, verify=verify, order_seed=domain)
         value = self._value_of(qid, m.rank[0])
         if self.cfg.fault == "garbage":
             value = pack([qid, self.me, _digest(f"garbage {self.rng.getrandbits(64)}")])
@@ -1601,6 +1626,10 @@ class PeerProtocol:
         self._done_order.append(qid)
         if m is not None:
             m.decision = d
+            if qid not in self._origins and m.vectors is not None:
+                # members judge the round too: one trust model everyone computes (issue 12)
+                seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
+                                    m.vectors, d.chosen, self._now, policy=self.seats)
         self._count("decisions")
         log.info("query %s: decided %s (%s, view %d)", qid, d.digest.hex()[:12], d.method, d.view)
         if qid not in self._origins:
@@ -1721,18 +1750,11 @@ class PeerProtocol:
         if m is None or m.vectors is None:
             self.trust.end_round(self._now)
             return
-        c = centrality(m.vectors)
-        for i, (_, p) in enumerate(m.cands):
-            if p.proposer == self.me:
-                continue
-            self.trust.quality(p.proposer, float((c[i] + 1) / 2), self._now)
-            if d.chosen == p.proposer:
-                self.trust.good(p.proposer, self._now)
+        silent = ()
         if o.round is not None and o.round.method in ("pbft", "averaging"):
-            for peer in o.round.members:
-                if peer != self.me and peer not in m.spoke:
-                    self.trust.bad(peer, "silent_in_round", self._now)
-        self.trust.end_round(self._now)
+            silent = [p for p in o.round.members if p != self.me and p not in m.spoke]
+        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands], m.vectors,
+                            d.chosen, self._now, silent, self.seats)
 
     def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
         rs = o.round
