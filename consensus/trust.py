@@ -216,6 +216,10 @@ class TrustBook:
         e = self._m.get(member)
         return 0 if e is None else e.quality_n
 
+    def members(self) -> list[str]:
+        """Every member the book holds state for (sorted)."""
+        return sorted(self._m)
+
     def judged(self, history_min: int = 1) -> list[str]:
         """Members with at least ``history_min`` quality scores, not quarantined (sorted)."""
         return [m for m, e in sorted(self._m.items())

@@ -37,6 +37,7 @@ from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionReque
                       build_app, serve_api)
 from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import Metrics
+from node.trust_store import TRUST_FORMAT, TrustStateError, check_trust_state, load_trust
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -122,8 +123,7 @@ class Daemon:
         self.P = P
         self.store = SQLiteStore(self.cfg.buffer_path)
         self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max)
-        self.trust = P.LocalTrust()
-        self._load_trust()
+        self.trust = load_trust(self.store.get_meta("trust"), P.TrustBookPort)
         pcfg = P.ProtocolConfig(
             role=self.cfg.role, model_id=self.local_model,
             space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
@@ -133,28 +133,13 @@ class Daemon:
         return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
                               buffer=self.buffer, trust=self.trust)
 
-    def _load_trust(self) -> None:
-        """Restore the trust book persisted by :meth:`_save_trust` (survives restarts)."""
-        import json
-        raw = self.store.get_meta("trust")
-        if not raw:
-            return
-        try:
-            d = json.loads(raw)
-            self.trust.scores.update({str(k): float(v) for k, v in d.get("scores", {}).items()})
-            self.trust.quarantined.update({str(k): str(v) for k, v in d.get("quarantined", {}).items()})
-            log.info("restored trust for %d peers", len(self.trust.scores))
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable trust state: %s", exc)
-
     def _save_trust(self) -> None:
         import json
-        self.store.put_meta("trust", json.dumps({
-            "scores": dict(self.trust.scores), "quarantined": dict(self.trust.quarantined)}).encode())
+        self.store.put_meta("trust", json.dumps(
+            {"format": TRUST_FORMAT, **self.trust.to_dict()}).encode())
 
     def trust_snapshot(self) -> dict[str, float]:
-        return {p: round(self.trust.score(p), 4) for p in
-                set(self.trust.scores) | set(self.trust.quarantined)}
+        return {p: round(self.trust.score(p), 4) for p in self.trust.members()}
 
     @staticmethod
     def _now() -> float:
@@ -548,6 +533,12 @@ def run_daemon(cfg: NodeConfig) -> int:
         logging.getLogger().setLevel(logging.INFO)
     for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    try:  # refuse a trust state we cannot read before anything starts (one-line error)
+        check_trust_state(cfg.buffer_path)
+    except TrustStateError as exc:
+        print(f"p2pmoa node run: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         shutdown = trio.Event()

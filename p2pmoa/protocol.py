@@ -368,6 +368,10 @@ class TrustBookPort:
         """``member``'s answer-quality average in [0, 1] (see p2pmoa/seats.py)."""
         return self.book.quality(member)
 
+    def members(self) -> list[str]:
+        """Every peer this node holds trust state for (sorted)."""
+        return sorted(set(self.book.members()) | set(self.blocked))
+
     def judged(self, history_min: int) -> list[str]:
         """Members judged in at least ``history_min`` rounds (see p2pmoa/seats.py)."""
         return self.book.judged(history_min)
@@ -390,50 +394,6 @@ class TrustBookPort:
         port = cls(TrustBook.from_dict(d["book"]))
         port.blocked.update({str(k): str(v) for k, v in dict(d.get("blocked", {})).items()})
         return port
-
-
-class LocalTrust:
-    """Minimal trust ledger used until/unless a consensus.trust.TrustBook is passed in.
-
-    Score in [0, 1] starts at 0.5, moves by exponential smoothing towards 1 on good events and
-    quality scores, towards 0 on bad ones; quarantine is permanent. Weight = 1 + round(9 *
-    score) (quarantined: 0), so one member never weighs more than 10x another.
-    """
-
-    def __init__(self, rate: float = 0.2):
-        self.rate = rate
-        self.scores: dict[str, float] = {}
-        self.quarantined: dict[str, str] = {}
-
-    def _move(self, m: str, target: float) -> None:
-        s = self.scores.get(m, 0.5)
-        self.scores[m] = s + self.rate * (target - s)
-
-    def good(self, member, now):
-        self._move(member, 1.0)
-
-    def bad(self, member, reason, now):
-        self._move(member, 0.0)
-
-    def quality(self, member, score, now):
-        self._move(member, min(1.0, max(0.0, score)))
-
-    def quarantine(self, member, evidence, now):
-        self.quarantined.setdefault(member, evidence)
-        self.scores[member] = 0.0
-
-    def is_quarantined(self, member):
-        return member in self.quarantined
-
-    def weights(self, members):
-        return {m: 0 if m in self.quarantined else 1 + round(9 * self.scores.get(m, 0.5))
-                for m in members}
-
-    def score(self, member):
-        return 0.0 if member in self.quarantined else self.scores.get(member, 0.5)
-
-    def end_round(self, now):
-        pass
 
 
 # --------------------------------------------------------------------------- statistics
@@ -1792,7 +1752,7 @@ class PeerProtocol:
 
 __all__ = [
     "Accepted", "EmbedDone", "EmbedFailed", "Event", "Failed", "FrameIn", "GenerateDone",
-    "GenerateFailed", "LocalTrust", "TrustBookPort", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
+    "GenerateFailed", "TrustBookPort", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
     "ProtocolStatistics", "Refused", "Started", "TimerFired", "TrustPort", "UserQuery",
     "centrality", "ranking", "selected",
 ]
