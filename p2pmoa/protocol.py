@@ -61,7 +61,7 @@ import numpy as np
 
 from consensus import averaging, pbft
 from consensus.trust import TrustBook
-from p2pmoa import seats
+from p2pmoa import quota, seats
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
     Accepted,
@@ -529,6 +529,7 @@ class PeerProtocol:
         self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
         self.trust: TrustPort = trust if trust is not None else TrustBookPort()
         self.seats = seats.SeatPolicy(self.cfg.seat_history_min, self.cfg.roster)
+        self.quota = quota.QuotaPolicy()
         self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
         self._verifier = verifier
         self.peers: set[PeerId] = set()
@@ -541,6 +542,7 @@ class PeerProtocol:
         self._rtx_nonce: dict[bytes, tuple] = {}
         self._decisions: dict[QueryId, Decision] = {}
         self._proposed: dict[QueryId, list] = {}  # qid -> [Proposal, acked_at or None]
+        self._parked: dict[QueryId, QueryAnnounce] = {}  # strangers' queries after a restart
         self._evidence: deque[dict] = deque(maxlen=64)
         self._done_order: list[QueryId] = []
         self._rejects: dict[str, int] = {}
@@ -722,6 +724,18 @@ class PeerProtocol:
                 log.info("query %s: recovered after restart, re-announcing", qid)
                 self._buffer_state(qid, QueryState.BUFFERED)
                 self._start_origin(ann)
+            elif self.trust.is_quarantined(rec.announce.origin):
+                self.buffer.set_state(qid, QueryState.FAILED, self._now,
+                                      detail="not resumed: originator quarantined")
+                self._count("recovered_remote_refused")
+            elif (self._stranger(rec.announce.origin)
+                  and rec.announce.created_at + rec.announce.deadline_s > self._now):
+                # a stranger's query is not resumed by itself: only if its originator
+                # announces it again, through the admission rules (p2pmoa/quota.py)
+                self._parked[qid] = rec.announce
+                self._set_timer(f"parked:{qid}", rec.announce.created_at
+                                + rec.announce.deadline_s - self._now, ("parked", qid))
+                self._count("recovered_remote_parked")
             elif rec.announce.created_at + rec.announce.deadline_s > self._now:
                 self._count("recovered_remote")
                 self._start_answer(rec.announce)
@@ -737,7 +751,9 @@ class PeerProtocol:
         job = f"gen:{qid}"
         self._jobs[job] = ("gen", qid)
         self._buffer_state(qid, QueryState.GENERATING)
-        params = GenParams(max_tokens=ann.max_tokens, temperature=ann.temperature,
+        tokens = ann.max_tokens if ann.origin == self.me else min(
+            ann.max_tokens, self.cfg.gen_params.max_tokens)  # bounded work for others
+        params = GenParams(max_tokens=tokens, temperature=ann.temperature,
                            top_p=self.cfg.gen_params.top_p, seed=ann.seed)
         msgs = (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt))
         self._emit(Generate(job, msgs, params))
@@ -869,6 +885,11 @@ class PeerProtocol:
         if (msg.kind == "announce") != (e.topic is not None):
             self._reject("wrong_channel")
             return
+        if e.topic is not None and e.peer != sender:
+            # gossip names its publisher (libp2p's signed ``from``): a relay may not inject
+            # announces signed by other keys (p2pmoa/quota.py)
+            self._reject("announce_publisher_mismatch")
+            return
         if e.topic is not None and e.topic != self.cfg.topic:
             self._reject("wrong_topic")
             return
@@ -936,6 +957,9 @@ class PeerProtocol:
         if ann.created_at + ann.deadline_s < self._now:
             self._reject("expired")
             return
+        if qid in self._parked:
+            self._resume_parked(env, ann)
+            return
         mine = self._proposed.get(qid)
         if mine is not None:
             prop, acked_at = mine
@@ -950,12 +974,40 @@ class PeerProtocol:
         if not selected(qid, self.me, ann.select_ppm):
             self._count("not_selected")
             return
+        why = self.quota.refuse_remote(ann.origin, self.buffer.unfinished(), self.buffer.capacity,
+                                       self._stranger, self.trust.is_quarantined(ann.origin),
+                                       self.cfg.roster)
+        if why is not None:
+            self._reject(why)
+            self._send(ann.origin, Nack(qid, env.nonce, why, self.cfg.collect_timeout_s))
+            return
         adm = self.buffer.admit(ann, local=False, now=self._now)
         if isinstance(adm, Busy):
             self._count("announce_refused")
             self._send(ann.origin, Nack(qid, env.nonce, adm.reason, adm.retry_after_s))
             return
         self._start_answer(ann)
+
+    def _resume_parked(self, env: Envelope, ann: QueryAnnounce) -> None:
+        """The originator of a query parked at restart announced it again: resume it if the
+        admission rules still allow (else it fails now)."""
+        qid = ann.query_id
+        parked = self._parked.pop(qid)
+        self._cancel_timer(f"parked:{qid}")
+        others = [r for r in self.buffer.unfinished() if r.query_id != qid]
+        why = self.quota.refuse_remote(parked.origin, others, self.buffer.capacity,
+                                       self._stranger, self.trust.is_quarantined(parked.origin),
+                                       self.cfg.roster)
+        if why is not None:
+            self._reject(why)
+            self.buffer.set_state(qid, QueryState.FAILED, self._now, detail=f"not resumed: {why}")
+            return
+        self._count("recovered_remote")
+        self._start_answer(parked)
+
+    def _stranger(self, origin: PeerId) -> bool:
+        """Neither a connected peer nor established here (see p2pmoa/quota.py)."""
+        return origin not in self.peers and not self.seats.established(self.trust, origin)
 
     def _finish_answer(self, qid: QueryId, state: QueryState, detail: str = "") -> None:
         self._answers.pop(qid, None)
@@ -1070,6 +1122,10 @@ class PeerProtocol:
                     self._pbft_resend(qid, m)
             case ("rtx", key):
                 self._on_rtx(key)
+            case ("parked", qid):
+                if self._parked.pop(qid, None) is not None:
+                    self.buffer.set_state(qid, QueryState.FAILED, self._now,
+                                          detail="not resumed: originator did not ask again")
             case ("expire", qid):
                 self._count("rounds_closed" if qid in self._decisions else "answers_expired")
                 self._members.pop(qid, None)
