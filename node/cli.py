@@ -44,13 +44,15 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
     p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
+    p.add_argument("--roster", metavar="FILE",
+                   help="signed roster of a private mesh (p2pmoa roster sign): only its peers get seats and work")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     overrides = {k: getattr(args, k, None) for k in (
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
-        "max_tokens", "connections_target", "threads")}
+        "max_tokens", "connections_target", "threads", "roster")}
     return load_config(args.config, overrides)
 
 

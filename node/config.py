@@ -73,6 +73,7 @@ class NodeConfig:
         threads: llama.cpp threads (default 1: the machine is shared by several nodes).
         stand_in_delay_s: with ``--model stand-in`` only: seconds each generation takes
             (simulated service time, for load tests and benchmarks; default 0).
+        roster: path of a signed roster (p2pmoa/roster.py); empty: open mesh.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -94,6 +95,7 @@ class NodeConfig:
     body_bytes_max: int = 64 * 1024
     threads: int = 1
     stand_in_delay_s: float = 0.0
+    roster: str = ""
 
     def __post_init__(self) -> None:
         if self.consensus not in CONSENSUS_METHODS:

@@ -37,7 +37,8 @@ from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionReque
                       build_app, serve_api)
 from node.config import STAND_IN_MODEL, NodeConfig
 from node.metrics import Metrics
-from node.trust_store import TRUST_FORMAT, TrustStateError, check_trust_state, load_trust
+from node.trust_store import (TRUST_FORMAT, TrustStateError, check_roster, check_trust_state,
+                              load_trust)
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -124,12 +125,23 @@ class Daemon:
         self.store = SQLiteStore(self.cfg.buffer_path)
         self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max)
         self.trust = load_trust(self.store.get_meta("trust"), P.TrustBookPort)
+        roster = None
+        if self.cfg.roster:
+            from p2pmoa.roster import load_roster
+            pin = self.store.get_meta("roster_signer")
+            r = load_roster(self.cfg.roster, Ed25519Verifier(),
+                            pinned=pin.decode() if pin else None)
+            if pin is None:
+                self.store.put_meta("roster_signer", r.signer.encode())
+            roster = r.peers
+            log.info("roster: %d peers, signed by %s", len(r.peers), r.signer)
         pcfg = P.ProtocolConfig(
             role=self.cfg.role, model_id=self.local_model,
             space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
             collect_timeout_s=self.cfg.deadline_s, round_timeout_s=self.cfg.round_timeout_s,
             proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
-            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0))
+            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
+            roster=roster)
         return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
                               buffer=self.buffer, trust=self.trust)
 
@@ -534,9 +546,11 @@ def run_daemon(cfg: NodeConfig) -> int:
     for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    try:  # refuse a trust state we cannot read before anything starts (one-line error)
+    try:  # refuse a trust state or roster we cannot use before anything starts
         check_trust_state(cfg.buffer_path)
-    except TrustStateError as exc:
+        if cfg.roster:
+            check_roster(cfg.roster, cfg.buffer_path)
+    except (TrustStateError, ValueError) as exc:  # RosterError is a ValueError
         print(f"p2pmoa node run: {exc}", file=sys.stderr)
         return 2
 

@@ -79,3 +79,23 @@ def check_trust_state(buffer_path) -> None:
         close = getattr(store, "close", None)
         if close is not None:
             close()
+
+
+def check_roster(roster_path, buffer_path) -> None:
+    """Raise :class:`p2pmoa.roster.RosterError` if the roster at ``roster_path`` does not
+    verify or is signed by another key than the one pinned in the buffer database."""
+    import os  # noqa: PLC0415
+
+    from p2pmoa.buffer import SQLiteStore  # noqa: PLC0415
+    from p2pmoa.identity import Ed25519Verifier  # noqa: PLC0415
+    from p2pmoa.roster import load_roster  # noqa: PLC0415
+
+    pin = None
+    if os.path.exists(buffer_path):
+        store = SQLiteStore(buffer_path)
+        try:
+            raw = store.get_meta("roster_signer")
+        finally:
+            store.close()
+        pin = raw.decode() if raw else None
+    load_roster(roster_path, Ed25519Verifier(), pinned=pin)
