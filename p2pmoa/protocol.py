@@ -1075,6 +1075,7 @@ class PeerProtocol:
                                 o.ann.proposers_max, self.peers)
         if why is not None:  # seats by trust, not by speed (p2pmoa/seats.py)
             self._reject(why)
+            o.nacks.setdefault(sender, why)  # not "missing": it answered, it got no seat
             return
         if own_dim := len(p.embedding_f32) // 4:
             dims = {len(x[1].embedding_f32) // 4 for x in o.proposals.values()}

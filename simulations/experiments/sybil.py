@@ -149,11 +149,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ratios for meshes over 100 honest nodes (default 0,1,4: cost)")
     p.add_argument("--speeds", default="inf,10",
                    help="sybil speed advantage over honest models, 'inf' = instant (default inf,10)")
+    p.add_argument("--speeds-large", default="inf",
+                   help="speeds for meshes over 100 honest nodes (default inf: cost)")
     p.add_argument("--method", default="pbft", choices=("pbft", "vote", "averaging"))
     p.add_argument("--proposers", type=int, default=8, help="seats per round (default 8)")
     p.add_argument("--warmup", type=int, default=30, help="honest-only queries first (default 30)")
-    p.add_argument("--warmup-large", type=int, default=300,
-                   help="warm-up queries for meshes over 100 honest nodes (default 300)")
+    p.add_argument("--warmup-large", type=int, default=100,
+                   help="warm-up queries for meshes over 100 honest nodes (default 100)")
     p.add_argument("--queries", type=int, default=12, help="queries after the sybils join (default 12)")
     p.add_argument("--sybil-links", type=int, default=4, help="honest nodes each sybil links to")
     p.add_argument("--eps-node", type=float, default=0.1, help="honest per-node error rate")
@@ -179,10 +181,11 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
     for h in hs:
         large = h > 100
         ratios = _floats(args.ratios_large if large else args.ratios, "--ratios")
+        sps = _floats(args.speeds_large, "--speeds-large") if large else speeds
         if any(not (0 <= r <= 4) for r in ratios):
             raise ExperimentError("ratios must be in [0, 4]")
         for r in ratios:
-            for sp in (speeds if r > 0 else speeds[:1]):
+            for sp in (sps if r > 0 else sps[:1]):
                 for rostered in (False, True):
                     for t in range(args.trials):
                         tasks.append({
@@ -248,7 +251,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 f"least {headline[f'honest_answer_rate_min_{tag}']:.0%} of answers came from an "
                 f"honest proposer; sybils held at most {headline[f'sybil_seats_max_{tag}']} seats "
                 f"of a round (bound for new identities: {(args.proposers - 1) // 3}).")
-    params = {k: getattr(args, k) for k in ("honest", "ratios", "ratios_large", "speeds", "method",
+    params = {k: getattr(args, k) for k in ("honest", "ratios", "ratios_large", "speeds",
+                                             "speeds_large", "method",
                                              "proposers", "warmup", "warmup_large", "queries",
                                              "sybil_links", "eps_node", "alpha_s", "trials",
                                              "seed")}
