@@ -257,6 +257,8 @@ class ProtocolConfig:
         seat_history_min: rounds a peer's answers must have been judged before it is
             established; until then it holds one of at most ``(k-1)//3`` new seats and weight
             0 (see p2pmoa/seats.py; default 3).
+        seat_seniority_s: a peer connected this long with no history counts as established
+            (default 600 s; see p2pmoa/seats.py).
         roster: peer ids allowed to hold seats (None: open mesh; see p2pmoa/roster.py).
     """
 
@@ -283,6 +285,7 @@ class ProtocolConfig:
     pbft_msgs_per_member_max: int = 256
     announce_repeats: int = 2
     seat_history_min: int = seats.HISTORY_MIN
+    seat_seniority_s: float = seats.SENIORITY_S
     roster: frozenset | None = None
 
     def __post_init__(self):
@@ -528,7 +531,8 @@ class PeerProtocol:
         self.rng = rng
         self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
         self.trust: TrustPort = trust if trust is not None else TrustBookPort()
-        self.seats = seats.SeatPolicy(self.cfg.seat_history_min, self.cfg.roster)
+        self.seats = seats.SeatPolicy(self.cfg.seat_history_min, self.cfg.roster,
+                                      seniority_s=self.cfg.seat_seniority_s)
         self.quota = quota.QuotaPolicy()
         self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
         self._verifier = verifier
@@ -576,6 +580,7 @@ class PeerProtocol:
                     self._on_job_failed(job, f"embed: {err}")
                 case PeerUp(peer=p):
                     self.peers.add(p)
+                    self.seats.connected(p, event.now)
                 case PeerDown(peer=p):
                     self.peers.discard(p)
                 case Started():
@@ -1007,7 +1012,8 @@ class PeerProtocol:
 
     def _stranger(self, origin: PeerId) -> bool:
         """Neither a connected peer nor established here (see p2pmoa/quota.py)."""
-        return origin not in self.peers and not self.seats.established(self.trust, origin)
+        return origin not in self.peers and not self.seats.established(self.trust, origin,
+                                                                       self._now)
 
     def _finish_answer(self, qid: QueryId, state: QueryState, detail: str = "") -> None:
         self._answers.pop(qid, None)
@@ -1072,7 +1078,7 @@ class PeerProtocol:
             log.warning("query %s: %s equivocated, quarantined", p.query_id, sender)
             return
         why = self.seats.refuse(self.trust, self.me, sender, list(o.proposals),
-                                o.ann.proposers_max, self.peers)
+                                o.ann.proposers_max, self.peers, self._now)
         if why is not None:  # seats by trust, not by speed (p2pmoa/seats.py)
             self._reject(why)
             o.nacks.setdefault(sender, why)  # not "missing": it answered, it got no seat
@@ -1177,7 +1183,8 @@ class PeerProtocol:
                 self.trust.bad(peer, "no_proposal", self._now)
                 self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))
-        w = self.seats.weights(self.trust, self.me, members, self.trust.weights(list(members)))
+        w = self.seats.weights(self.trust, self.me, members, self.trust.weights(list(members)),
+                               self._now)
         weights = tuple(max(0, int(w.get(m, 1))) for m in members)
         if sum(weights) <= 0:
             weights = tuple(1 for _ in members)

@@ -18,6 +18,9 @@ proposal, before it may take a seat, and to the weights it puts into ``RoundStar
   fewer than a third of the members, hold none of the weight, and cannot be PBFT primary. Established peers
   are never refused for lack of a seat taken by a new one (their seats are counted apart).
   Speed buys nothing beyond the ``floor(k / 3)`` new seats.
+* **seniority**: a peer this node has been connected to for ``seniority_s`` (600 s) and
+  never judged counts as established too (large meshes, where a node rarely judges the same
+  peer three times; it stops instant identities, not patient ones);
 * **bootstrap**: a node that knows no established peer yet (a fresh mesh) seats anyone it
   can (the mesh has no history to tell an honest newcomer from a sybil). An open mesh is
   therefore only as sybil-resistant as its history; a rostered (or ``--network-key``
@@ -27,7 +30,7 @@ Everything here is pure: no clock, no randomness.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Protocol, Sequence
 
 import numpy as np
@@ -58,7 +61,12 @@ def new_seats_max(k: int) -> int:
     return max(0, k - 1) // 3
 
 
-@dataclass(frozen=True)
+SENIORITY_S = 600.0
+"""Seconds a peer must have been connected before it counts as known without history."""
+FIRST_SEEN_MAX = 100_000
+
+
+@dataclass(eq=False)
 class SeatPolicy:
     """The originator's admission rule (see module doc).
 
@@ -70,19 +78,36 @@ class SeatPolicy:
         quality_ratio: ... and at least this share of the median quality of the peers
             judged ``history_min`` times (default 0.75): taking new seats for three rounds
             with answers nobody agrees with does not make an identity established.
+        seniority_s: a peer connected to this node for at least this long (``connected``)
+            also counts as established while it has no history (default 600 s): in a large
+            mesh a node rarely judges the same peer three times, but identities that appear
+            all at once are young. Not a defence against a patient attacker (waiting is
+            cheap), only against instant ones; the history rule and rosters are.
     """
 
     history_min: int = HISTORY_MIN
     roster: Optional[frozenset] = None
     quality_min: float = QUALITY_MIN
     quality_ratio: float = 0.75
+    seniority_s: float = SENIORITY_S
+    first_seen: dict = field(default_factory=dict)
 
-    def established(self, trust, peer: str) -> bool:
+    def connected(self, peer: str, now: float) -> None:
+        """Record the first time ``peer`` was connected (kept for the node's lifetime)."""
+        if peer not in self.first_seen and len(self.first_seen) < FIRST_SEEN_MAX:
+            self.first_seen[peer] = now
+
+    def established(self, trust, peer: str, now: Optional[float] = None) -> bool:
         history = getattr(trust, "history", None)
         if history is None:  # a trust port without history: everyone counts as known
             return True
-        if history(peer) < self.history_min:
-            return False
+        judged = history(peer)
+        if judged < self.history_min:
+            t = self.first_seen.get(peer) if now is not None else None
+            if t is None or now - t < self.seniority_s:
+                return False
+            if judged == 0:
+                return True  # long connected, not judged yet
         quality = getattr(trust, "answer_quality", None)
         if quality is None:
             return True
@@ -96,12 +121,12 @@ class SeatPolicy:
         qs = sorted(trust.answer_quality(p) for p in known(self.history_min))
         return qs[len(qs) // 2] if qs else 0.0
 
-    def bootstrap(self, trust, peers: Iterable[str]) -> bool:
+    def bootstrap(self, trust, peers: Iterable[str], now: Optional[float] = None) -> bool:
         """True while this node knows no established peer (a fresh mesh)."""
-        return not any(self.established(trust, p) for p in peers)
+        return not any(self.established(trust, p, now) for p in peers)
 
     def refuse(self, trust, me: str, peer: str, seated: Sequence[str], k: int,
-               known: Iterable[str]) -> Optional[str]:
+               known: Iterable[str], now: Optional[float] = None) -> Optional[str]:
         """Why ``peer`` may not take a seat now (None: it may).
 
         Args:
@@ -111,26 +136,27 @@ class SeatPolicy:
             seated: peers already holding a seat in this round.
             k: ``proposers_max`` of the round.
             known: peers this node is connected to (for the bootstrap rule).
+            now: protocol time (for the seniority rule; None: history only).
         """
         if trust.is_quarantined(peer):
             return "seat_quarantined"
         if self.roster is not None and peer not in self.roster and peer != me:
             return "seat_not_in_roster"
-        if peer == me or self.established(trust, peer):
+        if peer == me or self.established(trust, peer, now):
             return None
-        if self.bootstrap(trust, known):
+        if self.bootstrap(trust, known, now):
             return None
-        new = sum(1 for s in seated if s != me and not self.established(trust, s))
+        new = sum(1 for s in seated if s != me and not self.established(trust, s, now))
         if new >= new_seats_max(k):
             return "seat_new_identity_bound"
         return None
 
     def weights(self, trust, me: str, members: Sequence[str],
-                weights: dict[str, int]) -> dict[str, int]:
+                weights: dict[str, int], now: Optional[float] = None) -> dict[str, int]:
         """Round weights: new identities vote with weight 0 (outside bootstrap)."""
-        if self.bootstrap(trust, [m for m in members if m != me]):
+        if self.bootstrap(trust, [m for m in members if m != me], now):
             return dict(weights)
-        out = {m: (w if m == me or self.established(trust, m) else 0)
+        out = {m: (w if m == me or self.established(trust, m, now) else 0)
                for m, w in weights.items()}
         if not any(out.values()):
             return dict(weights)
@@ -152,7 +178,7 @@ def observe_round(trust: _Trust, me: str, proposers: Sequence[str], vectors,
     if vectors is not None and len(proposers) == len(vectors) and len(proposers) >= 2:
         v = np.asarray(vectors, dtype=np.float64)
         ref = [i for i, p in enumerate(proposers)
-               if p == me or policy is None or policy.established(trust, p)]
+               if p == me or policy is None or policy.established(trust, p, now)]
         if len(ref) < 2:
             ref = list(range(len(proposers)))
         sims = v @ v[ref].T

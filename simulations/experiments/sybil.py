@@ -59,6 +59,25 @@ class LateJoiner:
         return out + list(self.inner.handle(event))
 
 
+class MeetsLateJoiners:
+    """An honest node's machine that learns of its sybil neighbours only when they join (the
+    engine would otherwise report every graph neighbour as connected from the start)."""
+
+    def __init__(self, inner: Any, late: list, join_s: float) -> None:
+        self.inner = inner
+        self.late = late
+        self.join_s = join_s
+        self.decisions: list = []
+
+    def handle(self, event) -> list:
+        if self.late and event.now >= self.join_s:
+            P = self.inner.P
+            for p in self.late:
+                self.inner.proto.handle(P.PeerUp(p, now=event.now))
+            self.late = []
+        return self.inner.handle(event)
+
+
 def _graph(h: int, s: int, links: int, rng: random.Random) -> nx.Graph:
     if h <= 32:
         g = nx.complete_graph(h)
@@ -97,11 +116,17 @@ def trial(task: dict) -> dict:
                              space_id=agent.space_id, method=task["method"], proposers_max=k,
                              select_ppm=select_ppm, collect_timeout_s=task["collect_s"],
                              round_timeout_s=task["round_s"],
+                             seat_seniority_s=task["seniority_s"],
                              roster=honest_ids if task["rostered"] and i < h else None)
         proto = PeerProtocol(signers[i], InsecureSimVerifier(registry), cfg,
                              rng=random.Random(f"{seed}|rng|{i}"))
-        m = PeerMachine(proto, [ids[u] for u in sorted(g.neighbors(i))])
-        machines.append(m if i < h else LateJoiner(m, join_s))
+        nbrs = sorted(g.neighbors(i))
+        if i < h:
+            m = PeerMachine(proto, [ids[u] for u in nbrs if u < h])
+            late = [ids[u] for u in nbrs if u >= h]
+            machines.append(MeetsLateJoiners(m, late, join_s) if late else m)
+        else:
+            machines.append(LateJoiner(PeerMachine(proto, [ids[u] for u in nbrs]), join_s))
     speed = task["speed"]
     alpha = [task["alpha_s"]] * h + [task["alpha_s"] / speed if math.isfinite(speed) else 1e-4] * s
     eng = Engine(g, machines, seed=seed, conditions=NetworkConditions(LinkModel()),
@@ -160,6 +185,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sybil-links", type=int, default=4, help="honest nodes each sybil links to")
     p.add_argument("--eps-node", type=float, default=0.1, help="honest per-node error rate")
     p.add_argument("--alpha-s", type=float, default=2.0, help="honest model time per answer, s")
+    p.add_argument("--seniority-s", type=float, default=None,
+                   help="seat seniority (p2pmoa/seats.py); default: the warm-up's length, so "
+                        "the honest nodes are senior when the sybils arrive and the sybils are "
+                        "not yet senior while the queries run (instant sybils; a patient one "
+                        "that waits this long counts as known unless its history says otherwise)")
     p.add_argument("--trials", type=int, default=1, help="seeds per point (default 1)")
 
 
@@ -198,6 +228,10 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
                             "round_s": 10.0, "interval_s": 4 * args.alpha_s + 2.0 if not large
                             else 0.5,
                             "seed": task_seed(args.seed, h, r, sp, rostered, t)})
+                        tk = tasks[-1]
+                        warm_s = tk["warmup"] * tk["interval_s"]
+                        tk["seniority_s"] = (args.seniority_s if args.seniority_s is not None
+                                             else max(1.0, warm_s))
     return tasks
 
 
@@ -252,7 +286,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 f"honest proposer; sybils held at most {headline[f'sybil_seats_max_{tag}']} seats "
                 f"of a round (bound for new identities: {(args.proposers - 1) // 3}).")
     params = {k: getattr(args, k) for k in ("honest", "ratios", "ratios_large", "speeds",
-                                             "speeds_large", "method",
+                                             "speeds_large", "seniority_s", "method",
                                              "proposers", "warmup", "warmup_large", "queries",
                                              "sybil_links", "eps_node", "alpha_s", "trials",
                                              "seed")}

@@ -79,3 +79,20 @@ def test_a_garbage_node_loses_quality_at_every_honest_node():
         assert t.answer_quality(bad) < min(t.answer_quality(p) for p in honest) - 0.2, i
         w = t.weights(ids)
         assert w[bad] < min(w[p] for p in honest), (i, w)
+
+
+def test_seniority_counts_long_connected_peers_as_known_but_not_instant_identities():
+    trust = TrustBookPort()
+    pol = seats.SeatPolicy(seniority_s=600.0)
+    pol.connected("old", 0.0)
+    pol.connected("young", 650.0)
+    assert pol.established(trust, "old", 700.0) and not pol.established(trust, "young", 700.0)
+    assert not pol.bootstrap(trust, ["old", "young"], 700.0)
+    seated = ["me", "s1", "s2"]
+    assert pol.refuse(trust, "me", "young", seated, 8, ["old", "young"], 700.0) == \
+        "seat_new_identity_bound"
+    assert pol.refuse(trust, "me", "old", seated, 8, ["old", "young"], 700.0) is None
+    # a senior peer whose few judged answers agree with nobody is not known any more
+    for _ in range(2):
+        trust.quality("old", 0.0, 0.0)
+    assert not pol.established(trust, "old", 700.0)
