@@ -28,9 +28,9 @@ Why the rules look the way they do:
   weight and ``f = floor((N - 1) / 3)`` (the largest coalition with fewer than ``N/3``
   members), every share is also capped at ``(1/N + 1/(3f)) / 2``: strictly below ``1/(3f)``,
   so *any* ``f`` members hold less than a third of the weight however long they behave well,
-  and strictly above ``1/N``, so the cap is always feasible. Integer rounding uses a scale of
-  at least ``6 N^2`` (largest remainder), which keeps the bound after rounding; a test checks
-  it by a hypothesis property and by the farming schedule of the review.
+  and strictly above ``1/N``, so the cap is always feasible. Integers are floored at a scale
+  of at least ``6 N^2``, which keeps the bound after rounding; a test checks it by a
+  hypothesis property and by the farming schedule of the review.
 * **Rate-limited growth**: a member's effective score may grow by at most ``growth_max``
   (absolute, per epoch; default 0.05) while it can fall at once, so farming reputation slowly
   and then attacking does not buy a large weight quickly.
@@ -304,17 +304,12 @@ class TrustBook:
                 shares[m] = cap
                 budget -= cap
                 free.remove(m)
+        # floor keeps equal scores equal; the total loses at most n, which a scale of 6 n^2
+        # absorbs: f * cap * S < (S - n) / 3 whenever S > 2 n^2 / (n - 3 f)
         scale = max(WEIGHT_SCALE, 6 * n * n)
-        exact = {m: sh * scale for m, sh in shares.items()}
         out = {m: 0 for m in ms}
-        for m, x in exact.items():
-            out[m] = math.floor(x)
-        # largest remainder: the weights sum to exactly ``scale`` and each is within 1 of exact
-        rest = scale - sum(out.values())
-        for m in sorted(exact, key=lambda m: (-(exact[m] - out[m]), m))[:rest]:
-            out[m] += 1
-        for m in live:
-            out[m] = max(1, out[m])
+        for m, sh in shares.items():
+            out[m] = max(1, math.floor(sh * scale))
         if f >= 1:
             top = sorted(out.values(), reverse=True)[:f]
             assert 3 * sum(top) < sum(out.values()), "a coalition of f members reached 1/3"

@@ -1184,7 +1184,7 @@ class PeerProtocol:
                 self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))
         w = self.seats.weights(self.trust, self.me, members, self.trust.weights(list(members)),
-                               self._now)
+                               self._now, self.peers)
         weights = tuple(max(0, int(w.get(m, 1))) for m in members)
         if sum(weights) <= 0:
             weights = tuple(1 for _ in members)
@@ -1288,7 +1288,7 @@ class PeerProtocol:
             self._members.pop(qid, None)
             return
         m.vectors = v
-        m.rank = ranking(v)
+        m.rank = seats.ranking(v, self._cand_weights(m))  # weight-0 answers are no references
         method = m.rs.method
         if method == "pbft":
             self._pbft_start(qid, m)
@@ -1504,8 +1504,14 @@ class PeerProtocol:
 
     # ------------------------------------------------------------------ score voting
 
+    @staticmethod
+    def _cand_weights(m: _Member) -> list[int]:
+        """Round weight of each candidate's proposer (RoundStart: the same at every member)."""
+        w = dict(zip(m.rs.members, m.rs.weights))
+        return [w.get(p.proposer, 0) for _, p in m.cands]
+
     def _scores(self, m: _Member) -> tuple[int, ...]:
-        c = centrality(m.vectors)
+        c = seats.weighted_centrality(m.vectors, self._cand_weights(m))
         if self.cfg.fault == "garbage":
             return tuple(self.rng.randint(0, 1000) for _ in c)
         return tuple(int(round(1000 * min(1.0, max(0.0, (float(x) + 1) / 2)))) for x in c)

@@ -152,9 +152,11 @@ class SeatPolicy:
         return None
 
     def weights(self, trust, me: str, members: Sequence[str],
-                weights: dict[str, int], now: Optional[float] = None) -> dict[str, int]:
-        """Round weights: new identities vote with weight 0 (outside bootstrap)."""
-        if self.bootstrap(trust, [m for m in members if m != me], now):
+                weights: dict[str, int], now: Optional[float] = None,
+                known: Iterable[str] = ()) -> dict[str, int]:
+        """Round weights: new identities vote with weight 0 (outside bootstrap, judged over
+        the members and the connected peers ``known``, as for the seats)."""
+        if self.bootstrap(trust, [m for m in members if m != me] + list(known), now):
             return dict(weights)
         out = {m: (w if m == me or self.established(trust, m, now) else 0)
                for m, w in weights.items()}
@@ -194,3 +196,30 @@ def observe_round(trust: _Trust, me: str, proposers: Sequence[str], vectors,
         if p != me:
             trust.bad(p, "silent_in_round", now)
     trust.end_round(now)
+
+
+def weighted_centrality(vectors, weights: Sequence[float]) -> np.ndarray:
+    """Each candidate's mean cosine similarity to the *other* candidates, weighted by their
+    proposers' round weights: answers of weight-0 (new) identities are not references, so a
+    crowd of identical sybil answers does not make itself central. With equal weights this
+    is exactly :func:`p2pmoa.moa.centrality`; a candidate with no weighted other candidate
+    scores 1 if it carries weight itself (it agrees with every reference: itself), else the
+    plain mean; all weights 0 fall back to the plain centrality."""
+    v = np.asarray(vectors, dtype=np.float64)
+    n = len(v)
+    w = np.asarray([max(0.0, float(x)) for x in weights], dtype=np.float64)
+    sims = v @ v.T
+    if n <= 1:
+        return np.ones(n)
+    if w.shape[0] != n or w.sum() <= 0:
+        return (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
+    num = sims @ w - np.diag(sims) * w
+    den = w.sum() - w
+    plain = (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(w > 0, 1.0, plain))
+
+
+def ranking(vectors, weights: Sequence[float]) -> list[int]:
+    """Candidate indices by decreasing :func:`weighted_centrality`; ties to the lower index."""
+    c = weighted_centrality(vectors, weights)
+    return sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 6), i))
