@@ -257,8 +257,8 @@ class ProtocolConfig:
         seat_history_min: rounds a peer's answers must have been judged before it is
             established; until then it holds one of at most ``(k-1)//3`` new seats and weight
             0 (see p2pmoa/seats.py; default 3).
-        seat_seniority_s: a peer connected this long with no history counts as established
-            (default 600 s; see p2pmoa/seats.py).
+        seat_seniority_s: a node connected to a peer this long is out of seat bootstrap
+            even without history (default 600 s; see p2pmoa/seats.py).
         roster: peer ids allowed to hold seats (None: open mesh; see p2pmoa/roster.py).
     """
 

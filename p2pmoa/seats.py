@@ -12,19 +12,19 @@ proposal, before it may take a seat, and to the weights it puts into ``RoundStar
   candidate, see :func:`observe_round`) and their average agreement with the reference
   candidates is at least ``max(quality_min, quality_ratio * median)`` (median over the
   peers judged as often); otherwise it is **new**;
-* **bound on new identities**: once this node knows at least one established peer, new
-  identities hold at most ``floor((k - 1) / 3)`` of the ``k = proposers_max`` seats of a
-  round (the originator's own answer holds one of them) and vote with weight 0, so they are
-  fewer than a third of the members, hold none of the weight, and cannot be PBFT primary. Established peers
-  are never refused for lack of a seat taken by a new one (their seats are counted apart).
-  Speed buys nothing beyond the ``floor(k / 3)`` new seats.
-* **seniority**: a peer this node has been connected to for ``seniority_s`` (600 s) and
-  never judged counts as established too (large meshes, where a node rarely judges the same
-  peer three times; it stops instant identities, not patient ones);
-* **bootstrap**: a node that knows no established peer yet (a fresh mesh) seats anyone it
-  can (the mesh has no history to tell an honest newcomer from a sybil). An open mesh is
-  therefore only as sybil-resistant as its history; a rostered (or ``--network-key``
-  private) mesh is not exposed at bootstrap either. docs/reliability.md states the bound.
+* **bound on new identities**: once this node is out of bootstrap, new identities hold at
+  most ``floor((k - 1) / 3)`` of the ``k = proposers_max`` seats of a round (the originator's
+  own answer holds one of them) and vote with weight 0, so they are fewer than a third of
+  the members, hold none of the weight, cannot be PBFT primary, and are no reference when
+  candidates are ranked (:func:`weighted_centrality`). Established peers are never refused
+  for lack of a seat taken by a new one. Speed buys nothing beyond the new seats.
+* **bootstrap**: a node that knows no established peer and has been connected to no peer
+  for ``seniority_s`` (600 s) seats anyone it can: a fresh mesh has no history to tell an
+  honest newcomer from a sybil. In a large mesh, where a node rarely judges the same peer
+  three times, seniority ends bootstrap; its rounds then hold the known peers, at most
+  ``floor((k - 1) / 3)`` unknown ones, and its own answer. An open mesh is therefore only
+  as sybil-resistant as its history; a rostered (or ``--network-key`` private) mesh is not
+  exposed at bootstrap either. docs/reliability.md states the bound.
 
 Everything here is pure: no clock, no randomness.
 """
@@ -78,11 +78,10 @@ class SeatPolicy:
         quality_ratio: ... and at least this share of the median quality of the peers
             judged ``history_min`` times (default 0.75): taking new seats for three rounds
             with answers nobody agrees with does not make an identity established.
-        seniority_s: a peer connected to this node for at least this long (``connected``)
-            also counts as established while it has no history (default 600 s): in a large
-            mesh a node rarely judges the same peer three times, but identities that appear
-            all at once are young. Not a defence against a patient attacker (waiting is
-            cheap), only against instant ones; the history rule and rosters are.
+        seniority_s: a node connected to some peer for at least this long (``connected``)
+            is out of bootstrap even without history (default 600 s): in a large mesh a node
+            rarely judges the same peer three times, so without this it would stay in
+            bootstrap (seat anyone) for ever. Seniority gives no seat by itself.
     """
 
     history_min: int = HISTORY_MIN
@@ -97,17 +96,17 @@ class SeatPolicy:
         if peer not in self.first_seen and len(self.first_seen) < FIRST_SEEN_MAX:
             self.first_seen[peer] = now
 
+    def senior(self, peer: str, now: Optional[float]) -> bool:
+        """Connected to this node for at least ``seniority_s``."""
+        t = self.first_seen.get(peer)
+        return now is not None and t is not None and now - t >= self.seniority_s
+
     def established(self, trust, peer: str, now: Optional[float] = None) -> bool:
         history = getattr(trust, "history", None)
         if history is None:  # a trust port without history: everyone counts as known
             return True
-        judged = history(peer)
-        if judged < self.history_min:
-            t = self.first_seen.get(peer) if now is not None else None
-            if t is None or now - t < self.seniority_s:
-                return False
-            if judged == 0:
-                return True  # long connected, not judged yet
+        if history(peer) < self.history_min:
+            return False
         quality = getattr(trust, "answer_quality", None)
         if quality is None:
             return True
@@ -122,8 +121,9 @@ class SeatPolicy:
         return qs[len(qs) // 2] if qs else 0.0
 
     def bootstrap(self, trust, peers: Iterable[str], now: Optional[float] = None) -> bool:
-        """True while this node knows no established peer (a fresh mesh)."""
-        return not any(self.established(trust, p, now) for p in peers)
+        """True while this node knows no established peer and has been connected to none of
+        ``peers`` for ``seniority_s`` (a fresh mesh)."""
+        return not any(self.established(trust, p, now) or self.senior(p, now) for p in peers)
 
     def refuse(self, trust, me: str, peer: str, seated: Sequence[str], k: int,
                known: Iterable[str], now: Optional[float] = None) -> Optional[str]:

@@ -81,18 +81,29 @@ def test_a_garbage_node_loses_quality_at_every_honest_node():
         assert w[bad] < min(w[p] for p in honest), (i, w)
 
 
-def test_seniority_counts_long_connected_peers_as_known_but_not_instant_identities():
+def test_seniority_ends_bootstrap_but_gives_no_seat_by_itself():
+    """A large mesh: the node judged nobody three times, but it has long-standing
+    connections; identities that all appear at once are then bounded, old peers included
+    (seniority gives no seat, history does)."""
     trust = TrustBookPort()
     pol = seats.SeatPolicy(seniority_s=600.0)
     pol.connected("old", 0.0)
-    pol.connected("young", 650.0)
-    assert pol.established(trust, "old", 700.0) and not pol.established(trust, "young", 700.0)
-    assert not pol.bootstrap(trust, ["old", "young"], 700.0)
+    assert pol.bootstrap(trust, ["old"], 500.0)  # nothing known yet: seat anyone
+    assert not pol.bootstrap(trust, ["old"], 700.0)
     seated = ["me", "s1", "s2"]
-    assert pol.refuse(trust, "me", "young", seated, 8, ["old", "young"], 700.0) == \
-        "seat_new_identity_bound"
-    assert pol.refuse(trust, "me", "old", seated, 8, ["old", "young"], 700.0) is None
-    # a senior peer whose few judged answers agree with nobody is not known any more
-    for _ in range(2):
-        trust.quality("old", 0.0, 0.0)
-    assert not pol.established(trust, "old", 700.0)
+    for peer in ("young", "old"):
+        assert pol.refuse(trust, "me", peer, seated, 8, ["old"], 700.0) == \
+            "seat_new_identity_bound"
+    w = pol.weights(trust, "me", ("me", "s1", "s2"), {"me": 5, "s1": 5, "s2": 5}, 700.0, ["old"])
+    assert w == {"me": 5, "s1": 0, "s2": 0}
+
+
+def test_weight_zero_answers_are_no_references_when_ranking():
+    import numpy as np
+
+    mine = np.array([1.0, 0.0])
+    sybil = np.array([0.0, 1.0])
+    v = np.vstack([sybil, sybil, mine])
+    assert seats.ranking(v, [0, 0, 5])[0] == 2  # plain centrality would pick a sybil answer
+    assert seats.ranking(v, [1, 1, 1])[0] == 0
+    assert list(seats.weighted_centrality(v, [1, 1, 1])) == [0.5, 0.5, 0.0]
