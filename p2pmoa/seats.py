@@ -220,6 +220,8 @@ def weighted_centrality(vectors, weights: Sequence[float]) -> np.ndarray:
 
 
 def ranking(vectors, weights: Sequence[float]) -> list[int]:
-    """Candidate indices by decreasing :func:`weighted_centrality`; ties to the lower index."""
+    """Candidate indices by decreasing :func:`weighted_centrality`; ties (e.g. the same answer
+    from several proposers) to a proposer with vote weight, then to the lower index."""
     c = weighted_centrality(vectors, weights)
-    return sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 6), i))
+    w = list(weights) if len(weights) == len(c) else [1] * len(c)
+    return sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 6), w[i] <= 0, i))
