@@ -149,7 +149,7 @@ def trial(task: dict) -> dict:
             + 4 * task["round_s"] + 30)
     delivered = {(node, d.query_id): d for _, node, d in eng.deliveries}
     sybil_ids = frozenset(ids[h:])
-    got = honest_ans = seats_max = 0
+    got = honest_ans = seats_max = members = 0
     for qid, origin in asked:
         d = delivered.get((origin, qid))
         if d is None:
@@ -159,12 +159,15 @@ def trial(task: dict) -> dict:
         if tr.get("decision", {}).get("proposer") in honest_ids:
             honest_ans += 1
         seats_max = max(seats_max, sum(m in sybil_ids for m in tr.get("members", [])))
+        members += len(tr.get("members", []))
     q = len(asked)
     return {"honest": h, "sybils": s, "ratio": s / h, "speed": speed, "rostered": task["rostered"],
             "method": task["method"], "seed": seed, "queries": q,
             "delivered": got / q if q else float("nan"),
             "honest_answer_rate": honest_ans / q if q else float("nan"),
-            "sybil_seats_max": seats_max, "events": eng.statistics().events}
+            "sybil_seats_max": seats_max,
+            "members_mean": members / got if got else float("nan"),
+            "events": eng.statistics().events}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
