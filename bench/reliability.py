@@ -16,6 +16,12 @@ Sections (each can be sized or skipped by flags; ``--quick`` shrinks them all):
    ``--churn-s``; a trickle of queries; no accepted query lost; fds/RSS compared.
 6. **Load**: measure the service rate, then offer twice that for ``--load-s``: busy (429 with
    Retry-After) is fine, an accepted query that is not answered is not.
+7. **Sybil** (issue 12): 8 fresh identities answering instantly against 5 honest nodes on the
+   in-memory mesh running the real ``PeerProtocol`` (pbft, vote, averaging; open mesh):
+   share of delivered answers from an honest proposer and the most seats sybils got in a
+   round; the farming schedule on ``TrustBook`` (largest weight share of a coalition of
+   fewer than N/3 members over 100 epochs, N = 4..16); how often a ground key (sorting
+   first) is view-0 primary under the round-seeded order, against 1/N.
 
 Prints a table, then ONE JSON object as the last line.
 Replay a PBFT seed: ``python -c "from consensus.scenarios import run_seed; print(run_seed(S))"``.
@@ -66,6 +72,37 @@ def note_rss(pid: int | None = None) -> float:
     v = rss_mb(pid)
     PEAK["rss_mb"] = max(PEAK["rss_mb"], v)
     return v
+
+
+# ------------------------------------------------------------------------ 7. sybil
+
+
+def sybil_section(queries_per_node: int, seeds: int) -> dict:
+    from consensus.pbft import primary_order
+    from consensus.trust_attacks import farming_coalition_weight_max
+    from p2pmoa.sybil import run_sybil_mesh
+    t0 = time.perf_counter()
+    queries = honest = seats = 0
+    for method in ("pbft", "vote", "averaging"):
+        for seed in range(seeds):
+            o = run_sybil_mesh(honest=5, sybils=8, method=method, seed=seed,
+                               queries_per_node=queries_per_node)
+            queries += o.queries
+            honest += o.honest_answers
+            seats = max(seats, o.sybil_seats_max)
+    farming = farming_coalition_weight_max(epochs=100)
+    rng = random.Random(12)
+    n, rounds = 9, 20_000
+    members = {f"12D3KooW{rng.getrandbits(64):016x}": 1 for _ in range(n - 1)}
+    ground = "0" * 12 + "ground"  # sorts before every honest id: always first under sort
+    members[ground] = 1
+    hits = sum(primary_order(members, b"p2pmoa/pbft/v1\x00" + rng.randbytes(16))[0] == ground
+               for _ in range(rounds))
+    return {"sybil_queries": queries, "sybil_honest_answer_rate": round(honest / max(1, queries), 4),
+            "sybil_seats_max": seats, "farming_coalition_weight_max": round(farming, 4),
+            "primary_grind_advantage": round(hits / rounds * n, 3),
+            "primary_grind_advantage_sorted_order": n if primary_order(members)[0] == ground else 0,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # ------------------------------------------------------------------------ 1. PBFT sweep
@@ -564,8 +601,10 @@ def main(argv=None) -> int:
     p.add_argument("--load-s", type=float, help="load duration s (default 120; quick 20; 0 skips)")
     p.add_argument("--load-delay-s", type=float, default=0.5,
                    help="stand-in generation time per query in the load test (default 0.5)")
+    p.add_argument("--sybil-queries", type=int, help="queries per honest node per sybil run "
+                   "(default 4; quick 1)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: "
-                   "pbft,embedding,fuzz,live,churn,load")
+                   "pbft,embedding,fuzz,live,churn,load,sybil")
     a = p.parse_args(argv)
     q = a.quick
     seeds = a.seeds if a.seeds is not None else (300 if q else 10_000)
@@ -599,10 +638,15 @@ def main(argv=None) -> int:
         if "load" not in skip and load_s > 0:
             print(f"== load: {load_s} s at 2x service rate", flush=True)
             r["load"] = load(load_s, base, a.load_delay_s)
+        if "sybil" not in skip:
+            sq = a.sybil_queries if a.sybil_queries is not None else (1 if q else 4)
+            print(f"== sybil: 8 instant sybils vs 5 honest, {sq} queries per node", flush=True)
+            r["sybil"] = sybil_section(sq, 1 if q else 3)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     pb, fz, lv = r.get("pbft", {}), r.get("fuzz", {}), r.get("live", {})
     ch, ld, em = r.get("churn", {}), r.get("load", {}), r.get("embedding", {})
+    sy = r.get("sybil", {})
     print()
     print(f"{'section':<12} {'figure':<40} value")
     print("-" * 90)
@@ -627,6 +671,10 @@ def main(argv=None) -> int:
         "load_accepted_lost": ld.get("accepted_lost", 0),
         "load_busy_with_retry_after": f"{ld.get('busy_with_retry_after', 0)}/{ld.get('busy', 0)}",
         "peak_rss_mb": round(PEAK["rss_mb"], 1),
+        "sybil_honest_answer_rate": sy.get("sybil_honest_answer_rate"),
+        "sybil_seats_max": sy.get("sybil_seats_max"),
+        "farming_coalition_weight_max": sy.get("farming_coalition_weight_max"),
+        "primary_grind_advantage": sy.get("primary_grind_advantage"),
         "quick": q,
     }
     print(json.dumps(out))

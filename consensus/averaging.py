@@ -123,13 +123,41 @@ def _weights(w, n: int) -> np.ndarray:
     return w
 
 
+def _rows(x, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the input of a raw aggregator: a float64 ``(n, dim)`` array and its weights,
+    with every row containing NaN or +-Inf dropped. Such a row is nobody's embedding (a
+    Byzantine or broken sender); dropping it is what makes one of them unable to turn the
+    result into NaN even where a robust rule would have trimmed it.
+
+    Raises:
+        InvalidVector: not a numeric 2-D array, or no finite row with positive weight left.
+        AveragingError: bad weights.
+    """
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVector(f"not a numeric array: {exc}") from exc
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or x.shape[1] > DIM_MAX:
+        raise InvalidVector(f"expected shape (n, dim) with n >= 1, 0 < dim <= {DIM_MAX}, "
+                            f"got {x.shape}")
+    w = _weights(weights, x.shape[0])
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        x, w = x[finite], w[finite]
+        if x.shape[0] == 0 or w.sum() <= 0:
+            raise InvalidVector("every row with positive weight contains NaN or Inf")
+    return x, w
+
+
 # ------------------------------------------------------------------ robust aggregators
 
 
 def weighted_mean(x, weights=None) -> np.ndarray:
-    """Weighted mean of rows. Breakdown point 0: one vector can move it anywhere."""
-    x = np.asarray(x, dtype=np.float64)
-    w = _weights(weights, x.shape[0])
+    """Weighted mean of rows. Breakdown point 0: one vector can move it anywhere.
+    Like every aggregator here it ignores rows containing NaN/Inf (see :func:`_rows`)."""
+    x, w = _rows(x, weights)
     return (w[:, None] * x).sum(axis=0) / w.sum()
 
 
@@ -141,14 +169,17 @@ def trimmed_mean(x, trim_fraction: float = 0.2, weights=None) -> np.ndarray:
     of the weight, every coordinate of the result lies between the smallest and largest
     honest value of that coordinate.
 
+    The boundary is exact: masses within ``1e-9`` of the total of a cut are treated as
+    at the cut, so poisoned vectors whose share equals ``trim_fraction`` up to rounding keep
+    no sliver of weight.
+
     Args:
         trim_fraction: in [0, 0.5), default 0.2.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if not (0.0 <= trim_fraction < 0.5):
+    if (isinstance(trim_fraction, bool) or not isinstance(trim_fraction, (int, float))
+            or not (0.0 <= trim_fraction < 0.5)):
         raise AveragingError("trim_fraction must be in [0, 0.5)")
-    n = x.shape[0]
-    w = _weights(weights, n)
+    x, w = _rows(x, weights)
     order = np.argsort(x, axis=0, kind="stable")
     xs = np.take_along_axis(x, order, axis=0)
     ws = w[order]
@@ -158,6 +189,7 @@ def trimmed_mean(x, trim_fraction: float = 0.2, weights=None) -> np.ndarray:
     lo, hi = trim_fraction * total, (1.0 - trim_fraction) * total
     # mass of each sorted entry that lies inside [lo, hi]
     kept = np.clip(np.minimum(hi_edge, hi) - np.maximum(lo_edge, lo), 0.0, None)
+    kept[kept <= 1e-9 * total] = 0.0  # rounding slivers at the cuts are not mass
     mass = kept.sum(axis=0)
     return (kept * xs).sum(axis=0) / np.where(mass > 0, mass, 1.0)
 
@@ -165,8 +197,7 @@ def trimmed_mean(x, trim_fraction: float = 0.2, weights=None) -> np.ndarray:
 def coordinate_median(x, weights=None) -> np.ndarray:
     """Coordinate-wise (weighted) median. Breakdown point 1/2: with less than half the
     weight poisoned, every coordinate lies between the honest minimum and maximum."""
-    x = np.asarray(x, dtype=np.float64)
-    w = _weights(weights, x.shape[0])
+    x, w = _rows(x, weights)
     order = np.argsort(x, axis=0, kind="stable")
     xs = np.take_along_axis(x, order, axis=0)
     cw = np.cumsum(w[order], axis=0)
@@ -189,11 +220,16 @@ def geometric_median(x, weights=None, *, eps: float = 1e-9, iterations_max: int 
         eps: stop when an iteration moves less than this (default 1e-9).
         iterations_max: bound on iterations (default 500).
     """
-    x = np.asarray(x, dtype=np.float64)
-    w = _weights(weights, x.shape[0])
+    x, w = _rows(x, weights)
     keep = w > 0
     x, w = x[keep], w[keep]
     y = coordinate_median(x, w)
+    with np.errstate(over="ignore"):  # an astronomically far row gets distance inf: ignored
+        return _weiszfeld(x, w, y, eps, iterations_max)
+
+
+def _weiszfeld(x: np.ndarray, w: np.ndarray, y: np.ndarray, eps: float,
+               iterations_max: int) -> np.ndarray:
     for _ in range(iterations_max):
         d = np.linalg.norm(x - y, axis=1)
         at = d < 1e-12
@@ -221,12 +257,21 @@ def geometric_median(x, weights=None, *, eps: float = 1e-9, iterations_max: int 
 
 def medoid(x, weights=None) -> np.ndarray:
     """The input vector with the least weighted total distance to all inputs (ties: lowest
-    index). Breakdown point 1/2; the result is always one of the inputs."""
-    x = np.asarray(x, dtype=np.float64)
-    w = _weights(weights, x.shape[0])
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
-    cost = np.sqrt(d2) @ w
+    index). Breakdown point 1/2; the result is always one of the inputs.
+
+    Distances are computed without overflow for any finite input (rows are scaled by the
+    largest magnitude, and each difference by its own largest coordinate), so a vector of
+    norm 1e300 is just far away, not a NaN that wins the argmin."""
+    x, w = _rows(x, weights)
+    scale = float(np.abs(x).max())
+    xs = x / scale if scale > 1.0 else x
+    cost = np.zeros(x.shape[0])
+    for i in range(x.shape[0]):
+        diff = xs - xs[i]
+        big = np.abs(diff).max(axis=1)
+        safe = np.where(big > 0, big, 1.0)
+        dist = big * np.linalg.norm(diff / safe[:, None], axis=1)
+        cost[i] = dist @ w
     return x[int(np.argmin(cost))].copy()
 
 
@@ -234,8 +279,7 @@ def filtered_mean(x, weights=None, *, threshold: float = 0.5) -> np.ndarray:
     """Drop vectors farther than ``threshold`` (L2) from the geometric median, then take the
     weighted mean of the rest. Breakdown point 1/2 (that of the centre); the result is
     within ``threshold`` of the centre."""
-    x = np.asarray(x, dtype=np.float64)
-    w = _weights(weights, x.shape[0])
+    x, w = _rows(x, weights)
     c = geometric_median(x, w)
     keep = np.linalg.norm(x - c, axis=1) <= threshold
     if not keep.any() or w[keep].sum() <= 0:

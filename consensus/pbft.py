@@ -17,7 +17,7 @@ lifetime of a replica: change them at an epoch boundary by starting a new replic
 
 Protocol, in short (the names follow the paper):
 
-* ``Request(value)``: the primary of the current view (``sorted(members)[view % N]``)
+* ``Request(value)``: the primary of the current view (``order[view % N]``, see below)
   assigns the next sequence number and broadcasts ``PrePrepare``; backups remember the value
   and run the view-change timer until it is decided (duplicates are ordered once).
 * A backup accepts a pre-prepare if it is from the primary, in the current view, inside the
@@ -45,12 +45,23 @@ Protocol, in short (the names follow the paper):
   (value + quorum of commits) for each sequence number it decided that the sender may lack,
   so a replica that lost messages still decides once the network delivers again.
 
-Authentication: every message has a ``signature`` field that takes no part in equality. If
-you pass ``sign``/``verify`` callables the replica signs every message it creates and checks
+Authentication: every message has a ``signature`` field that takes no part in equality.
+Pass ``sign``/``verify`` callables: the replica signs every message it creates and checks
 every message it receives, including the messages nested in certificates (which is what
-makes view changes safe against forged certificates). If you do not, the caller must
-authenticate the outer messages and trust nested ones (fine for one-shot rounds that never
-change view; not Byzantine-safe across view changes).
+makes view changes and catch-up safe against forged certificates). Without them a replica
+must be built with ``unauthenticated=True`` (else :class:`PbftConfigError`): the caller
+authenticates the outer sender, and the replica *refuses every message that carries other
+members' messages* (``CommitProof``, ``NewView``, and view changes with certificates or a
+checkpoint proof), because one member could fabricate those. That mode is safe (one member
+cannot make two honest replicas decide differently) but not live under a faulty primary:
+view changes never complete and laggards never catch up. Use it only for benchmarks and
+trusted test harnesses.
+
+Primary order: by default the sorted member ids, round robin. A key whose id sorts first
+would then be the view-0 primary of every group it joins, so a caller that forms groups
+from identities it does not control passes ``order_seed`` (e.g. the round's query id): the
+order is then ``sha256(order_seed || member)`` and cannot be ground without knowing the
+seed in advance. Members of weight 0 are never primary.
 
 One-shot use (the daemon's per-query round): pass ``seq_max=1``; the replica orders one value
 and then ignores further requests.
@@ -64,6 +75,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -282,6 +294,34 @@ Effect = Union[BroadcastMsg, SendMsg, StartTimer, StopTimer, Decided, Equivocati
                StateTransferNeeded]
 
 
+def _carries_others(msg) -> bool:
+    """True for a message that embeds other members' messages (forgeable without hooks)."""
+    t = type(msg)
+    if t is CommitProof or t is NewView:
+        return True
+    return t is ViewChange and bool(msg.prepared or msg.checkpoint_proof)
+
+
+def _is_int(x) -> bool:
+    return type(x) is int
+
+
+def primary_order(weights: Mapping[MemberId, int],
+                  order_seed: Optional[bytes] = None) -> tuple[MemberId, ...]:
+    """The round-robin order of primaries: members of positive weight, sorted by id, or by
+    ``sha256(order_seed || len(member) || member)`` when ``order_seed`` is given (then no key
+    can be ground to sort first without knowing the seed)."""
+    live = [m for m, w in weights.items() if w > 0]
+    if order_seed is None:
+        return tuple(sorted(live))
+
+    def key(m: str) -> tuple[bytes, str]:
+        b = m.encode()
+        return hashlib.sha256(order_seed + len(b).to_bytes(4, "big") + b).digest(), m
+
+    return tuple(sorted(live, key=key))
+
+
 def always_valid(value: bytes) -> bool:
     """The default validity predicate: accept every proposed value."""
     return True
@@ -309,6 +349,10 @@ class ReplicaStatistics:
     invalid_proposals: int
     buffered: int
     state_digest: bytes
+    refused_unauthenticated: int = 0
+    """Messages refused because they carry other members' messages and there are no hooks."""
+    values_held_bytes: int = 0
+    """Bytes of request values held (pending, in the log, or kept for laggards)."""
 
 
 class _Slot:
@@ -345,9 +389,19 @@ class Replica:
         sign: ``sign(signing_bytes(msg)) -> signature`` for messages this replica creates.
         verify: ``verify(sender, signing_bytes(msg), signature) -> bool`` for every received
             message, nested ones included.
-        pending_max: most remembered undecided requests (default 4096; extra are dropped).
-        buffer_max: most messages for views not yet entered kept for later (default 4096).
+        pending_max: most remembered undecided requests (default 4096; extra are dropped);
+            also the most decided values kept to help laggards catch up (commit proofs).
+        buffer_max: most messages for views not yet entered kept for later (default 4096);
+            one member may hold at most ``buffer_max // N`` (at least 1) of them, so a flood
+            from one member cannot push out the honest members' new-view messages.
         value_bytes_max: largest value accepted (bytes, default 1 MiB).
+        unauthenticated: allow building without ``sign``/``verify`` (default False); such a
+            replica refuses messages carrying other members' messages (see module doc).
+        order_seed: bytes that fix the primary order as ``sha256(order_seed || member)``
+            (default None: sorted member ids).
+
+    Raises:
+        PbftConfigError: on any impossible or wrongly typed argument.
     """
 
     def __init__(
@@ -365,29 +419,62 @@ class Replica:
         pending_max: int = 4096,
         buffer_max: int = 4096,
         value_bytes_max: int = VALUE_BYTES_MAX,
+        unauthenticated: bool = False,
+        order_seed: Optional[bytes] = None,
     ) -> None:
+        if not isinstance(weights, Mapping):
+            raise PbftConfigError(f"weights must be a mapping member -> int, got "
+                                  f"{type(weights).__name__}")
         if not weights:
             raise PbftConfigError("a PBFT group needs at least one member")
+        if len(weights) > ITEMS_MAX:
+            raise PbftConfigError(f"at most {ITEMS_MAX} members, got {len(weights)}")
         for m, w in weights.items():
-            if not isinstance(m, str) or not m:
-                raise PbftConfigError(f"member ids must be non-empty strings, got {m!r}")
-            if not isinstance(w, int) or isinstance(w, bool) or w < 0:
-                raise PbftConfigError(f"weight of {m!r} must be an int >= 0, got {w!r}")
-        if me not in weights:
-            raise PbftConfigError(f"{me!r} is not a member")
+            if not isinstance(m, str) or not (1 <= len(m) <= MEMBER_ID_CHARS_MAX):
+                raise PbftConfigError(f"member ids must be strings of 1..{MEMBER_ID_CHARS_MAX} "
+                                      f"chars, got {m!r:.60}")
+            if not _is_int(w) or not (0 <= w <= INT_MAX):
+                raise PbftConfigError(f"weight of {m!r} must be an int >= 0, got {w!r:.40}")
+        if not isinstance(me, str) or me not in weights:
+            raise PbftConfigError(f"{me!r:.60} is not a member")
         self.total_weight = sum(weights.values())
         self._two_total = 2 * self.total_weight  # quorum: 3 * weight > 2 * total
         if self.total_weight <= 0:
             raise PbftConfigError("total weight must be positive")
-        if checkpoint_interval < 1 or watermark_window < checkpoint_interval:
-            raise PbftConfigError("need 1 <= checkpoint_interval <= watermark_window")
-        if not view_timeout_s > 0:
-            raise PbftConfigError("view_timeout_s must be positive")
-        if seq_max is not None and seq_max < 1:
-            raise PbftConfigError("seq_max must be >= 1")
+        if (not _is_int(checkpoint_interval) or not _is_int(watermark_window)
+                or checkpoint_interval < 1 or watermark_window < checkpoint_interval):
+            raise PbftConfigError("need ints 1 <= checkpoint_interval <= watermark_window")
+        if (isinstance(view_timeout_s, bool) or not isinstance(view_timeout_s, (int, float))
+                or not 0 < view_timeout_s < math.inf):
+            raise PbftConfigError(f"view_timeout_s must be a positive finite number, got "
+                                  f"{view_timeout_s!r:.40}")
+        if seq_max is not None and (not _is_int(seq_max) or seq_max < 1):
+            raise PbftConfigError(f"seq_max must be None or an int >= 1, got {seq_max!r:.40}")
+        for name, v in (("pending_max", pending_max), ("buffer_max", buffer_max),
+                        ("value_bytes_max", value_bytes_max)):
+            if not _is_int(v) or v < 1:
+                raise PbftConfigError(f"{name} must be an int >= 1, got {v!r:.40}")
+        if not callable(validity):
+            raise PbftConfigError("validity must be callable(value) -> bool")
+        for name, fn in (("sign", sign), ("verify", verify)):
+            if fn is not None and not callable(fn):
+                raise PbftConfigError(f"{name} must be callable or None")
+        if (sign is None) != (verify is None):
+            raise PbftConfigError("pass both sign and verify, or neither")
+        if sign is None and not unauthenticated:
+            raise PbftConfigError(
+                "sign/verify hooks are required: without them one member can forge commit "
+                "proofs and certificates; pass unauthenticated=True only for trusted harnesses")
+        if sign is not None and unauthenticated:
+            raise PbftConfigError("unauthenticated=True contradicts the sign/verify hooks")
+        if order_seed is not None and (not isinstance(order_seed, bytes)
+                                       or len(order_seed) > 1024):
+            raise PbftConfigError("order_seed must be None or at most 1024 bytes")
         self.me = MemberId(me)
         self.weights: dict[MemberId, int] = dict(weights)
         self.members: tuple[MemberId, ...] = tuple(sorted(self.weights))
+        self.unauthenticated = bool(unauthenticated)
+        self.primary_order: tuple[MemberId, ...] = primary_order(self.weights, order_seed)
         self.validity = validity
         self.view_timeout_s = float(view_timeout_s)
         self.checkpoint_interval = checkpoint_interval
@@ -416,6 +503,8 @@ class Replica:
         self._next_seq = 1
         self._inflight: set[int] = set()  # seqs with an accepted pre-prepare, undecided
         self._checkpoints: dict[int, dict[MemberId, Checkpoint]] = {}
+        self._far_cks: dict[MemberId, Checkpoint] = {}  # highest far-ahead one per member
+        self._vc_missing: dict[tuple[MemberId, int], tuple[int, ...]] = {}
         self._own_checkpoints: dict[int, bytes] = {}
         self._vcs: dict[int, dict[MemberId, ViewChange]] = {}
         self._new_view: Optional[NewView] = None
@@ -443,6 +532,8 @@ class Replica:
         self._n_stale = 0
         self._n_equiv = 0
         self._n_bad_proposals = 0
+        self._n_refused = 0
+        self._buffered_by: dict[MemberId, int] = {}
         q = self.total_weight
         assert 3 * self._quorum_min() > 2 * q, "quorum threshold must exceed 2/3 of the weight"
 
@@ -461,8 +552,9 @@ class Replica:
         return 3 * weight > self.total_weight
 
     def primary(self, view: int) -> MemberId:
-        """The primary of ``view``: the sorted member ids, round robin."""
-        return self.members[view % len(self.members)]
+        """The primary of ``view``: :attr:`primary_order` round robin (weight-0 members are
+        never primary)."""
+        return self.primary_order[view % len(self.primary_order)]
 
     @property
     def high(self) -> int:
@@ -509,7 +601,9 @@ class Replica:
             ignored_non_member=self._n_nonmember, ignored_invalid=self._n_invalid,
             ignored_stale=self._n_stale, equivocations=self._n_equiv,
             invalid_proposals=self._n_bad_proposals, buffered=self._buffered,
-            state_digest=self.state_digest,
+            state_digest=self.state_digest, refused_unauthenticated=self._n_refused,
+            values_held_bytes=sum(map(len, self._values.values())) + sum(
+                len(p[2]) for n, p in self._old_proofs.items()),
         )
 
     def decided_value(self, seq: int) -> Optional[bytes]:
@@ -597,6 +691,9 @@ class Replica:
         if self._verify is not None and not self._authentic(msg):
             self._n_invalid += 1
             return
+        if self.unauthenticated and _carries_others(msg):
+            self._n_refused += 1
+            return
         match msg:
             case PrePrepare() | Prepare() | Commit():
                 self._on_normal(msg)
@@ -628,6 +725,7 @@ class Replica:
         if view < self.view:
             if type(msg) is PrePrepare:
                 self._learn_value(msg)
+                return
             if type(msg) is Commit and view >= self.view - 4:
                 self._on_commit(msg)
             else:
@@ -642,22 +740,39 @@ class Replica:
             self._on_pre_prepare(msg)
 
     def _learn_value(self, pp: PrePrepare) -> None:
-        if len(pp.value) <= self.value_bytes_max and digest_of(pp.value) == pp.digest:
-            if pp.digest not in self._values:
-                self._values[pp.digest] = pp.value
-                # a commit quorum may be waiting only for the value
-                for (v, s), slot in list(self._slots.items()):
-                    w = slot.commit_weight.get(pp.digest, 0)
-                    if w and self.is_quorum(w):
-                        self._try_decide(v, s, pp.digest)
+        """An old view's pre-prepare is useful only to a commit quorum waiting for its value:
+        store nothing else (otherwise any member could park megabytes here)."""
+        if (pp.sender != self.primary(pp.view) or pp.digest in self._values
+                or pp.seq in self._decided):
+            self._n_stale += 1
+            return
+        # more than W/3 committed it: an honest member did, so a quorum may follow
+        waiting = [v for (v, s), slot in self._slots.items() if s == pp.seq
+                   and self.is_weak(slot.commit_weight.get(pp.digest, 0))]
+        if not waiting or len(pp.value) > self.value_bytes_max or digest_of(pp.value) != pp.digest:
+            self._n_stale += 1
+            return
+        self._values[pp.digest] = pp.value
+        self._try_decide(waiting[0], pp.seq, pp.digest)
 
     def _buffer_msg(self, msg) -> None:
         v = getattr(msg, "view", None)
-        if v is None or v > self.view + 64 or self._buffered >= self.buffer_max:
+        quota = max(1, self.buffer_max // len(self.members))
+        if (v is None or v > self.view + 64 or self._buffered >= self.buffer_max
+                or self._buffered_by.get(msg.sender, 0) >= quota):
             self._n_stale += 1
             return
         self._buffer.setdefault(v, []).append(msg)
         self._buffered += 1
+        self._buffered_by[msg.sender] = self._buffered_by.get(msg.sender, 0) + 1
+
+    def _recount_buffer(self) -> None:
+        by: dict[MemberId, int] = {}
+        for msgs in self._buffer.values():
+            for m in msgs:
+                by[m.sender] = by.get(m.sender, 0) + 1
+        self._buffered_by = by
+        self._buffered = sum(by.values())
 
     def _on_pre_prepare(self, pp: PrePrepare) -> None:
         view, seq = pp.view, pp.seq
@@ -781,6 +896,7 @@ class Replica:
         if self._pending.pop(digest, None) is not None:
             # a request we were waiting for was ordered: restart the clock for the rest
             self._backoff = 0
+            self._wait_backoff = 0
             self._stop_timer()
         logger.debug("%s decided seq %d in view %d", self.me, seq, view)
         self._out.append(Decided(seq, view, value, digest))
@@ -810,10 +926,26 @@ class Replica:
                 or len(ck.state_digest) != DIGEST_BYTES):
             self._n_invalid += 1
             return
-        if ck.seq <= self.low or ck.seq > self.low + 2 * self.watermark_window:
+        if ck.seq <= self.low:
             self._n_stale += 1
             return
+        if ck.seq > self.low + 2 * self.watermark_window:
+            self._far_checkpoint(ck)
+            return
         self._add_checkpoint(ck)
+
+    def _far_checkpoint(self, ck: Checkpoint) -> None:
+        """A checkpoint far above our window (we were cut off while others went on): keep
+        only each member's highest one (bounded memory) and adopt it once a quorum agrees."""
+        prev = self._far_cks.get(ck.sender)
+        if prev is not None and prev.seq >= ck.seq:
+            self._n_stale += 1
+            return
+        self._far_cks[ck.sender] = ck
+        agree = tuple(c for m, c in sorted(self._far_cks.items())
+                      if c.seq == ck.seq and c.state_digest == ck.state_digest)
+        if self.is_quorum(sum(self.weights[c.sender] for c in agree)):
+            self._make_stable(ck.seq, ck.state_digest, agree)
 
     def _add_checkpoint(self, ck: Checkpoint) -> None:
         per = self._checkpoints.setdefault(ck.seq, {})
@@ -835,19 +967,22 @@ class Replica:
         for n in range(self.last_executed + 1, seq + 1):
             if n not in self._decided:
                 self._skipped.add(n)
-        self._skipped = {n for n in self._skipped if n > seq - self.watermark_window}
+        # Remember what we skipped (bounded by pending_max, oldest forgotten first): a
+        # pending request may have been decided there, and view changes ask for the proofs.
+        if len(self._skipped) > self.pending_max:
+            self._skipped = set(sorted(self._skipped)[-self.pending_max:])
         for n, (v, d) in self._decided.items():
             if n <= seq:
                 slot = self._slots.get((v, n))
                 value = self._values.get(d)
                 if value is not None and (slot is not None or n in self._proof_commits):
                     self._old_proofs[n] = (v, d, value, slot)
-        if self._proof_commits and min(self._proof_commits) <= seq - self.watermark_window:
-            self._proof_commits = {n: c for n, c in self._proof_commits.items()
-                                   if n > seq - self.watermark_window}
-        if self._old_proofs and min(self._old_proofs) <= seq - self.watermark_window:
-            self._old_proofs = {n: p for n, p in self._old_proofs.items()
-                                if n > seq - self.watermark_window}
+        # keep proofs for the last pending_max decided seqs: a replica cut off for longer
+        # than one window still catches up on them (it lists them as ``missing``)
+        if len(self._old_proofs) > self.pending_max:
+            self._old_proofs = dict(sorted(self._old_proofs.items())[-self.pending_max:])
+        if len(self._proof_commits) > self.pending_max:
+            self._proof_commits = dict(sorted(self._proof_commits.items())[-self.pending_max:])
         if self.last_executed < seq:
             self.last_executed = seq
             self.state_digest = state_digest
@@ -859,6 +994,7 @@ class Replica:
         self._slots = {k: s for k, s in self._slots.items() if k[1] > seq}
         self._certs = {n: c for n, c in self._certs.items() if n > seq}
         self._checkpoints = {n: c for n, c in self._checkpoints.items() if n > seq}
+        self._far_cks = {m: c for m, c in self._far_cks.items() if c.seq > seq}
         self._own_checkpoints = {n: c for n, c in self._own_checkpoints.items() if n >= seq}
         self._inflight = {n for n in self._inflight if n > seq}
         dropped = [n for n in self._decided if n <= seq]
@@ -982,13 +1118,14 @@ class Replica:
         self._vcs = {v: d for v, d in self._vcs.items() if v >= new_view}
         vc = self._make_view_change(new_view)
         self._buffer = {v: b for v, b in self._buffer.items() if v >= new_view}
-        self._buffered = sum(len(b) for b in self._buffer.values())
+        self._recount_buffer()
         self._broadcast(vc)
         self._maybe_new_view()
 
     def _make_view_change(self, new_view: int) -> ViewChange:
+        missing = tuple(sorted(self._skipped)[: self.watermark_window])  # oldest first
         vc = self._signed(ViewChange(new_view, self.low, self._best_certs(), self.me,
-                                     self._stable_proof, tuple(sorted(self._skipped))))
+                                     self._stable_proof, missing))
         self._vcs.setdefault(new_view, {})[self.me] = vc
         self._my_vcs[new_view] = vc
         for v in sorted(self._my_vcs)[:-4]:
@@ -1052,10 +1189,19 @@ class Replica:
         count = self._vc_copies.get(key, 0) + 1
         if len(self._vc_copies) > 16 * len(self.members) + 64:
             self._vc_copies.clear()
+            self._vc_missing.clear()
         self._vc_copies[key] = count
         answer = count & (count - 1) == 0
         if answer:
             self._help(vc, retransmitted=count > 1)
+            self._vc_missing[key] = vc.missing
+        elif vc.missing and self._vc_missing.get(key) != vc.missing:
+            # a laggard catching up names new missing seqs: progress, answer those at once
+            self._vc_missing[key] = vc.missing
+            for seq in vc.missing:
+                proof = self._proof(seq)
+                if proof is not None:
+                    self._out.append(SendMsg(vc.sender, proof))
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
             # the sender is behind: show it where we are (and the view change it asks for)
             self._n_stale += 1
@@ -1106,8 +1252,9 @@ class Replica:
         wanted = [n for n in sorted(self._decided) if n > vc.stable_seq
                   and not (joint and has.get(n, -1) >= self._decided[n][0])]
         # decisions already below our checkpoint: the sender may lack them too
+        floor = max(vc.stable_seq, self.low - self.watermark_window)
         wanted += [n for n in sorted(self._old_proofs)
-                   if n > vc.stable_seq and n not in self._decided]
+                   if n > floor and n not in self._decided]
         wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
         if vc.stable_seq < self.low:
             for ck in self._stable_proof:  # let it adopt our stable checkpoint too
@@ -1305,7 +1452,7 @@ class Replica:
         self._next_seq = max_s + 1
         self._vcs = {v: d for v, d in self._vcs.items() if v > nv.view}
         buffered = self._buffer.pop(nv.view, [])
-        self._buffered -= len(buffered)
+        self._recount_buffer()
         for msg in buffered:
             self._receive(msg)
         self._propose()

@@ -106,7 +106,8 @@ class ScenarioCluster(Cluster):
                 self.twins[m] = Replica(
                     m, self.weights, validity=self.validity,
                     sign=self._signer(m) if self.authenticate else None,
-                    verify=self._verify if self.authenticate else None, **kwargs)
+                    verify=self._verify if self.authenticate else None,
+                    unauthenticated=not self.authenticate, **kwargs)
         self.lost_to_partition = 0
         self.hop_s = hop_s
         self.in_flight_max = 0

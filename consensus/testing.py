@@ -76,6 +76,29 @@ class RunResult:
     max_view: int
 
 
+class KeyedHashAuthStandIn:
+    """Sign/verify hooks for tests and simulators: a keyed SHA-256 per member standing in
+    for Ed25519 (every holder of this object can sign as anyone, so it only models members
+    that do not share keys). ``sign_for(m)`` and ``verify`` plug into :class:`Replica`."""
+
+    def __init__(self, seed: object = 0) -> None:
+        self._seed = repr(seed).encode()
+
+    def _key(self, m: str) -> bytes:
+        return hashlib.sha256(self._seed + b"/" + m.encode()).digest()
+
+    def sign_for(self, m: str) -> Callable[[bytes], bytes]:
+        key = self._key(m)
+        return lambda data: hashlib.sha256(key + data).digest()[:16]
+
+    def verify(self, sender: str, data: bytes, sig: bytes) -> bool:
+        return hashlib.sha256(self._key(sender) + data).digest()[:16] == sig
+
+    def hooks(self, m: str) -> dict:
+        """Keyword arguments for ``Replica(m, ..., **auth.hooks(m))``."""
+        return {"sign": self.sign_for(m), "verify": self.verify}
+
+
 @dataclass
 class _Member:
     replica: Replica
@@ -128,7 +151,8 @@ class Cluster:
         for m in sorted(self.weights):
             r = Replica(m, self.weights, validity=validity,
                         sign=self._signer(m) if authenticate else None,
-                        verify=self._verify if authenticate else None, **kwargs)
+                        verify=self._verify if authenticate else None,
+                        unauthenticated=not authenticate, **kwargs)
             self.members[m] = _Member(r, byzantine.get(m))
         self.honest = [m for m, x in self.members.items() if x.behaviour is None]
         self.byzantine = [m for m, x in self.members.items() if x.behaviour is not None]

@@ -18,9 +18,19 @@ Why the rules look the way they do:
   weights change only when :meth:`TrustBook.close_epoch` is called, at an epoch boundary the
   members agree on. Evidence (equivocation, forged signature) is therefore also applied at the
   next epoch boundary; it sets ``t_i = 0`` and quarantines the member for good.
-* **Capped share**: no member gets more than ``share_cap`` of the total weight (default 0.2,
-  well below the 1/3 that would let one member block or forge quorums alone). With fewer than
-  ``1/share_cap`` members the cap is ``1/N`` (equal weights).
+* **Capped share**: no member gets more than ``share_cap`` of the total weight (default 0.25,
+  below the 1/3 that would let one member block or forge quorums alone; the coalition cap
+  below is what keeps every small coalition under 1/3). With fewer than ``1/share_cap``
+  members the cap is ``1/N`` (equal weights). The default was 0.2 before issue 12, which
+  forced equal weights in a 5-member group: a garbage member kept full weight.
+* **Capped coalitions**: a per-member cap alone lets a patient coalition farm its way past
+  1/3 (two farmers at 0.2 each among 8 members hold 0.4). So with ``N`` members of positive
+  weight and ``f = floor((N - 1) / 3)`` (the largest coalition with fewer than ``N/3``
+  members), every share is also capped at ``(1/N + 1/(3f)) / 2``: strictly below ``1/(3f)``,
+  so *any* ``f`` members hold less than a third of the weight however long they behave well,
+  and strictly above ``1/N``, so the cap is always feasible. Integers are floored at a scale
+  of at least ``6 N^2``, which keeps the bound after rounding; a test checks it by a
+  hypothesis property and by the farming schedule of the review.
 * **Rate-limited growth**: a member's effective score may grow by at most ``growth_max``
   (absolute, per epoch; default 0.05) while it can fall at once, so farming reputation slowly
   and then attacking does not buy a large weight quickly.
@@ -90,7 +100,8 @@ class TrustBook:
         quality_ema: smoothing of the quality average in (0, 1] (default 0.2).
         initial_quality: quality assumed before any score (default 0.5, "unknown").
         initial_score: effective score of a member seen for the first time (default 0.5).
-        share_cap: largest share of total weight one member may hold (default 0.2).
+        share_cap: largest share of total weight one member may hold (default 0.25; must be
+            below 1/3, else one member could block quorums alone).
         growth_max: largest increase of a member's score per epoch (default 0.05).
         score_floor: smallest score of a non-quarantined member (default 0.05), so a new or
             unlucky honest member still counts.
@@ -98,16 +109,17 @@ class TrustBook:
 
     def __init__(self, *, alpha: float = 0.5, forgetting: float = 0.9,
                  quality_ema: float = 0.2, initial_quality: float = 0.5,
-                 initial_score: float = 0.5, share_cap: float = 0.2,
+                 initial_score: float = 0.5, share_cap: float = 0.25,
                  growth_max: float = 0.05, score_floor: float = 0.05) -> None:
         for name, v, lo, hi in (("alpha", alpha, 0.0, 1.0), ("forgetting", forgetting, 1e-9, 1.0),
                                 ("quality_ema", quality_ema, 1e-9, 1.0),
                                 ("initial_quality", initial_quality, 0.0, 1.0),
                                 ("initial_score", initial_score, 0.0, 1.0),
-                                ("share_cap", share_cap, 1e-9, 1.0),
+                                ("share_cap", share_cap, 1e-9, 0.333),
                                 ("growth_max", growth_max, 0.0, 1.0),
                                 ("score_floor", score_floor, 0.0, 1.0)):
-            if not isinstance(v, (int, float)) or not (lo <= v <= hi) or math.isnan(v):
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi)
+                    or math.isnan(v)):
                 raise TrustError(f"{name} must be in [{lo}, {hi}], got {v!r}")
         self.alpha = float(alpha)
         self.beta = 1.0 - self.alpha
@@ -198,6 +210,21 @@ class TrustBook:
             return self.initial_score
         return 0.0 if e.quarantined else e.score
 
+    def history(self, member: str) -> int:
+        """How many quality scores were recorded for ``member`` (rounds it was judged in):
+        the evidence a newcomer has to earn before it counts as established."""
+        e = self._m.get(member)
+        return 0 if e is None else e.quality_n
+
+    def members(self) -> list[str]:
+        """Every member the book holds state for (sorted)."""
+        return sorted(self._m)
+
+    def judged(self, history_min: int = 1) -> list[str]:
+        """Members with at least ``history_min`` quality scores, not quarantined (sorted)."""
+        return [m for m, e in sorted(self._m.items())
+                if e.quality_n >= history_min and not e.quarantined]
+
     def is_quarantined(self, member: str) -> bool:
         e = self._m.get(member)
         return e is not None and e.quarantined
@@ -232,20 +259,37 @@ class TrustBook:
             e.bad *= self.forgetting
 
     def weights(self, members: Iterable[str]) -> dict[str, int]:
-        """Integer weights of ``members`` (they sum to about :data:`WEIGHT_SCALE`).
+        """Integer weights of ``members`` (they sum to about ``max(WEIGHT_SCALE, 6 N^2)``).
 
         Deterministic: exact rational water-filling caps every share at
-        ``max(share_cap, 1/N)``; quarantined members get 0. If every member is quarantined or
-        scores 0, all get equal weight 1 (a group needs some weight to exist).
+        ``max(min(share_cap, coalition cap), 1/N)`` (see the module doc); quarantined members
+        get 0. If every member is quarantined or scores 0, all get equal weight 1 (a group
+        needs some weight to exist).
+
+        Raises:
+            TrustError: ``members`` is a string or holds something that is not a member id.
         """
-        ms = sorted(set(members))
+        if isinstance(members, (str, bytes)) or not isinstance(members, Iterable):
+            raise TrustError(f"members must be an iterable of member ids, got "
+                             f"{type(members).__name__}")
+        given = list(members)
+        if not all(isinstance(m, str) and m for m in given):
+            raise TrustError("member ids are non-empty strings")
+        ms = sorted(set(given))
+        if len(ms) > MEMBERS_MAX:
+            raise TrustError(f"at most {MEMBERS_MAX} members")
         if not ms:
             return {}
         scores = {m: Fraction(self.score(m)).limit_denominator(1 << 20) for m in ms}
         live = [m for m in ms if scores[m] > 0]
         if not live:
             return {m: 1 for m in ms}
-        cap = max(Fraction(self.share_cap).limit_denominator(1 << 20), Fraction(1, len(live)))
+        n = len(live)
+        cap = Fraction(self.share_cap).limit_denominator(1 << 20)
+        f = (n - 1) // 3
+        if f >= 1:
+            cap = min(cap, (Fraction(1, n) + Fraction(1, 3 * f)) / 2)
+        cap = max(cap, Fraction(1, n))
         shares: dict[str, Fraction] = {}
         free = list(live)
         budget = Fraction(1)
@@ -260,9 +304,15 @@ class TrustBook:
                 shares[m] = cap
                 budget -= cap
                 free.remove(m)
+        # floor keeps equal scores equal; the total loses at most n, which a scale of 6 n^2
+        # absorbs: f * cap * S < (S - n) / 3 whenever S > 2 n^2 / (n - 3 f)
+        scale = max(WEIGHT_SCALE, 6 * n * n)
         out = {m: 0 for m in ms}
         for m, sh in shares.items():
-            out[m] = max(1, math.floor(sh * WEIGHT_SCALE))
+            out[m] = max(1, math.floor(sh * scale))
+        if f >= 1:
+            top = sorted(out.values(), reverse=True)[:f]
+            assert 3 * sum(top) < sum(out.values()), "a coalition of f members reached 1/3"
         return out
 
     # ------------------------------------------------------------ persistence

@@ -54,6 +54,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="serve as a circuit-relay v2 relay for peers behind NAT (run it on a reachable node)")
     p.add_argument("--clock-offset-s", type=float,
                    help="FAULT INJECTION for tests: shift this node's protocol clock by this many seconds")
+    p.add_argument("--roster", metavar="FILE",
+                   help="signed roster of a private mesh (p2pmoa roster sign): only its peers get seats and work")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -61,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
         "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
-        "clock_offset_s")}
+        "clock_offset_s", "roster")}
     return load_config(args.config, overrides)
 
 

@@ -79,6 +79,7 @@ class NodeConfig:
             ``network_key``), off for an open one (see README "Run on your LAN").
         relay: act as a circuit-relay v2 relay for peers behind NAT (a publicly reachable node).
         clock_offset_s: FAULT INJECTION for tests: seconds added to this node's protocol clock.
+        roster: path of a signed roster (p2pmoa/roster.py); empty: open mesh.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -104,6 +105,7 @@ class NodeConfig:
     mdns: bool | None = None
     relay: bool = False
     clock_offset_s: float = 0.0
+    roster: str = ""
 
     @property
     def mdns_on(self) -> bool:

@@ -40,6 +40,8 @@ from node.metrics import (Metrics, record_generation, register_admission, regist
                           register_process_metrics)
 from node.querylog import observed_query
 from node.host import bootstrap_line, lan_options, network_status
+from node.trust_store import (TRUST_FORMAT, TrustStateError, check_roster, check_trust_state,
+                              load_trust)
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
@@ -128,39 +130,34 @@ class Daemon:
         self.P = P
         self.store = SQLiteStore(self.cfg.buffer_path)
         self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max)
-        self.trust = P.LocalTrust()
-        self._load_trust()
+        self.trust = load_trust(self.store.get_meta("trust"), P.TrustBookPort)
+        roster = None
+        if self.cfg.roster:
+            from p2pmoa.roster import load_roster
+            pin = self.store.get_meta("roster_signer")
+            r = load_roster(self.cfg.roster, Ed25519Verifier(),
+                            pinned=pin.decode() if pin else None)
+            if pin is None:
+                self.store.put_meta("roster_signer", r.signer.encode())
+            roster = r.peers
+            log.info("roster: %d peers, signed by %s", len(r.peers), r.signer)
         pcfg = P.ProtocolConfig(
             role=self.cfg.role, model_id=self.local_model,
             space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
             collect_timeout_s=self.cfg.deadline_s, round_timeout_s=self.cfg.round_timeout_s,
             proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
-            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0))
+            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
+            roster=roster)
         return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
                               buffer=self.buffer, trust=self.trust)
 
-    def _load_trust(self) -> None:
-        """Restore the trust book persisted by :meth:`_save_trust` (survives restarts)."""
-        import json
-        raw = self.store.get_meta("trust")
-        if not raw:
-            return
-        try:
-            d = json.loads(raw)
-            self.trust.scores.update({str(k): float(v) for k, v in d.get("scores", {}).items()})
-            self.trust.quarantined.update({str(k): str(v) for k, v in d.get("quarantined", {}).items()})
-            log.info("restored trust for %d peers", len(self.trust.scores))
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable trust state: %s", exc)
-
     def _save_trust(self) -> None:
         import json
-        self.store.put_meta("trust", json.dumps({
-            "scores": dict(self.trust.scores), "quarantined": dict(self.trust.quarantined)}).encode())
+        self.store.put_meta("trust", json.dumps(
+            {"format": TRUST_FORMAT, **self.trust.to_dict()}).encode())
 
     def trust_snapshot(self) -> dict[str, float]:
-        return {p: round(self.trust.score(p), 4) for p in
-                set(self.trust.scores) | set(self.trust.quarantined)}
+        return {p: round(self.trust.score(p), 4) for p in self.trust.members()}
 
     def _now(self) -> float:
         """Protocol time: Unix seconds (timestamps in envelopes are compared across nodes);
@@ -596,6 +593,14 @@ def run_daemon(cfg: NodeConfig) -> int:
     import libp2p  # noqa: F401 - configures its loggers on import; then route them through ours
     from p2pmoa.logconf import adopt_library_loggers
     adopt_library_loggers()
+
+    try:  # refuse a trust state or roster we cannot use before anything starts
+        check_trust_state(cfg.buffer_path)
+        if cfg.roster:
+            check_roster(cfg.roster, cfg.buffer_path)
+    except (TrustStateError, ValueError) as exc:  # RosterError is a ValueError
+        print(f"p2pmoa node run: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         shutdown = trio.Event()

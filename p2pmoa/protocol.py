@@ -61,6 +61,7 @@ import numpy as np
 
 from consensus import averaging, pbft
 from consensus.trust import TrustBook
+from p2pmoa import quota, seats
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
     Accepted,
@@ -253,6 +254,12 @@ class ProtocolConfig:
             (default 256; more is a flood and is dropped).
         announce_repeats: times the originator re-broadcasts its announce while proposals
             are missing, evenly spread over the collection window (default 2).
+        seat_history_min: rounds a peer's answers must have been judged before it is
+            established; until then it holds one of at most ``(k-1)//3`` new seats and weight
+            0 (see p2pmoa/seats.py; default 3).
+        seat_seniority_s: a node connected to a peer this long is out of seat bootstrap
+            even without history (default 600 s; see p2pmoa/seats.py).
+        roster: peer ids allowed to hold seats (None: open mesh; see p2pmoa/roster.py).
     """
 
     role: str = "You are a helpful assistant. Answer briefly."
@@ -277,6 +284,9 @@ class ProtocolConfig:
     remember_max: int = 1024
     pbft_msgs_per_member_max: int = 256
     announce_repeats: int = 2
+    seat_history_min: int = seats.HISTORY_MIN
+    seat_seniority_s: float = seats.SENIORITY_S
+    roster: frozenset | None = None
 
     def __post_init__(self):
         assert self.method in METHODS, f"method must be one of {METHODS}"
@@ -353,6 +363,22 @@ class TrustBookPort:
     def score(self, member):
         return 0.0 if member in self.blocked else self.book.score(member)
 
+    def history(self, member) -> int:
+        """Rounds in which ``member``'s answers were judged here (see p2pmoa/seats.py)."""
+        return self.book.history(member)
+
+    def answer_quality(self, member) -> float:
+        """``member``'s answer-quality average in [0, 1] (see p2pmoa/seats.py)."""
+        return self.book.quality(member)
+
+    def members(self) -> list[str]:
+        """Every peer this node holds trust state for (sorted)."""
+        return sorted(set(self.book.members()) | set(self.blocked))
+
+    def judged(self, history_min: int) -> list[str]:
+        """Members judged in at least ``history_min`` rounds (see p2pmoa/seats.py)."""
+        return self.book.judged(history_min)
+
     def end_round(self, now):
         self.book.close_epoch()
 
@@ -371,50 +397,6 @@ class TrustBookPort:
         port = cls(TrustBook.from_dict(d["book"]))
         port.blocked.update({str(k): str(v) for k, v in dict(d.get("blocked", {})).items()})
         return port
-
-
-class LocalTrust:
-    """Minimal trust ledger used until/unless a consensus.trust.TrustBook is passed in.
-
-    Score in [0, 1] starts at 0.5, moves by exponential smoothing towards 1 on good events and
-    quality scores, towards 0 on bad ones; quarantine is permanent. Weight = 1 + round(9 *
-    score) (quarantined: 0), so one member never weighs more than 10x another.
-    """
-
-    def __init__(self, rate: float = 0.2):
-        self.rate = rate
-        self.scores: dict[str, float] = {}
-        self.quarantined: dict[str, str] = {}
-
-    def _move(self, m: str, target: float) -> None:
-        s = self.scores.get(m, 0.5)
-        self.scores[m] = s + self.rate * (target - s)
-
-    def good(self, member, now):
-        self._move(member, 1.0)
-
-    def bad(self, member, reason, now):
-        self._move(member, 0.0)
-
-    def quality(self, member, score, now):
-        self._move(member, min(1.0, max(0.0, score)))
-
-    def quarantine(self, member, evidence, now):
-        self.quarantined.setdefault(member, evidence)
-        self.scores[member] = 0.0
-
-    def is_quarantined(self, member):
-        return member in self.quarantined
-
-    def weights(self, members):
-        return {m: 0 if m in self.quarantined else 1 + round(9 * self.scores.get(m, 0.5))
-                for m in members}
-
-    def score(self, member):
-        return 0.0 if member in self.quarantined else self.scores.get(member, 0.5)
-
-    def end_round(self, now):
-        pass
 
 
 # --------------------------------------------------------------------------- statistics
@@ -549,6 +531,9 @@ class PeerProtocol:
         self.rng = rng
         self.buffer = buffer if buffer is not None else PromptBuffer(MemoryStore())
         self.trust: TrustPort = trust if trust is not None else TrustBookPort()
+        self.seats = seats.SeatPolicy(self.cfg.seat_history_min, self.cfg.roster,
+                                      seniority_s=self.cfg.seat_seniority_s)
+        self.quota = quota.QuotaPolicy()
         self.reader = FrameReader(verifier, limits=self.cfg.limits, skew_s=self.cfg.skew_s)
         self._verifier = verifier
         self.peers: set[PeerId] = set()
@@ -561,6 +546,7 @@ class PeerProtocol:
         self._rtx_nonce: dict[bytes, tuple] = {}
         self._decisions: dict[QueryId, Decision] = {}
         self._proposed: dict[QueryId, list] = {}  # qid -> [Proposal, acked_at or None]
+        self._parked: dict[QueryId, QueryAnnounce] = {}  # strangers' queries after a restart
         self._evidence: deque[dict] = deque(maxlen=64)
         self._done_order: list[QueryId] = []
         self._rejects: dict[str, int] = {}
@@ -594,6 +580,7 @@ class PeerProtocol:
                     self._on_job_failed(job, f"embed: {err}")
                 case PeerUp(peer=p):
                     self.peers.add(p)
+                    self.seats.connected(p, event.now)
                 case PeerDown(peer=p):
                     self.peers.discard(p)
                 case Started():
@@ -766,6 +753,18 @@ class PeerProtocol:
                 log.info("query %s: recovered after restart, re-announcing", qid)
                 self._buffer_state(qid, QueryState.BUFFERED)
                 self._start_origin(ann)
+            elif self.trust.is_quarantined(rec.announce.origin):
+                self.buffer.set_state(qid, QueryState.FAILED, self._now,
+                                      detail="not resumed: originator quarantined")
+                self._count("recovered_remote_refused")
+            elif (self._stranger(rec.announce.origin)
+                  and rec.announce.created_at + rec.announce.deadline_s > self._now):
+                # a stranger's query is not resumed by itself: only if its originator
+                # announces it again, through the admission rules (p2pmoa/quota.py)
+                self._parked[qid] = rec.announce
+                self._set_timer(f"parked:{qid}", rec.announce.created_at
+                                + rec.announce.deadline_s - self._now, ("parked", qid))
+                self._count("recovered_remote_parked")
             elif rec.announce.created_at + rec.announce.deadline_s > self._now:
                 self._count("recovered_remote")
                 self._start_answer(rec.announce)
@@ -781,7 +780,9 @@ class PeerProtocol:
         job = f"gen:{qid}"
         self._jobs[job] = ("gen", qid)
         self._buffer_state(qid, QueryState.GENERATING)
-        params = GenParams(max_tokens=ann.max_tokens, temperature=ann.temperature,
+        tokens = ann.max_tokens if ann.origin == self.me else min(
+            ann.max_tokens, self.cfg.gen_params.max_tokens)  # bounded work for others
+        params = GenParams(max_tokens=tokens, temperature=ann.temperature,
                            top_p=self.cfg.gen_params.top_p, seed=ann.seed)
         msgs = (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt))
         self._emit(Generate(job, msgs, params))
@@ -913,6 +914,11 @@ class PeerProtocol:
         if (msg.kind == "announce") != (e.topic is not None):
             self._reject("wrong_channel")
             return
+        if e.topic is not None and e.peer != sender:
+            # gossip names its publisher (libp2p's signed ``from``): a relay may not inject
+            # announces signed by other keys (p2pmoa/quota.py)
+            self._reject("announce_publisher_mismatch")
+            return
         if e.topic is not None and e.topic != self.cfg.topic:
             self._reject("wrong_topic")
             return
@@ -980,6 +986,9 @@ class PeerProtocol:
         if ann.created_at + ann.deadline_s < self._now:
             self._reject("expired")
             return
+        if qid in self._parked:
+            self._resume_parked(env, ann)
+            return
         mine = self._proposed.get(qid)
         if mine is not None:
             prop, acked_at = mine
@@ -994,12 +1003,41 @@ class PeerProtocol:
         if not selected(qid, self.me, ann.select_ppm):
             self._count("not_selected")
             return
+        why = self.quota.refuse_remote(ann.origin, self.buffer.unfinished(), self.buffer.capacity,
+                                       self._stranger, self.trust.is_quarantined(ann.origin),
+                                       self.cfg.roster)
+        if why is not None:
+            self._reject(why)
+            self._send(ann.origin, Nack(qid, env.nonce, why, self.cfg.collect_timeout_s))
+            return
         adm = self.buffer.admit(ann, local=False, now=self._now)
         if isinstance(adm, Busy):
             self._count("announce_refused")
             self._send(ann.origin, Nack(qid, env.nonce, adm.reason, adm.retry_after_s))
             return
         self._start_answer(ann)
+
+    def _resume_parked(self, env: Envelope, ann: QueryAnnounce) -> None:
+        """The originator of a query parked at restart announced it again: resume it if the
+        admission rules still allow (else it fails now)."""
+        qid = ann.query_id
+        parked = self._parked.pop(qid)
+        self._cancel_timer(f"parked:{qid}")
+        others = [r for r in self.buffer.unfinished() if r.query_id != qid]
+        why = self.quota.refuse_remote(parked.origin, others, self.buffer.capacity,
+                                       self._stranger, self.trust.is_quarantined(parked.origin),
+                                       self.cfg.roster)
+        if why is not None:
+            self._reject(why)
+            self.buffer.set_state(qid, QueryState.FAILED, self._now, detail=f"not resumed: {why}")
+            return
+        self._count("recovered_remote")
+        self._start_answer(parked)
+
+    def _stranger(self, origin: PeerId) -> bool:
+        """Neither a connected peer nor established here (see p2pmoa/quota.py)."""
+        return origin not in self.peers and not self.seats.established(self.trust, origin,
+                                                                       self._now)
 
     def _finish_answer(self, qid: QueryId, state: QueryState, detail: str = "") -> None:
         self._answers.pop(qid, None)
@@ -1063,6 +1101,12 @@ class PeerProtocol:
             o.notes.append(f"{sender} equivocated (two proposals): excluded and quarantined")
             log.warning("query %s: %s equivocated, quarantined", p.query_id, sender)
             return
+        why = self.seats.refuse(self.trust, self.me, sender, list(o.proposals),
+                                o.ann.proposers_max, self.peers, self._now)
+        if why is not None:  # seats by trust, not by speed (p2pmoa/seats.py)
+            self._reject(why)
+            o.nacks.setdefault(sender, why)  # not "missing": it answered, it got no seat
+            return
         if own_dim := len(p.embedding_f32) // 4:
             dims = {len(x[1].embedding_f32) // 4 for x in o.proposals.values()}
             if dims and own_dim not in dims:
@@ -1109,6 +1153,10 @@ class PeerProtocol:
                     self._pbft_resend(qid, m)
             case ("rtx", key):
                 self._on_rtx(key)
+            case ("parked", qid):
+                if self._parked.pop(qid, None) is not None:
+                    self.buffer.set_state(qid, QueryState.FAILED, self._now,
+                                          detail="not resumed: originator did not ask again")
             case ("expire", qid):
                 self._count("rounds_closed" if qid in self._decisions else "answers_expired")
                 self._members.pop(qid, None)
@@ -1161,7 +1209,8 @@ class PeerProtocol:
                 self.trust.bad(peer, "no_proposal", self._now)
                 self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))
-        w = self.trust.weights(list(members))
+        w = self.seats.weights(self.trust, self.me, members, self.trust.weights(list(members)),
+                               self._now, self.peers)
         weights = tuple(max(0, int(w.get(m, 1))) for m in members)
         if sum(weights) <= 0:
             weights = tuple(1 for _ in members)
@@ -1265,7 +1314,7 @@ class PeerProtocol:
             self._members.pop(qid, None)
             return
         m.vectors = v
-        m.rank = ranking(v)
+        m.rank = seats.ranking(v, self._cand_weights(m))  # weight-0 answers are no references
         method = m.rs.method
         if method == "pbft":
             self._pbft_start(qid, m)
@@ -1326,7 +1375,7 @@ class PeerProtocol:
 
         m.replica = pbft.Replica(pbft.MemberId(self.me), weights, validity=validity,
                                  view_timeout_s=rs.view_timeout_s, seq_max=1,
-                                 sign=sign, verify=verify)
+                                 sign=sign, verify=verify, order_seed=domain)
         value = self._value_of(qid, m.rank[0])
         if self.cfg.fault == "garbage":
             value = pack([qid, self.me, _digest(f"garbage {self.rng.getrandbits(64)}")])
@@ -1481,8 +1530,14 @@ class PeerProtocol:
 
     # ------------------------------------------------------------------ score voting
 
+    @staticmethod
+    def _cand_weights(m: _Member) -> list[int]:
+        """Round weight of each candidate's proposer (RoundStart: the same at every member)."""
+        w = dict(zip(m.rs.members, m.rs.weights))
+        return [w.get(p.proposer, 0) for _, p in m.cands]
+
     def _scores(self, m: _Member) -> tuple[int, ...]:
-        c = centrality(m.vectors)
+        c = seats.weighted_centrality(m.vectors, self._cand_weights(m))
         if self.cfg.fault == "garbage":
             return tuple(self.rng.randint(0, 1000) for _ in c)
         return tuple(int(round(1000 * min(1.0, max(0.0, (float(x) + 1) / 2)))) for x in c)
@@ -1627,6 +1682,10 @@ class PeerProtocol:
         self._done_order.append(qid)
         if m is not None:
             m.decision = d
+            if qid not in self._origins and m.vectors is not None:
+                # members judge the round too: one trust model everyone computes (issue 12)
+                seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
+                                    m.vectors, d.chosen, self._now, policy=self.seats)
         self._count("decisions")
         log.info("query %s: decided %s (%s, view %d)", qid, d.digest.hex()[:12], d.method, d.view)
         if qid not in self._origins:
@@ -1747,18 +1806,11 @@ class PeerProtocol:
         if m is None or m.vectors is None:
             self.trust.end_round(self._now)
             return
-        c = centrality(m.vectors)
-        for i, (_, p) in enumerate(m.cands):
-            if p.proposer == self.me:
-                continue
-            self.trust.quality(p.proposer, float((c[i] + 1) / 2), self._now)
-            if d.chosen == p.proposer:
-                self.trust.good(p.proposer, self._now)
+        silent = ()
         if o.round is not None and o.round.method in ("pbft", "averaging"):
-            for peer in o.round.members:
-                if peer != self.me and peer not in m.spoke:
-                    self.trust.bad(peer, "silent_in_round", self._now)
-        self.trust.end_round(self._now)
+            silent = [p for p in o.round.members if p != self.me and p not in m.spoke]
+        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands], m.vectors,
+                            d.chosen, self._now, silent, self.seats)
 
     def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
         rs = o.round
@@ -1796,7 +1848,7 @@ class PeerProtocol:
 
 __all__ = [
     "Accepted", "EmbedDone", "EmbedFailed", "Event", "Failed", "FrameIn", "GenerateDone",
-    "GenerateFailed", "LocalTrust", "TrustBookPort", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
+    "GenerateFailed", "TrustBookPort", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
     "ProtocolStatistics", "Refused", "Started", "TimerFired", "TrustPort", "UserQuery",
     "centrality", "ranking", "selected",
 ]

@@ -57,7 +57,8 @@ class Started:
 
 @dataclass(frozen=True)
 class Received:
-    """A message arrived from ``src``; ``topic`` is the gossip topic, ``None`` for a direct Send."""
+    """A message arrived from ``src``; ``topic`` is the gossip topic, ``None`` for a direct Send.
+    For gossip, ``src`` is the publisher (as libp2p pubsub reports it), not the relay."""
 
     now: float
     src: PeerId
@@ -300,7 +301,10 @@ class Engine:
                     # forward first (gossipsub validates, then forwards, then handles locally)
                     self._flood(node, src, msg, topic, bid)
                 c["hops_delivered"] += 1
-                self._apply(node, machines[node].handle(Received(t, self.peer_ids[src], msg, topic)))
+                # a gossip message names its publisher (libp2p pubsub's signed ``from``), not
+                # the relay that forwarded it, as the daemon's transport does
+                who = self._origin[bid] if bid else src
+                self._apply(node, machines[node].handle(Received(t, self.peer_ids[who], msg, topic)))
             elif kind == _TIMER:
                 name, token = payload
                 if not alive[node] or self._timers[node].get(name) != token:

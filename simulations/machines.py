@@ -25,6 +25,12 @@ from simulations.engine import External, Received, Recovered, SimEvent, Started,
 
 log = logging.getLogger(__name__)
 
+# The daemon signs PBFT messages with Ed25519; the simulator's members sign with a keyed hash
+# standing in for it (a member can sign only as itself: no adapter here forges).
+from consensus.testing import KeyedHashAuthStandIn  # noqa: E402
+
+SIM_AUTH = KeyedHashAuthStandIn("p2pmoa-sim")
+
 
 def pbft_size(msg: Any) -> int:
     """Wire bytes of a PBFT message: msgpack of ``consensus.pbft.encode`` (the daemon's body)."""
@@ -65,7 +71,8 @@ class PbftMachine:
         kw: dict[str, Any] = {"view_timeout_s": view_timeout_s, "seq_max": seq_max}
         if validity is not None:
             kw["validity"] = validity
-        self.replica = pbft.Replica(pbft.MemberId(me), dict(weights), **kw)
+        self.replica = pbft.Replica(pbft.MemberId(me), dict(weights), **kw,
+                                    **SIM_AUTH.hooks(me))
         self.me = me
         self.others = [m for m in sorted(weights) if m != me]
         self.decisions: list[PbftDecision] = []
@@ -156,7 +163,7 @@ class SplitBrainPbft:
                      "B": sorted(m for m in weights if m not in set(half_a) and m not in set(byzantine))}
         self.value = {"A": value_a, "B": value_b}
         self.replicas = {w: pbft.Replica(pbft.MemberId(me), dict(weights), view_timeout_s=view_timeout_s,
-                                         seq_max=1) for w in ("A", "B")}
+                                         seq_max=1, **SIM_AUTH.hooks(me)) for w in ("A", "B")}
         self.world_of = {m: w for w, ms in self.half.items() for m in ms}
         self.decisions: list = []
 

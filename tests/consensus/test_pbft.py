@@ -10,9 +10,17 @@ from consensus.pbft import (
     BroadcastMsg, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected,
     MalformedMessage, NewView, PbftConfigError, PreparedCert, PrePrepare, Prepare, Receive,
     Replica, Request, SendMsg, StartTimer, StopTimer, TimerExpired, ViewChange, decode,
-    digest_of, encode,
+    digest_of, encode, signing_bytes, with_signature,
 )
-from consensus.testing import Cluster
+from consensus.testing import Cluster, KeyedHashAuthStandIn
+
+AUTH = KeyedHashAuthStandIn("test_pbft")
+U = {"unauthenticated": True}  # hand-built unsigned messages; no proofs involved
+
+
+def signed(msg):
+    """A hand-built message signed by its sender with the group's stand-in key."""
+    return with_signature(msg, AUTH.sign_for(msg.sender)(signing_bytes(msg)))
 
 IDS = ["a", "b", "c", "d"]
 
@@ -20,7 +28,7 @@ IDS = ["a", "b", "c", "d"]
 def group(n=4, weights=None, **kw):
     ids = [f"m{i}" for i in range(n)]
     w = weights or {m: 1 for m in ids}
-    return {m: Replica(m, w, **kw) for m in w}
+    return {m: Replica(m, w, **AUTH.hooks(m), **kw) for m in w}
 
 
 def pump(reps, effects_by_member, *, drop=lambda src, dst, msg: False, rounds_max=100_000):
@@ -72,9 +80,9 @@ def test_four_replicas_decide_the_primarys_value_in_view_zero():
 
 
 def test_quorum_threshold_is_more_than_two_thirds_of_weight():
-    r = Replica("a", {"a": 1, "b": 1, "c": 1, "d": 1})
+    r = Replica("a", {"a": 1, "b": 1, "c": 1, "d": 1}, **U)
     assert not r.is_quorum(2) and r.is_quorum(3)
-    r = Replica("a", {"a": 5, "b": 3, "c": 2, "d": 2})  # W = 12
+    r = Replica("a", {"a": 5, "b": 3, "c": 2, "d": 2}, **U)  # W = 12
     assert not r.is_quorum(8) and r.is_quorum(9)
     assert not r.is_weak(4) and r.is_weak(5)
 
@@ -82,7 +90,7 @@ def test_quorum_threshold_is_more_than_two_thirds_of_weight():
 @given(st.lists(st.integers(0, 50), min_size=1, max_size=12).filter(lambda w: sum(w) > 0))
 def test_any_two_quorums_overlap_in_more_than_a_third(ws):
     weights = {f"m{i}": w for i, w in enumerate(ws)}
-    r = Replica("m0", weights)
+    r = Replica("m0", weights, **U)
     total = sum(ws)
     q = r._quorum_min()
     assert 3 * q > 2 * total and 3 * (q - 1) <= 2 * total
@@ -108,7 +116,7 @@ def test_duplicate_requests_are_ordered_once():
 
 
 def test_messages_from_non_members_are_ignored_and_counted():
-    r = Replica("m0", {"m0": 1, "m1": 1, "m2": 1, "m3": 1})
+    r = Replica("m0", {"m0": 1, "m1": 1, "m2": 1, "m3": 1}, **U)
     out = r.handle(Receive(PrePrepare(0, 1, digest_of(b"v"), b"v", "mallory")))
     assert out == []
     assert r.statistics().ignored_non_member == 1
@@ -117,7 +125,7 @@ def test_messages_from_non_members_are_ignored_and_counted():
 @given(st.one_of(st.none(), st.text(max_size=3), st.floats(), st.lists(st.integers(), max_size=2)),
        st.sampled_from(["view", "seq", "digest", "value"]))
 def test_hand_built_messages_with_wrong_field_types_are_ignored_not_fatal(bad, field):
-    r = Replica("m1", {"m0": 1, "m1": 1, "m2": 1, "m3": 1})
+    r = Replica("m1", {"m0": 1, "m1": 1, "m2": 1, "m3": 1}, **U)
     fields = dict(view=0, seq=1, digest=digest_of(b"v"), value=b"v", sender="m0")
     fields[field] = bad
     r.handle(Receive(PrePrepare(**fields)))
@@ -132,7 +140,7 @@ def test_garbage_from_the_primary_is_voted_down_and_replaced():
     reps = group(validity=valid)
     primary = reps["m0"]
     # the primary proposes an invalid value; backups must not prepare it but change view
-    pp = PrePrepare(0, 1, digest_of(b"BAD answer"), b"BAD answer", "m0")
+    pp = signed(PrePrepare(0, 1, digest_of(b"BAD answer"), b"BAD answer", "m0"))
     effects = {m: reps[m].handle(Request(b"good answer")) for m in ["m1", "m2", "m3"]}
     for m in ["m1", "m2", "m3"]:
         effects[m] += reps[m].handle(Receive(pp))
@@ -150,8 +158,8 @@ def test_garbage_from_the_primary_is_voted_down_and_replaced():
 def test_equivocating_primary_is_reported_with_both_messages():
     reps = group()
     b = reps["m1"]
-    p1 = PrePrepare(0, 1, digest_of(b"one"), b"one", "m0")
-    p2 = PrePrepare(0, 1, digest_of(b"two"), b"two", "m0")
+    p1 = signed(PrePrepare(0, 1, digest_of(b"one"), b"one", "m0"))
+    p2 = signed(PrePrepare(0, 1, digest_of(b"two"), b"two", "m0"))
     b.handle(Request(b"one"))
     b.handle(Receive(p1))
     out = b.handle(Receive(p2))
@@ -163,8 +171,8 @@ def test_equivocating_primary_is_reported_with_both_messages():
 
 def test_equivocating_backup_votes_are_reported():
     r = group()["m1"]
-    a = Prepare(0, 1, digest_of(b"x"), "m2")
-    b = Prepare(0, 1, digest_of(b"y"), "m2")
+    a = signed(Prepare(0, 1, digest_of(b"x"), "m2"))
+    b = signed(Prepare(0, 1, digest_of(b"y"), "m2"))
     r.handle(Receive(a))
     out = r.handle(Receive(b))
     assert [e for e in out if isinstance(e, EquivocationDetected)] == [
@@ -218,7 +226,7 @@ def test_primary_stops_at_the_high_watermark_until_a_checkpoint_is_stable():
 
 def test_unequal_weights_need_more_than_two_thirds_of_weight():
     weights = {"zbig": 5, "s1": 1, "s2": 1, "s3": 1, "s4": 1}  # W = 9, quorum > 6
-    reps = {m: Replica(m, weights) for m in weights}
+    reps = {m: Replica(m, weights, **U) for m in weights}
     assert reps["s1"].primary(0) == "s1"  # a small member leads view 0
     # without "zbig" the four small members (4 of 9: a majority of members, not of weight)
     # cannot decide
@@ -228,20 +236,20 @@ def test_unequal_weights_need_more_than_two_thirds_of_weight():
     assert decided == {}
     assert any(isinstance(e, BroadcastMsg) and isinstance(e.msg, Prepare) for _, e in seen)
     # with it they can
-    reps = {m: Replica(m, weights) for m in weights}
+    reps = {m: Replica(m, weights, **U) for m in weights}
     decided, _ = pump(reps, request_all(reps, b"v"))
     assert all(d == {1: b"v"} for d in decided.values()) and len(decided) == 5
 
 
 def test_bad_configuration_raises_typed_errors():
     with pytest.raises(PbftConfigError):
-        Replica("x", {"a": 1})
+        Replica("x", {"a": 1}, **U)
     with pytest.raises(PbftConfigError):
-        Replica("a", {"a": 0})
+        Replica("a", {"a": 0}, **U)
     with pytest.raises(PbftConfigError):
-        Replica("a", {"a": -1, "b": 3})
+        Replica("a", {"a": -1, "b": 3}, **U)
     with pytest.raises(PbftConfigError):
-        Replica("a", {"a": 1}, checkpoint_interval=8, watermark_window=4)
+        Replica("a", {"a": 1}, checkpoint_interval=8, watermark_window=4, **U)
 
 
 def test_forged_certificate_in_a_view_change_is_rejected():

@@ -125,9 +125,8 @@ def test_fault_node_does_not_change_the_honest_decision(mesh, fault):
                 assert bad.peer_id not in trace["members"]
         trust = {p["peer_id"]: p["trust"] for p in mesh[0].get("/peers")["peers"]}
         if fault == "garbage":
-            # LocalTrust maps an unrelated answer (centrality ~0) to quality 0.5, the start
-            # value, so garbage does not sink in absolute terms; it falls behind every honest
-            # peer (which rise from 0.5 with each round), so their weight dominates.
+            # TrustBook (the daemon's model since issue 12): an unrelated answer scores
+            # quality 0 at every member, so garbage falls behind every honest peer.
             assert trust[bad.peer_id] < min(trust[p] for p in honest if trust.get(p) is not None) - 0.05
         elif fault == "equivocate":
             assert trust[bad.peer_id] == 0.0, "the equivocating node is quarantined"

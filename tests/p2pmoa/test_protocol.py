@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from p2pmoa.identity import Ed25519Identity, seal
 from p2pmoa.llm import StandInGenerator
 from p2pmoa.messages import QUERY_TOPIC, Ack, Proposal, QueryAnnounce, pack, vector_to_f32
-from p2pmoa.protocol import LocalTrust, TrustBookPort
+from p2pmoa.protocol import TrustBookPort
 from p2pmoa.testing import make_mesh
 
 Q = "What is the capital of France?"
@@ -238,7 +238,7 @@ def test_fuzz_random_and_mutated_frames_never_crash_a_node(junk, seed):
     assert (ids[0], "q1") in mesh.delivered
 
 
-@pytest.mark.parametrize("trust_factory", [TrustBookPort, LocalTrust])
+@pytest.mark.parametrize("trust_factory", [TrustBookPort])
 def test_garbage_node_weight_falls_round_after_round(trust_factory):
     # 6 members: with TrustBook's share cap of 0.2, groups of <= 5 get equal weights
     mesh, ids = make_mesh(6, method="vote", faults={2: "garbage"}, trust_factory=trust_factory)
