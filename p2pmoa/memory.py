@@ -340,6 +340,13 @@ _NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60
 _NUMBER_WORDS.pop("one")  # "one" is mostly a pronoun ("which one"); digits still count
 
 
+def _suffix_stem(w: str) -> str:
+    for suf in ("ies", "ing", "ed", "es", "s"):
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            return w[: -len(suf)] + ("y" if suf == "ies" else "")
+    return w
+
+
 _SYNONYMS: dict[str, str] = {}
 for _group in (
     # generic question phrasing only: words that paraphrases swap for each other. Content that
@@ -354,8 +361,9 @@ for _group in (
     "measure measured", "separate lie between", "go orbit around",
 ):
     _words = _group.split()
-    for _w in _words:
-        _SYNONYMS.setdefault(_w, _words[0])
+    for _w in _words:  # the word and its stem both map to the group's first word, stemmed
+        _SYNONYMS.setdefault(_w, _suffix_stem(_words[0]))
+        _SYNONYMS.setdefault(_suffix_stem(_w), _suffix_stem(_words[0]))
 _ABBREVIATIONS = {"us": "united states", "usa": "united states", "uk": "united kingdom"}
 _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7",
           "viii": "8", "ix": "9", "x": "10"}
@@ -364,16 +372,13 @@ _QWORDS = frozenset({"which", "what", "whose"})
 
 def _stem(w: str) -> str:
     """Light suffix stripping so "boil"/"boiling", "leg"/"legs", "France's"/"France" meet,
-    then the phrasing synonyms above."""
+    then the phrasing synonyms above ("inventing" -> "invent" -> "invented"'s group)."""
     w = w.lower()
     if w.endswith("'s"):
         w = w[:-2]
     if w in _SYNONYMS:
         return _SYNONYMS[w]
-    for suf in ("ies", "ing", "ed", "es", "s"):
-        if w.endswith(suf) and len(w) - len(suf) >= 3:
-            w = w[: -len(suf)] + ("y" if suf == "ies" else "")
-            break
+    w = _suffix_stem(w)
     return _SYNONYMS.get(w, w)
 
 
@@ -422,11 +427,12 @@ def question_keys(text: str) -> QuestionKeys:
         elif t.isupper() and lw in _ROMAN and i > 0 and prev[:1].isupper():
             numbers.append(_ROMAN[lw])
         elif lw not in _STOP:
-            w = _stem(lw)
+            is_name = t[0].isupper() and i > 0
+            w = _stem(lw) if not is_name else _SYNONYMS.get(lw.removesuffix("'s"), lw.removesuffix("'s"))
             content.add(w)
             if prev.lower() in _QWORDS:
                 kinds.add(w)
-            if t[0].isupper() and i > 0:
+            if is_name:  # names are not suffix-stemmed ("Paris", "Mars")
                 names.append(w)
         prev = t
     return QuestionKeys(tuple(numbers), frozenset(content), tuple(names), frozenset(kinds))
