@@ -519,8 +519,9 @@ class Memory:
 
     Args:
         config: :class:`MemoryConfig`.
-        on_change: called with ``("put", entry)`` or ``("delete", entry)`` after every change,
-            so a store (SQLite in the daemon) can mirror it; default: nothing.
+        on_change: called with ``("put", entry)`` (new or replaced entry), ``("touch", entry)``
+            (only its access count changed) or ``("delete", entry)`` after every change, so a
+            store (SQLite in the daemon, :mod:`p2pmoa.memory_store`) can mirror it.
     """
 
     def __init__(self, config: MemoryConfig | None = None, on_change=None):
@@ -541,8 +542,13 @@ class Memory:
     def empty(self) -> bool:
         return not len(self.private) and not len(self.shared)
 
-    def load(self, entries: Iterable[MemoryEntry], now: float) -> None:
-        """Restore entries from a store without calling ``on_change`` (bad ones are skipped)."""
+    def load(self, entries: Iterable[MemoryEntry], now: float, *, replace_all: bool = False) -> None:
+        """Restore entries from a store without calling ``on_change`` (bad ones are skipped).
+        ``replace_all``: drop what is in memory first (the store was changed by someone else,
+        e.g. ``p2pmoa memory forget`` while the node runs)."""
+        if replace_all:
+            self.private.clear()
+            self.shared.clear()
         for e in entries:
             try:
                 self.tier(e.tier).add(e, now)
@@ -570,10 +576,10 @@ class Memory:
         for tier, got in ((self.private, priv), (self.shared, shared)):
             for e, _ in got:
                 tier.touch(e.entry_id)
-                self._on_change("put", tier.get(e.entry_id))
+                self._on_change("touch", tier.get(e.entry_id))
         if hit is not None and all(e.entry_id != hit.entry_id for e, _ in shared):
             self.shared.touch(hit.entry_id)
-            self._on_change("put", self.shared.get(hit.entry_id))
+            self._on_change("touch", self.shared.get(hit.entry_id))
         if hit is not None:
             hit = self.shared.get(hit.entry_id)
             self._n["hits"] += 1
@@ -623,7 +629,7 @@ class Memory:
         e, _ = self.find_duplicate(entry.query, entry.vector)
         if e is not None:
             self.shared.touch(e.entry_id)
-            self._on_change("put", self.shared.get(e.entry_id))
+            self._on_change("touch", self.shared.get(e.entry_id))
             self._n["shared_refreshed"] += 1
             return False
         for victim in self.shared.add(entry, now):
