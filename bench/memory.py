@@ -166,6 +166,8 @@ def poisoning(n_trials: int) -> int:
             (byz, share(ids[4], members, answer=right, query="Other question?")),  # wrong query
             (byz, share(ids[4], members, qid="fake", query="Colluders?")),   # colluders vouch
             (byz2, share(ids[4], members, qid="fake", query="Colluders?")),
+            (byz, share(ids[4], (ids[4], ids[5]), qid="own", query="Own round?")),  # a round of
+            (byz2, share(ids[4], (ids[4], ids[5]), qid="own", query="Own round?")),  # colluders only
         ]
         frames = [seal(s, m, now=mesh.now, nonce=bytes([k + 1]) * 16) for k, (s, m) in enumerate(attacks)]
         forged = bytearray(seal(byz, share(ids[1], members), now=mesh.now, nonce=b"\x77" * 16))

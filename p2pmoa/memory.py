@@ -102,7 +102,14 @@ class MemoryConfig:
             (default 16).
         endorse_quorum: fraction of a round's member weight (weighed by the receiver's own
             trust) whose endorsements a non-member needs before accepting an entry
-            (default 2/3, strictly more than).
+            (default 2/3, strictly more than). Only *vouched* endorsers count: members whose
+            trust score in the receiver's own book is above ``endorse_trust_min``.
+        endorse_trust_min: a member vouches for an entry to a non-member only if the
+            non-member's trust score of it is strictly above this (default 0.5, the score of
+            a stranger: trust must have been earned in rounds this node saw).
+        endorse_vouched_min: vouched endorsers a non-member needs at least (default 3: two
+            colluders can never plant an entry in a round they invent, even after earning
+            trust; see docs/memory.md for the bound).
         pending_max: entries awaiting endorsements kept at most (default 256).
     """
 
@@ -121,6 +128,8 @@ class MemoryConfig:
     answer_from_memory: bool = True
     endorse_fanout_max: int = 16
     endorse_quorum: float = 2 / 3
+    endorse_trust_min: float = 0.5
+    endorse_vouched_min: int = 3
     pending_max: int = 256
 
     def __post_init__(self):

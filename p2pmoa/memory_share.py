@@ -31,9 +31,16 @@ changes honest nodes' answers):
   (bounded) and is re-checked when its decision is recorded; a mismatch is rejected and counted
   against the sender's trust;
 * a receiver that was **not** a member cannot check the round itself; it accepts the entry once
-  endorsements from distinct members weigh strictly more than ``endorse_quorum`` (2/3) of the
-  round's member weight *by its own trust book* (quarantined members weigh 0), and at least two
-  members endorsed. With fewer than a third of the weight Byzantine, at least one honest
+  endorsements from distinct *vouched* members (members whose trust this node has itself seen
+  them earn: score above ``endorse_trust_min``) weigh strictly more than ``endorse_quorum``
+  (2/3) of the round's member weight *by its own trust book* (quarantined members weigh 0),
+  and at least ``endorse_vouched_min`` (3) vouched members endorsed. The members list is the
+  sender's claim, so the vouching is what stops a coalition from inventing a round of its own
+  members: it can plant an entry at a non-member only if at least 3 of its members earned that
+  node's trust and weigh > 2/3 of the round it claims (the f < n/3 bound of the consensus,
+  applied to the members a node trusts). It then relays the members' signed frames, unchanged, to its own peers,
+  who check the same quorum of the same signatures: the entry floods the mesh while every
+  hop verifies the members' signatures itself (a relay adds no trust of its own). With fewer than a third of the weight Byzantine, at least one honest
   member, who recorded this decision itself, vouched for it. A round with a single member
   (nobody else answered) can never be accepted by anyone else.
 
@@ -51,7 +58,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from p2pmoa.buffer import QueryState
-from p2pmoa.effects import ChatMessage, Deliver, Embed, PeerId, QueryId
+from p2pmoa.effects import ChatMessage, Deliver, Embed, PeerId, QueryId, Send
 from p2pmoa.memory import (PRIVATE, SHARED, Memory, MemoryEntry, Retrieval, build_messages,
                            trace_of)
 from p2pmoa.messages import Decision, MemoryShare
@@ -87,12 +94,16 @@ class ShareVerdict:
             ``awaiting_endorsements``, ``verified_member``, ``endorsed``).
         endorse: we verified it as a member: send our own signed copy to our peers.
         blame: the sender provably sent something false (count it against its trust).
+        relay: accepted on an endorsement quorum: the members' signed frames that convinced us,
+            to forward unchanged to our peers (each stays verifiable: its signature is the
+            member's), so the entry spreads past the round's neighbourhood.
     """
 
     status: str
     reason: str
     endorse: bool = False
     blame: bool = False
+    relay: tuple[bytes, ...] = ()
 
 
 class _Bounded(OrderedDict):
@@ -127,6 +138,7 @@ class MemoryAgent:
         self._awaiting: _Bounded = _Bounded(cfg.pending_max)       # qid -> [(sender, msg)]
         self._incoming: _Bounded = _Bounded(cfg.pending_max)       # entry id -> (msg, endorsers)
         self._done: _Bounded = _Bounded(4 * cfg.pending_max)       # keys already decided on
+        self._frames: _Bounded = _Bounded(cfg.pending_max)         # key -> {sender: frame}
         self.counters: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
@@ -229,19 +241,24 @@ class MemoryAgent:
                            endorsers=tuple(sorted(endorsers)))
 
     def receive(self, sender: PeerId, msg: MemoryShare, *, my_decision: Decision | None,
-                my_prompt: str | None, weights: Callable[[Sequence[str]], dict]) -> ShareVerdict:
+                my_prompt: str | None, weights: Callable[[Sequence[str]], dict],
+                frame: bytes | None = None,
+                trust_score: Callable[[str], float]) -> ShareVerdict:
         """Check one received share (``sender`` is the envelope's verified signer).
 
         Args:
             my_decision: the decision this node recorded for ``msg.query_id`` (None if none).
             my_prompt: the prompt of the announce this node saw for it (None if none).
             weights: this node's trust weights of the given members (ints, 0 = quarantined).
+            frame: the signed frame it came in (kept to relay an endorsement quorum).
+            trust_score: this node's trust score of a member in [0, 1] (only members above
+                ``endorse_trust_min`` vouch for an entry to a non-member).
         """
-        v = self._check(sender, msg, my_decision, my_prompt, weights)
+        v = self._check(sender, msg, my_decision, my_prompt, weights, frame, trust_score)
         self._count(f"share_{v.status}_{v.reason}")
         return v
 
-    def _check(self, sender, msg, my_decision, my_prompt, weights) -> ShareVerdict:
+    def _check(self, sender, msg, my_decision, my_prompt, weights, frame, trust_score) -> ShareVerdict:
         if not self.enabled:
             return ShareVerdict("rejected", "disabled")
         if msg.digest != digest(msg.answer):
@@ -270,14 +287,19 @@ class MemoryAgent:
             ends = set()
             self._endorsements[key] = ends
         ends.add(sender)
+        if frame is not None:
+            self._frames.setdefault(key, {})[sender] = frame
+        c = self.memory.cfg
         w = weights(list(msg.members))
         total = sum(max(0, int(w.get(m, 0))) for m in msg.members)
-        got = sum(max(0, int(w.get(m, 0))) for m in ends)
-        if len(ends) >= 2 and total > 0 and got > self.memory.cfg.endorse_quorum * total:
+        vouched = [m for m in ends if trust_score(m) > c.endorse_trust_min]
+        got = sum(max(0, int(w.get(m, 0))) for m in vouched)
+        if len(vouched) >= c.endorse_vouched_min and total > 0 and got > c.endorse_quorum * total:
             self._done[key] = True
             self._endorsements.pop(key, None)
             self._incoming[entry_id_of(msg.origin, msg.query_id)] = (msg, tuple(ends))
-            return ShareVerdict("accepted", "endorsed")
+            relay = tuple((self._frames.pop(key, None) or {}).values())
+            return ShareVerdict("accepted", "endorsed", relay=relay)
         return ShareVerdict("pending", "awaiting_endorsements")
 
     def awaiting(self, qid: QueryId) -> list[tuple[PeerId, MemoryShare]]:
@@ -362,16 +384,18 @@ class MemoryHooks:
         return self.mem.trace(qid)
 
     def _on_memory_share(self, env: Envelope, msg: MemoryShare) -> None:
-        self._memory_share_check(env.sender, msg)
+        self._memory_share_check(env.sender, msg, self._last_frame)
 
-    def _memory_share_check(self, sender: PeerId, msg: MemoryShare) -> None:
+    def _memory_share_check(self, sender: PeerId, msg: MemoryShare,
+                            frame: bytes | None = None) -> None:
         if self.mem is None:
             self._reject("memory_disabled")
             return
         rec = self.buffer.get(msg.query_id)
         prompt = rec.announce.prompt if rec is not None and rec.announce.origin == msg.origin else None
         v = self.mem.receive(sender, msg, my_decision=self._decisions.get(msg.query_id),
-                             my_prompt=prompt, weights=self.trust.weights)
+                             my_prompt=prompt, weights=self.trust.weights,
+                             frame=frame, trust_score=self.trust.score)
         if v.blame:
             self._reject(f"memory_{v.reason}")
             self.trust.bad(sender, f"memory_{v.reason}", self._now)
@@ -380,6 +404,9 @@ class MemoryHooks:
         if v.endorse:
             for peer in self.mem.fanout(sorted(self.peers), msg.members):
                 self._send(peer, msg)
+        for peer in self.mem.fanout(sorted(self.peers), msg.members) if v.relay else ():
+            for f in v.relay:  # the members' own signed frames, unchanged
+                self._emit(Send(peer, f))
         eid = entry_id_of(msg.origin, msg.query_id)
         self._jobs[f"mems:{eid}"] = ("mems", eid)
         self._emit(Embed(f"mems:{eid}", (msg.query,)))

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from simulations.errors import ExperimentError
 
-EXPERIMENTS = ("majority", "bft", "averaging", "queue", "cost", "mesh")
+EXPERIMENTS = ("majority", "bft", "averaging", "queue", "cost", "mesh", "memory")
 """Experiment names, in the order ``--list`` shows them."""
 
 

@@ -87,16 +87,56 @@ def test_retrieved_notes_reach_the_local_model_prompt():
     assert any("Notes from memory" in s and f"Q: {Q}" in s for s in seen[1:]), seen
 
 
-def test_a_non_member_accepts_an_entry_only_with_endorsements_of_members():
-    # node 4 is silent: never proposes, so it is no member of the round; it still listens
-    mesh, ids, mems = mesh_with_memory(n=5, faults={4: "silent"})
+def _kind(data: bytes) -> str:
+    try:
+        return msgpack.unpackb(data, raw=False)[1]
+    except Exception:
+        return "?"
+
+
+def _earn_trust(mesh, ids, askers):
+    """Each asker runs a round of its own first: it sees the others answer well (trust)."""
+    for i in askers:
+        mesh.ask(ids[i], f"warm{i}", f"Tell me fact number {i} about bees.")
+        mesh.run(until_s=mesh.now + 300)
+
+
+def test_a_non_member_accepts_an_entry_only_with_endorsements_of_members_it_trusts():
+    for earned in (True, False):
+        mesh, ids, mems = mesh_with_memory(n=5)
+        listener = ids[4]
+        if earned:
+            _earn_trust(mesh, ids, [4])
+        mesh.drop = lambda src, dst, data: dst == listener and _kind(data) == "announce"
+        mesh.ask(ids[0], "q1", Q)
+        mesh.run(until_s=mesh.now + 300)
+        ans = mesh.delivered[(ids[0], "q1")].answer
+        counters = mesh.nodes[listener].proto.mem.counters
+        if earned:
+            entry = next(e for e in mems[4].shared.entries() if e.answer == ans)
+            assert listener not in entry.members and len(entry.endorsers) >= 3
+            assert counters.get("share_accepted_endorsed") == 1
+        else:  # strangers' endorsements vouch for nothing
+            assert ans not in shared_answers(mems[4])
+            assert counters.get("share_pending_awaiting_endorsements", 0) >= 3, counters
+
+
+def test_relay_carries_an_entry_past_the_round_neighbourhood():
+    # nodes 4 and 5 never see the announce, so they are no members; 5 hears only node 4,
+    # which relays the members' signed frames it accepted
+    mesh, ids, mems = mesh_with_memory(n=6)
+    near, far = ids[4], ids[5]
+    _earn_trust(mesh, ids, [4, 5])
+    mesh.drop = lambda src, dst, data: ((dst in (near, far) and _kind(data) == "announce")
+                                        or (dst == far and src != near))
     mesh.ask(ids[0], "q1", Q)
-    mesh.run()
+    mesh.run(until_s=mesh.now + 300)
     ans = mesh.delivered[(ids[0], "q1")].answer
-    assert shared_answers(mems[4]) == {ans}
-    (entry,) = mems[4].shared.entries()
-    assert ids[4] not in entry.members and len(entry.endorsers) >= 3
-    assert mesh.nodes[ids[4]].proto.mem.counters.get("share_accepted_endorsed") == 1
+    assert ans in shared_answers(mems[4]) and ans in shared_answers(mems[5])
+    entry = next(e for e in mems[5].shared.entries() if e.answer == ans)
+    assert far not in entry.members and near not in entry.members
+    assert near not in entry.endorsers, "a relay adds no endorsement of its own"
+    assert mesh.nodes[far].proto.mem.counters.get("share_accepted_endorsed") == 1
 
 
 # --------------------------------------------------------------------------- poisoning
@@ -165,7 +205,7 @@ def test_unsigned_entry_is_rejected():
 
 
 @pytest.mark.parametrize("case", ["member_wrong_answer", "invented_round", "wrong_query",
-                                  "colluders_in_round"])
+                                  "colluders_in_round", "colluders_only_round"])
 def test_validly_signed_but_undecided_entry_is_rejected(case):
     mesh, ids, mems = _decided_mesh()
     byz = mesh.nodes[ids[3]].proto.signer  # a real member of the decided round turns Byzantine
@@ -178,6 +218,10 @@ def test_validly_signed_but_undecided_entry_is_rejected(case):
     elif case == "wrong_query":            # the decided answer, pinned to another question
         right = mesh.nodes[ids[0]].proto.decision("q1").answer
         msgs = [(byz, _share(ids[3], members, answer=right, query="What is the capital of Spain?"))]
+    elif case == "colluders_only_round":   # two colluders, one trusted, invent their own round
+        rmembers = sorted([ids[3], byz2.peer_id])
+        msgs = [(byz, _share(ids[3], rmembers, qid="fake", query=NEW)),
+                (byz2, _share(ids[3], rmembers, qid="fake", query=NEW))]
     else:                                  # two colluders vouch for a round they filled
         rmembers = sorted([ids[3], byz2.peer_id, ids[0], ids[1], ids[2]])
         msgs = [(byz, _share(ids[3], rmembers, qid="fake", query=NEW)),
