@@ -44,13 +44,15 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
     p.add_argument("--threads", type=int, help=f"llama.cpp threads (default {d.threads})")
+    p.add_argument("--memory", choices=("on", "off"),
+                   help=f"collaborative memory (default {d.memory}; memory_* keys in the TOML tune it, docs/memory.md)")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     overrides = {k: getattr(args, k, None) for k in (
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
-        "max_tokens", "connections_target", "threads")}
+        "max_tokens", "connections_target", "threads", "memory")}
     return load_config(args.config, overrides)
 
 

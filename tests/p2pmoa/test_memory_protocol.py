@@ -244,3 +244,14 @@ def test_validly_signed_but_undecided_entry_is_rejected(case):
     if case == "member_wrong_answer":
         for pid in ids[:3]:
             assert mesh.nodes[pid].proto.statistics().rejects.get("memory_digest_mismatch") == 1
+
+
+def test_memory_share_codec_round_trip_and_schema():
+    from p2pmoa.messages import MalformedFrame, decode_body, encode_body, pack, unpack_bounded
+    msg = _share("12D3KooWA", ["12D3KooWA", "12D3KooWB"])
+    assert decode_body("memory", encode_body(msg)) == msg
+    d = unpack_bounded(encode_body(msg))
+    for bad in ({**d, "members": ["b", "a"]}, {**d, "members": []}, {**d, "digest": b"x"},
+                {**d, "method": "nope"}, {**d, "query": ""}, {**d, "extra": 1}):
+        with pytest.raises(MalformedFrame):
+            decode_body("memory", pack(bad))
