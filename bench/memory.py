@@ -140,7 +140,7 @@ def heldout(embedder, cfg: MemoryConfig) -> dict:
 
 def poisoning(n_trials: int) -> int:
     """Poisoned entries found in honest memories after the attacks of the protocol tests."""
-    from p2pmoa.identity import Ed25519Identity, seal
+    from p2pmoa.identity import seal
     from p2pmoa.messages import MemoryShare
     from p2pmoa.testing import make_mesh
 

@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from node.config import ConfigError, NodeConfig, load_config
 

@@ -49,7 +49,7 @@ from p2pmoa.memory import Memory, MemoryConfig
 from p2pmoa.memory_share import MemoryAgent, entry_id_of
 from p2pmoa.messages import Decision, MemoryShare
 from simulations.errors import ExperimentError
-from simulations.report import new_figure, run_sweep, save_figure, task_seed, write_csv, write_summary
+from simulations.report import run_sweep, save_figure, task_seed, write_csv, write_summary
 
 NAME = "memory"
 DESCRIPTION = ("Collaborative memory: hit rate, tokens saved and answer agreement vs capacity C, "
@@ -284,7 +284,6 @@ def _mean_by(rows, part, key, metric):
 def run(args: argparse.Namespace, out: Path) -> dict:
     rows = run_sweep(trial, build_tasks(args), workers=args.workers, desc="memory", progress=args.progress)
     write_csv(out / "memory.csv", rows)
-    fig, axes = None, None
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
