@@ -38,6 +38,7 @@ Figures (ONE JSON object, last line of stdout):
   mesh running the production peer protocol with Ed25519 (target 0).
 
 Usage: python bench/memory.py [--limit N] [--embedder hashing] [--record-vectors FILE]
+                              [--workload FILE] [--pairs FILE]
 """
 from __future__ import annotations
 
@@ -125,8 +126,8 @@ def retrieval_ms_p50(V, texts, n_entries: int, rng: np.random.Generator) -> floa
     return statistics.median(times)
 
 
-def heldout(embedder, cfg: MemoryConfig) -> dict:
-    pairs = json.loads(HELDOUT.read_text())["pairs"]
+def heldout(embedder, cfg: MemoryConfig, path: Path = HELDOUT) -> dict:
+    pairs = json.loads(path.read_text())["pairs"]
     out = {"paraphrase": [0, 0], "lookalike": [0, 0]}
     for p in pairs:
         a, b = embedder.embed([p["a"], p["b"]])
@@ -191,6 +192,8 @@ def poisoning(n_trials: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=0, help="replay only the first N queries (0: all)")
+    ap.add_argument("--workload", type=Path, default=WORKLOAD, help="workload JSON (same format as the shipped one)")
+    ap.add_argument("--pairs", type=Path, default=HELDOUT, help="labelled pairs JSON for the held-out figures")
     ap.add_argument("--embedder", default="gemma3-270m", help="embedding model (default: the real mesh default); 'hashing' = stand-in")
     ap.add_argument("--members", type=int, default=4, help="round members in the cost model (default 4)")
     ap.add_argument("--completion-tokens", type=int, default=96, help="completion tokens per generation in the cost model (default 96, the node's max_tokens)")
@@ -198,7 +201,7 @@ def main() -> int:
     ap.add_argument("--poison-trials", type=int, default=5, help="poisoning scenarios (default 5)")
     ap.add_argument("--record-vectors", metavar="FILE", help="also save the workload embeddings (float16 .npz) for the simulator")
     args = ap.parse_args()
-    work = json.loads(WORKLOAD.read_text())["queries"]
+    work = json.loads(args.workload.read_text())["queries"]
     if args.limit:
         work = work[: args.limit]
     t0 = time.perf_counter()
@@ -228,7 +231,7 @@ def main() -> int:
         r = replay(work, V, MemoryConfig(near_dup_cos=th), count_tokens, args.members,
                    args.completion_tokens)
         sweep[str(th)] = {k: round(r[k], 4) for k in ("hit_rate", "false_hit_rate", "tokens_saved_ratio")}
-    result.update(heldout(emb, cfg))
+    result.update(heldout(emb, cfg, args.pairs))
     result["retrieval_ms_p50"] = retrieval_ms_p50(V, texts, args.entries, np.random.default_rng(0))
     result["poisoned_entries_accepted"] = poisoning(args.poison_trials)
     out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
