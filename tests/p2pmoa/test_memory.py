@@ -185,3 +185,19 @@ def test_prompt_is_exactly_role_and_question_without_memory_and_carries_notes_wi
     sys_ = msgs[0].content
     assert sys_.startswith("You are X.") and "Q: my q\nA: my a" in sys_ and "Q: shared q" in sys_
     assert sys_.index("my q") < sys_.index("shared q"), "private notes first, then shared"
+
+
+@pytest.mark.real_model
+def test_real_embedder_ranks_a_look_alike_above_a_paraphrase_and_the_rule_still_tells_them_apart():
+    """The design fact behind the guard, with the mesh's real embedder (centred gemma3-270m)."""
+    from p2pmoa.embed import LlamaEmbedder
+    from p2pmoa.memory import near_duplicate
+
+    q, para, look = ("What is the capital of France?", "Which city is the capital of France?",
+                     "What is the capital of Germany?")
+    v = LlamaEmbedder(n_threads=1).embed([q, para, look])
+    cos_para, cos_look = float(v[0] @ v[1]), float(v[0] @ v[2])
+    assert cos_look > cos_para, "wording, not meaning: the look-alike is closer"
+    th = MemoryConfig().near_dup_cos
+    assert cos_look >= th, "the cosine alone would answer Germany with Paris"
+    assert near_duplicate(para, cos_para, q, th) and not near_duplicate(look, cos_look, q, th)
