@@ -411,6 +411,7 @@ class Daemon:
             "transport": _asdict(st),
             "buffer": buf,
             "protocol": proto,
+            "memory": _asdict(self.memory.statistics()),
         }
 
     def peers(self) -> list[dict]:

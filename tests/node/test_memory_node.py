@@ -71,6 +71,8 @@ def test_paraphrase_answered_from_memory_through_the_daemon_and_opt_out(tmp_path
             assert hit.trace["memory"]["answered_from_memory"] is True
             off = await ds[1].complete(_req(PARA, memory="off"))
             assert off.trace["method"] == "pbft" and off.trace["memory"]["opted_out"]
+            st = ds[1].status()["memory"]
+            assert st["hits"] == 1 and st["shared"] == 1 and st["private"] == 1
     trio.run(main)
 
 
