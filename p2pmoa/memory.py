@@ -98,10 +98,13 @@ class MemoryConfig:
             a client can still refuse it per query with ``"p2pmoa": {"memory": "off"}``).
         endorse_fanout_max: peers a node sends a shared entry (or its endorsement) to
             (default 16).
-        endorse_quorum: fraction of a round's member weight (weighed by the receiver's own
-            trust) whose endorsements a non-member needs before accepting an entry
-            (default 2/3, strictly more than). Only *vouched* endorsers count: members whose
-            trust score in the receiver's own book is above ``endorse_trust_min``.
+        endorse_quorum: fraction of the claimed round's member weight (weighed by the
+            receiver's own trust) that vouched endorsers must exceed before a non-member
+            accepts an entry (default 1/3). It stops a trusted minority of a REAL round from
+            pushing another answer under that round's name; it cannot stop a coalition that
+            claims a round of its own members (the member list is the sender's claim), which
+            is what ``endorse_vouched_min`` bounds. 2/3 was measured to keep entries from
+            spreading at all in the simulator (docs/memory.md), at no gain in safety.
         endorse_trust_min: a member vouches for an entry to a non-member only if the
             non-member's trust score of it is strictly above this (default 0.5, the score of
             a stranger: trust must have been earned in rounds this node saw).
@@ -125,7 +128,7 @@ class MemoryConfig:
     near_dup_candidates: int = 16
     answer_from_memory: bool = True
     endorse_fanout_max: int = 16
-    endorse_quorum: float = 2 / 3
+    endorse_quorum: float = 1 / 3
     endorse_trust_min: float = 0.5
     endorse_vouched_min: int = 3
     pending_max: int = 256

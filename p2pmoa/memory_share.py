@@ -31,14 +31,12 @@ changes honest nodes' answers):
   (bounded) and is re-checked when its decision is recorded; a mismatch is rejected and counted
   against the sender's trust;
 * a receiver that was **not** a member cannot check the round itself; it accepts the entry once
-  endorsements from distinct *vouched* members (members whose trust this node has itself seen
-  them earn: score above ``endorse_trust_min``) weigh strictly more than ``endorse_quorum``
-  (2/3) of the round's member weight *by its own trust book* (quarantined members weigh 0),
-  and at least ``endorse_vouched_min`` (3) vouched members endorsed. The members list is the
-  sender's claim, so the vouching is what stops a coalition from inventing a round of its own
-  members: it can plant an entry at a non-member only if at least 3 of its members earned that
-  node's trust and weigh > 2/3 of the round it claims (the f < n/3 bound of the consensus,
-  applied to the members a node trusts). It then relays the members' signed frames, unchanged, to its own peers,
+  endorsements from at least ``endorse_vouched_min`` (3) distinct *vouched* members (members
+  whose trust this node has itself seen them earn: score above ``endorse_trust_min``), and they
+  weigh strictly more than ``endorse_quorum`` (1/3) of the claimed round's member weight *by
+  its own trust book* (quarantined members weigh 0). The members list is the sender's claim,
+  so the vouching is what stops a coalition from inventing a round of its own members: it can
+  plant an entry at a non-member only if at least 3 of its members earned that node's trust. It then relays the members' signed frames, unchanged, to its own peers,
   who check the same quorum of the same signatures: the entry floods the mesh while every
   hop verifies the members' signatures itself (a relay adds no trust of its own). With fewer than a third of the weight Byzantine, at least one honest
   member, who recorded this decision itself, vouched for it. A round with a single member

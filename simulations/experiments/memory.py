@@ -22,10 +22,11 @@ Byzantine writers (fraction ``byzantine`` of the nodes, never asking): whenever 
 of a round it sends every neighbour a validly signed share of that round with a poisoned answer
 (a member-endorsed copy, to reach non-members too), and every step one of them invents a round
 (poisoned answer, members = itself and its neighbours) and, if it has Byzantine neighbours, a
-second round made of colluders only, and they all endorse both. Trust: like the protocol's
-``LocalTrust``, a node's score of each co-member of a round it took part in moves towards 1
-(Byzantine members too: they take part in consensus honestly, the poisoning is extra), and
-down when it blames a sender; non-members count only endorsers they trust above 0.5. Signatures are not simulated (forged and
+second round made of colluders only, and they all endorse both. Trust: as in the protocol
+(``LocalTrust``, updated by the originator of a round), an originator's score of each member
+of its round moves towards 1 (Byzantine members too: they take part in consensus honestly,
+the poisoning is extra), and a node's score of a sender drops when it blames it; non-members
+count only endorsers they trust above 0.5. Signatures are not simulated (forged and
 unsigned frames are covered by the protocol tests with Ed25519): every attack here is
 *validly signed*.
 
@@ -178,11 +179,10 @@ def trial(task: dict) -> dict:
             ms = tuple(sorted([o] + rng.sample(nbrs[o], min(task["members"] - 1, len(nbrs[o])))))
             d = Decision(qid, "pbft", q["answer"], _digest(q["answer"]), o, len(ms), len(ms))
             decided[qid], prompts[qid], members_of[qid] = d, q["text"], ms
-            for x in ms:  # members take part in the round as honest consensus participants:
-                for y in ms:  # everyone earns some trust from everyone, Byzantine nodes too
-                    if x != y and x not in byz:
-                        s0 = trust[x].get(y, 0.5)
-                        trust[x][y] = s0 + 0.2 * (1.0 - s0)
+            for y in ms:  # as in the protocol, the originator updates its trust in the members
+                if y != o:  # (Byzantine members too: they take part in consensus honestly)
+                    s0 = trust[o].get(y, 0.5)
+                    trust[o][y] = s0 + 0.2 * (1.0 - s0)
             share = a.decided(qid, q["text"], d, ms, now)
             if share is not None:
                 for peer in a.fanout(nbrs[o], share.members):
@@ -227,9 +227,9 @@ def trial(task: dict) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=100, help="nodes (default 100)")
-    p.add_argument("--degree", type=int, default=6, help="graph degree (default 6)")
+    p.add_argument("--degree", type=int, default=8, help="graph degree (default 8)")
     p.add_argument("--queries", type=int, default=300, help="queries per run (default 300)")
-    p.add_argument("--members", type=int, default=4, help="round members incl. the originator (default 4)")
+    p.add_argument("--members", type=int, default=9, help="round members incl. the originator (default 9: the node's proposers_max 8 + 1)")
     p.add_argument("--capacities", default="8,32,128,1024", help="C values")
     p.add_argument("--taus", default="-1,0,0.05,0.1,0.2", help="tau_share values")
     p.add_argument("--repeats", default="0.1,0.33,0.5,0.7", help="share of repeated/paraphrased queries")
