@@ -30,8 +30,10 @@ Figures (ONE JSON object, last line of stdout):
 * ``answer_agreement``: hits whose memory answer equals the fresh consensus answer (the
   query's reference answer) / hits.
 * ``retrieval_ms_p50``: median wall time of one ``Memory.retrieve`` (top-k of both tiers and
-  the near-duplicate check) with 10,000 entries in EACH tier (real workload vectors plus
-  random unit vectors of the same dimension).
+  the near-duplicate check) with 10,000 stored entries, half in each tier (real workload
+  vectors plus random unit vectors of the same dimension; one BLAS thread, see below);
+  ``retrieval_cpu_ms_p50`` the same in process CPU time (what the load of a shared machine
+  does not inflate) and ``load_avg_1m`` the load it ran under.
 * ``poisoned_entries_accepted``: shared entries holding a poisoned answer, or a round that
   was never decided, found in honest nodes' memory after Byzantine members tried forged,
   unsigned, validly signed but undecided, wrong-query and colluding entries on the in-memory
@@ -56,6 +58,10 @@ from pathlib import Path
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
+# One BLAS thread: a 10,000 x 640 matrix-vector product is ~1 ms of work, and OpenBLAS's
+# thread pool made it 3-4x slower on this shared 2-core machine (measured 28 ms vs 7.9 ms
+# under load 10). Set OPENBLAS_NUM_THREADS yourself to measure otherwise.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -108,22 +114,25 @@ def replay(work, V, cfg: MemoryConfig, count_tokens, members: int, completion_to
             "shared_entries": len(mem.shared)}
 
 
-def retrieval_ms_p50(V, texts, n_entries: int, rng: np.random.Generator) -> float:
+def retrieval_ms_p50(V, texts, n_entries: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(wall ms, CPU ms) median of one retrieval with ``n_entries`` stored, half per tier."""
     dim = V.shape[1]
     cfg = MemoryConfig(capacity=n_entries, private_max=n_entries)
     mem = Memory(cfg)
     R = rng.standard_normal((n_entries, dim)).astype(np.float32)
     R[: len(V)] = V
     R /= np.linalg.norm(R, axis=1, keepdims=True)
-    for tier, cap in ((mem.private, PRIVATE), (mem.shared, SHARED)):
-        for j in range(n_entries):
-            tier.add(MemoryEntry(f"{cap}{j}", cap, texts[j % len(texts)], "a", R[j], 0.0), 0.0)
-    times = []
+    half = n_entries // 2
+    for j in range(n_entries):
+        cap = PRIVATE if j >= half else SHARED
+        mem.tier(cap).add(MemoryEntry(f"{cap}{j}", cap, texts[j % len(texts)], "a", R[j], 0.0), 0.0)
+    wall, cpu = [], []
     for i in range(min(200, len(V))):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         mem.retrieve(texts[i], V[i])
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def heldout(embedder, cfg: MemoryConfig, path: Path = HELDOUT) -> dict:
@@ -197,7 +206,7 @@ def main() -> int:
     ap.add_argument("--embedder", default="gemma3-270m", help="embedding model (default: the real mesh default); 'hashing' = stand-in")
     ap.add_argument("--members", type=int, default=4, help="round members in the cost model (default 4)")
     ap.add_argument("--completion-tokens", type=int, default=96, help="completion tokens per generation in the cost model (default 96, the node's max_tokens)")
-    ap.add_argument("--entries", type=int, default=10_000, help="entries per tier for retrieval_ms_p50 (default 10000)")
+    ap.add_argument("--entries", type=int, default=10_000, help="stored entries for retrieval_ms_p50, half per tier (default 10000)")
     ap.add_argument("--poison-trials", type=int, default=5, help="poisoning scenarios (default 5)")
     ap.add_argument("--record-vectors", metavar="FILE", help="also save the workload embeddings (float16 .npz) for the simulator")
     args = ap.parse_args()
@@ -232,13 +241,16 @@ def main() -> int:
                    args.completion_tokens)
         sweep[str(th)] = {k: round(r[k], 4) for k in ("hit_rate", "false_hit_rate", "tokens_saved_ratio")}
     result.update(heldout(emb, cfg, args.pairs))
-    result["retrieval_ms_p50"] = retrieval_ms_p50(V, texts, args.entries, np.random.default_rng(0))
+    result["retrieval_ms_p50"], result["retrieval_cpu_ms_p50"] = retrieval_ms_p50(
+        V, texts, args.entries, np.random.default_rng(0))
+    result["load_avg_1m"] = os.getloadavg()[0]
     result["poisoned_entries_accepted"] = poisoning(args.poison_trials)
     out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
     out.update({"near_dup_cos_sweep": sweep, "queries": len(work),
                 "paraphrases": sum(q["kind"] == "paraphrase" for q in work),
                 "lookalikes": sum(q["kind"] == "lookalike" for q in work),
-                "embedder": emb.space_id, "entries_per_tier": args.entries,
+                "embedder": emb.space_id, "entries": args.entries,
+                "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
                 "config": {"near_dup_cos": cfg.near_dup_cos, "retrieve_min_cos": cfg.retrieve_min_cos,
                            "k_priv": cfg.k_priv, "k_shared": cfg.k_shared, "tau_share": cfg.tau_share},
                 "embed_s": round(embed_s, 1)})
