@@ -30,9 +30,10 @@ Two edge cases, documented because the formula does not cover them:
 What is shared is always the *decided consensus answer* of the round (the Decision every member
 recorded), never one node's own proposal: that is what lets receivers check it.
 
-Every parameter lives in :class:`MemoryConfig` (node configuration keys ``memory_*``); the
-defaults were chosen by measurement (docs/memory.md; ``bench/memory.py``,
-``p2pmoa sim memory``). Time is an input everywhere (``now``, seconds); nothing here reads a
+Every parameter lives in :class:`MemoryConfig`; ``k_priv``, ``k_shared``, ``tau_share``, ``C``
+(``capacity``), ``alpha``, ``beta``, ``private_max``, ``near_dup_cos`` and ``retrieve_min_cos``
+are node configuration keys (``memory_<name>``). The defaults were chosen by measurement
+(docs/memory.md; ``bench/memory.py``, ``p2pmoa sim memory``). Time is an input everywhere (``now``, seconds); nothing here reads a
 clock, does I/O or draws random numbers.
 """
 from __future__ import annotations
