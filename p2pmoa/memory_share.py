@@ -32,7 +32,9 @@ changes honest nodes' answers):
   against the sender's trust;
 * a receiver that was **not** a member cannot check the round itself; it accepts the entry once
   endorsements from at least ``endorse_vouched_min`` (3) distinct *vouched* members (members
-  whose trust this node has itself seen them earn: score above ``endorse_trust_min``), and they
+  this node has itself seen behave well: trust earned in its own rounds, score above
+  ``endorse_trust_min``, or an endorsement of a round it was a member of that it checked
+  against its own decision; never one caught endorsing something else), and they
   weigh strictly more than ``endorse_quorum`` (1/3) of the claimed round's member weight *by
   its own trust book* (quarantined members weigh 0). The members list is the sender's claim,
   so the vouching is what stops a coalition from inventing a round of its own members: it can
@@ -137,6 +139,9 @@ class MemoryAgent:
         self._incoming: _Bounded = _Bounded(cfg.pending_max)       # entry id -> (msg, endorsers)
         self._done: _Bounded = _Bounded(4 * cfg.pending_max)       # keys already decided on
         self._frames: _Bounded = _Bounded(cfg.pending_max)         # key -> {sender: frame}
+        self._verified: _Bounded = _Bounded(4 * cfg.pending_max)   # keys we checked as member
+        self._credits: _Bounded = _Bounded(4096)                   # peer -> correct endorsements
+        self._blamed: _Bounded = _Bounded(4096)                    # peers caught endorsing a lie
         self.counters: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
@@ -265,6 +270,8 @@ class MemoryAgent:
             return ShareVerdict("rejected", "not_member", blame=True)
         key = share_key(msg)
         if key in self._done:
+            if key in self._verified and sender in msg.members:
+                self._credits[sender] = self._credits.get(sender, 0) + 1  # it told the truth
             return ShareVerdict("rejected", "duplicate")
         if self.me in msg.members:
             if my_decision is None:
@@ -274,10 +281,13 @@ class MemoryAgent:
                     waiting.append((sender, msg))
                 return ShareVerdict("pending", "awaiting_decision")
             if my_decision.digest != msg.digest:
+                self._blamed[sender] = True
                 return ShareVerdict("rejected", "digest_mismatch", blame=True)
             if my_prompt is None or my_prompt != msg.query:
                 return ShareVerdict("rejected", "query_mismatch", blame=my_prompt is not None)
             self._done[key] = True
+            self._verified[key] = True
+            self._credits[sender] = self._credits.get(sender, 0) + 1
             self._incoming[entry_id_of(msg.origin, msg.query_id)] = (msg, (self.me, sender))
             return ShareVerdict("accepted", "verified_member", endorse=True)
         ends = self._endorsements.get(key)
@@ -290,7 +300,7 @@ class MemoryAgent:
         c = self.memory.cfg
         w = weights(list(msg.members))
         total = sum(max(0, int(w.get(m, 0))) for m in msg.members)
-        vouched = [m for m in ends if trust_score(m) > c.endorse_trust_min]
+        vouched = [m for m in ends if self.vouches(m, trust_score)]
         got = sum(max(0, int(w.get(m, 0))) for m in vouched)
         if len(vouched) >= c.endorse_vouched_min and total > 0 and got > c.endorse_quorum * total:
             self._done[key] = True
@@ -299,6 +309,16 @@ class MemoryAgent:
             relay = tuple((self._frames.pop(key, None) or {}).values())
             return ShareVerdict("accepted", "endorsed", relay=relay)
         return ShareVerdict("pending", "awaiting_endorsements")
+
+    def vouches(self, member: str, trust_score: Callable[[str], float]) -> bool:
+        """Does ``member``'s endorsement count at a non-member? Only if this node has seen it
+        behave well itself: trust earned in its own rounds (score above
+        ``endorse_trust_min``), or an endorsement it checked as a member of that round and
+        found true; never after it was caught endorsing something else."""
+        if member in self._blamed:
+            return False
+        return (trust_score(member) > self.memory.cfg.endorse_trust_min
+                or self._credits.get(member, 0) >= 1)
 
     def awaiting(self, qid: QueryId) -> list[tuple[PeerId, MemoryShare]]:
         """Shares that arrived before our own decision for ``qid`` (re-check them now)."""

@@ -121,6 +121,21 @@ def test_a_non_member_accepts_an_entry_only_with_endorsements_of_members_it_trus
             assert counters.get("share_pending_awaiting_endorsements", 0) >= 3, counters
 
 
+def test_endorsements_a_node_checked_as_a_member_make_those_members_vouched_for():
+    mesh, ids, mems = mesh_with_memory(n=5)
+    listener = ids[4]
+    mesh.ask(ids[1], "q0", "Tell me a fact about bees.")  # the listener is a member here
+    mesh.run(until_s=mesh.now + 300)
+    agent = mesh.nodes[listener].proto.mem
+    assert all(agent._credits.get(p, 0) >= 1 for p in ids[:4]), agent._credits
+    mesh.drop = lambda src, dst, data: dst == listener and _kind(data) == "announce"
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run(until_s=mesh.now + 300)
+    ans = mesh.delivered[(ids[0], "q1")].answer
+    assert ans in shared_answers(mems[4]), "members it saw tell the truth vouch for the entry"
+    assert agent.counters.get("share_accepted_endorsed") == 1
+
+
 def test_relay_carries_an_entry_past_the_round_neighbourhood():
     # nodes 4 and 5 never see the announce, so they are no members; 5 hears only node 4,
     # which relays the members' signed frames it accepted
