@@ -104,8 +104,8 @@ class MemoryConfig:
             accepts an entry (default 1/3). It stops a trusted minority of a REAL round from
             pushing another answer under that round's name; it cannot stop a coalition that
             claims a round of its own members (the member list is the sender's claim), which
-            is what ``endorse_vouched_min`` bounds. 2/3 was measured to keep entries from
-            spreading at all in the simulator (docs/memory.md), at no gain in safety.
+            is what ``endorse_vouched_min`` bounds. A 2/3 rule would demand that a non-member
+            vouch for nearly every member of a round before it accepts, at no gain in safety.
         endorse_trust_min: a member vouches for an entry to a non-member only if the
             non-member's trust score of it is strictly above this (default 0.5, the score of
             a stranger: trust must have been earned in rounds this node saw).
