@@ -78,15 +78,18 @@ class MemoryConfig:
             close entries go in. Whether notes improve small models' answers was NOT measured
             (no LLM runs in the bench); set ``k_priv = k_shared = 0`` to spend nothing on them.
         tau_share: share a decided answer when Utility(q) > tau_share (default -1.0, i.e.
-            share every decided query that is not already there: on the shipped workload any
-            higher threshold lowered the hit rate and no threshold improved agreement; see
-            docs/memory.md for the sweep).
-        capacity: C, most shared entries (default 1024).
+            share every decided query that is not already there: in ``p2pmoa sim memory`` on
+            the shipped workload every higher threshold lowered the hit rate (0.054 at -1,
+            0.027-0.035 at 0..0.2) and none changed answer agreement (1.0); docs/memory.md).
+        capacity: C, most shared entries (default 1024; the simulated hit rate stopped
+            growing between C = 128 and 1024).
         private_max: most private entries (default 10000; oldest least-used go first, by the
             same score as the shared tier).
         alpha: eviction weight of the access count (default 1.0 per access).
         beta: eviction weight of recency, access-seconds (default 600: a new entry outranks an
-            entry used once for its first 10 minutes).
+            entry used once for its first 10 minutes). The simulator's comparison at C = 16
+            did NOT separate (alpha, beta) settings beyond seed noise (two runs ranked them
+            differently), so this is a design choice, not a measured optimum.
         age_floor_s: the age in ``beta / (t_now - t_added)`` is at least this (default 1 s), so
             an entry added "now" has a finite score.
         near_dup_cos: answer-from-memory threshold on the cosine (default 0.45: the 5th
