@@ -138,6 +138,8 @@ class CompletionRequest:
     """Chosen by the client (``p2pmoa.query_id``: it knows the id before any answer, can fetch
     ``GET /v1/queries/{id}`` after a crash, and a resubmission is refused with 409 instead of
     being answered twice), else by the API for streams (sent in the first chunk)."""
+    memory: bool = True
+    """False: ``"p2pmoa": {"memory": "off"}``, the client forbids memory for this query."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class NodeService(Protocol):
     def status(self) -> dict: ...
     def peers(self) -> list[dict]: ...
     def metrics_text(self) -> str: ...
+    # optional: def memory_entries(self, tier: str | None) -> list[dict] (GET /v1/memory)
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -246,10 +249,14 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
     if query_id is not None and not (isinstance(query_id, str) and QUERY_ID_RE.fullmatch(query_id)):
         raise BadRequest("p2pmoa.query_id must be 1-32 characters of A-Z a-z 0-9 _ -",
                          param="p2pmoa.query_id")
+    memory = ext.get("memory", "on")
+    if memory not in ("on", "off"):
+        raise BadRequest('p2pmoa.memory must be "on" or "off"', param="p2pmoa.memory")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be a boolean", param="stream")
-    return CompletionRequest(tuple(out), params, method, deadline, model, query_id), stream
+    return CompletionRequest(tuple(out), params, method, deadline, model, query_id,
+                             memory=memory == "on"), stream
 
 
 def _completion_body(res: CompletionResult, model: str) -> dict:
@@ -356,6 +363,15 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
     async def peers(request: Request) -> Response:
         return JSONResponse({"peers": service.peers()})
 
+    async def memory(request: Request) -> Response:
+        """``GET /v1/memory[?tier=private|shared]``: this node's memory entries (no vectors)."""
+        tier = request.query_params.get("tier") or None
+        if tier not in (None, "private", "shared"):
+            return error_response(BadRequest('tier must be "private" or "shared"', param="tier"))
+        entries = getattr(service, "memory_entries", None)
+        data = entries(tier) if entries is not None else []
+        return JSONResponse({"object": "list", "data": data})
+
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(service.metrics_text(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -367,6 +383,7 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/queries/{query_id}", query, methods=["GET"]),
+        Route("/v1/memory", memory, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/peers", peers, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -56,6 +56,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="FAULT INJECTION for tests: shift this node's protocol clock by this many seconds")
     p.add_argument("--roster", metavar="FILE",
                    help="signed roster of a private mesh (p2pmoa roster sign): only its peers get seats and work")
+    p.add_argument("--memory", choices=("on", "off"),
+                   help=f"collaborative memory (default {d.memory}; memory_* keys in the TOML tune it, docs/memory.md)")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -63,7 +65,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
         "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
-        "clock_offset_s", "roster")}
+        "clock_offset_s", "roster", "memory")}
     return load_config(args.config, overrides)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from p2pmoa.memory import MemoryConfig
+
 DEFAULT_API = "127.0.0.1:8700"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/7700"
 CONSENSUS_METHODS = ("pbft", "averaging", "vote", "aggregate")
@@ -80,6 +82,12 @@ class NodeConfig:
         relay: act as a circuit-relay v2 relay for peers behind NAT (a publicly reachable node).
         clock_offset_s: FAULT INJECTION for tests: seconds added to this node's protocol clock.
         roster: path of a signed roster (p2pmoa/roster.py); empty: open mesh.
+        memory: ``on`` (default) or ``off``: collaborative memory (docs/memory.md); private
+            memory is kept in ``data_dir/memory.sqlite3`` and never leaves the node.
+        memory_k_priv, memory_k_shared, memory_tau_share, memory_capacity (C),
+        memory_private_max, memory_alpha, memory_beta, memory_near_dup_cos,
+        memory_retrieve_min_cos: the parameters of :class:`p2pmoa.memory.MemoryConfig`, with
+            its measured defaults (documented there and in docs/memory.md).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -106,12 +114,25 @@ class NodeConfig:
     relay: bool = False
     clock_offset_s: float = 0.0
     roster: str = ""
+    memory: str = "on"
+    memory_k_priv: int = MemoryConfig.k_priv
+    memory_k_shared: int = MemoryConfig.k_shared
+    memory_tau_share: float = MemoryConfig.tau_share
+    memory_capacity: int = MemoryConfig.capacity
+    memory_private_max: int = MemoryConfig.private_max
+    memory_alpha: float = MemoryConfig.alpha
+    memory_beta: float = MemoryConfig.beta
+    memory_near_dup_cos: float = MemoryConfig.near_dup_cos
+    memory_retrieve_min_cos: float = MemoryConfig.retrieve_min_cos
 
     @property
     def mdns_on(self) -> bool:
         return bool(self.network_key) if self.mdns is None else self.mdns
 
     def __post_init__(self) -> None:
+        if self.memory not in ("on", "off"):
+            raise ConfigError(f"memory must be on or off, not {self.memory!r}")
+        memory_config(self)  # raises ConfigError on a bad memory_* value
         if self.consensus not in CONSENSUS_METHODS:
             raise ConfigError(f"consensus must be one of {CONSENSUS_METHODS}, not {self.consensus!r}")
         if self.fault is not None and self.fault not in FAULTS:
@@ -151,6 +172,22 @@ class NodeConfig:
     def trust_path(self) -> Path:
         return self.data_dir / "trust.json"
 
+    @property
+    def memory_path(self) -> Path:
+        return self.data_dir / "memory.sqlite3"
+
+
+def memory_config(cfg: NodeConfig) -> MemoryConfig:
+    """The node's :class:`MemoryConfig` from its ``memory*`` settings."""
+    try:
+        return MemoryConfig(
+            enabled=cfg.memory == "on", k_priv=cfg.memory_k_priv, k_shared=cfg.memory_k_shared,
+            tau_share=cfg.memory_tau_share, capacity=cfg.memory_capacity,
+            private_max=cfg.memory_private_max, alpha=cfg.memory_alpha, beta=cfg.memory_beta,
+            near_dup_cos=cfg.memory_near_dup_cos, retrieve_min_cos=cfg.memory_retrieve_min_cos)
+    except AssertionError as exc:
+        raise ConfigError(f"bad memory setting: {exc}") from None
+
 
 _TUPLES = {"listen", "bootstrap"}
 
@@ -183,6 +220,12 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if name == "fault":
             return None if value in (None, "", "off", "none") else str(value)
+        if name.startswith("memory_"):
+            if isinstance(value, bool):
+                raise TypeError("bool")
+            return int(value) if kinds[name] == "int" else float(value)
+        if name == "memory" and isinstance(value, bool):
+            return "on" if value else "off"
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad value for {name}: {value!r} ({exc})") from exc

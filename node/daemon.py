@@ -141,6 +141,7 @@ class Daemon:
                 self.store.put_meta("roster_signer", r.signer.encode())
             roster = r.peers
             log.info("roster: %d peers, signed by %s", len(r.peers), r.signer)
+        self._open_memory()
         pcfg = P.ProtocolConfig(
             role=self.cfg.role, model_id=self.local_model,
             space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
@@ -149,7 +150,30 @@ class Daemon:
             gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
             roster=roster)
         return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
-                              buffer=self.buffer, trust=self.trust)
+                              buffer=self.buffer, trust=self.trust, memory=self.memory)
+
+    def _open_memory(self) -> None:
+        """Private + shared memory, persisted in ``data_dir/memory.sqlite3`` (docs/memory.md)."""
+        from node.config import memory_config
+        from p2pmoa.memory import Memory
+        from p2pmoa.memory_store import MemorySQLite
+        self.memory_store = MemorySQLite(self.cfg.memory_path)
+        self.memory = Memory(memory_config(self.cfg), on_change=self.memory_store.apply)
+        self.memory.load(self.memory_store.load(), self._now())
+
+    def _memory_sync(self) -> None:
+        """``p2pmoa memory forget|clear`` changed the file while we run: reload it."""
+        if self.memory_store.changed():
+            self.memory.load(self.memory_store.load(), self._now(), replace_all=True)
+            log.info("memory reloaded after an outside change (%d private, %d shared)",
+                     len(self.memory.private), len(self.memory.shared))
+
+    def memory_entries(self, tier: str | None = None) -> list[dict]:
+        """``GET /v1/memory``: the entries of this node's memory (no vectors), newest first."""
+        self._memory_sync()
+        tiers = [tier] if tier else ["private", "shared"]
+        out = [e.summary() for t in tiers for e in self.memory.tier(t).entries()]
+        return sorted(out, key=lambda d: -d["t_added"])
 
     def _save_trust(self) -> None:
         import json
@@ -327,9 +351,11 @@ class Daemon:
         qid = QueryId(req.query_id or secrets.token_hex(8))
         waiter = _Waiter(trio.Event())
         self._waiters[qid] = waiter
+        self._memory_sync()
         try:
             effects = await self._push(self.P.UserQuery(
-                qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now()))
+                qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now(),
+                memory=getattr(req, "memory", True)))
             if isinstance(effects, Exception):
                 raise InternalError(f"protocol error: {effects}")
             for eff in effects:
@@ -392,6 +418,7 @@ class Daemon:
             "transport": _asdict(st),
             "buffer": buf,
             "protocol": proto,
+            "memory": _asdict(self.memory.statistics()),
         }
 
     def peers(self) -> list[dict]:
@@ -579,6 +606,7 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
         daemon.store.close()
+        daemon.memory_store.close()
     log.info("node stopped")
 
 

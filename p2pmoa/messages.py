@@ -412,13 +412,35 @@ class Decision:
     view: int = 0
 
 
+@dataclass(frozen=True)
+class MemoryShare:
+    """A decided (query, consensus answer) offered for shared memory (p2pmoa/memory_share.py).
+
+    Signed (by the envelope) by its sender: the originator that decided the round, or a round
+    member endorsing it after checking it against the decision it recorded itself. ``digest``
+    is the round's decision digest (sha256 of ``answer``); ``members`` the round's members
+    (sorted, unique); ``decided_at`` the originator's decision time, seconds.
+    """
+
+    kind: ClassVar[str] = "memory"
+    query_id: QueryId
+    origin: PeerId
+    query: str
+    answer: str
+    digest: bytes
+    method: str
+    members: tuple[PeerId, ...]
+    decided_at: float
+
+
 Message = Union[
-    QueryAnnounce, Proposal, Ack, Nack, RoundStart, PbftWire, AvgVector, ScoreVote, Decision
+    QueryAnnounce, Proposal, Ack, Nack, RoundStart, PbftWire, AvgVector, ScoreVote, Decision,
+    MemoryShare,
 ]
 MESSAGE_TYPES: dict[str, type] = {
     t.kind: t
     for t in (QueryAnnounce, Proposal, Ack, Nack, RoundStart, PbftWire, AvgVector, ScoreVote,
-              Decision)
+              Decision, MemoryShare)
 }
 
 
@@ -579,5 +601,23 @@ def decode_body(kind: str, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Mess
                 n_proposals=_int(d["n_proposals"], "n_proposals", 0, L.members_max),
                 n_expected=_int(d["n_expected"], "n_expected", 0, L.members_max),
                 view=_int(d.get("view", 0), "view", 0, 1 << 30),
+            )
+        case "memory":
+            method = _str(d["method"], "method", idm)
+            if method not in METHODS:
+                raise MalformedFrame(f"method {method!r} unknown")
+            members = tuple(PeerId(_str(m, "members[]", idm, allow_empty=False))
+                            for m in _list(d["members"], "members", L.members_max))
+            if not members or list(members) != sorted(set(members)):
+                raise MalformedFrame("memory: members empty, or not sorted and unique")
+            return MemoryShare(
+                query_id=q,
+                origin=PeerId(_str(d["origin"], "origin", idm, allow_empty=False)),
+                query=_str(d["query"], "query", L.prompt_bytes_max, allow_empty=False),
+                answer=_str(d["answer"], "answer", L.answer_bytes_max),
+                digest=_bin(d["digest"], "digest", 32, exact=32),
+                method=method,
+                members=members,
+                decided_at=_float(d["decided_at"], "decided_at", 0.0, TS_MAX),
             )
     raise UnknownKind(kind)  # pragma: no cover - MESSAGE_TYPES and match agree

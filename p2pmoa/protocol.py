@@ -79,6 +79,7 @@ from p2pmoa.effects import (
     Send,
     SetTimer,
 )
+from p2pmoa.memory_share import MemoryAgent, MemoryHooks
 from p2pmoa.moa import aggregate_messages, centrality
 from p2pmoa.identity import (
     Envelope,
@@ -99,6 +100,7 @@ from p2pmoa.messages import (
     Decision,
     Duplicate,
     FrameError,
+    MemoryShare,
     Limits,
     Nack,
     PbftWire,
@@ -129,13 +131,16 @@ class _UnknownEvent(TypeError):
 
 @dataclass(frozen=True)
 class UserQuery:
-    """A local user asks ``prompt`` (the API or CLI chose ``query_id``, unique per node)."""
+    """A local user asks ``prompt`` (the API or CLI chose ``query_id``, unique per node).
+    ``memory=False``: the client forbids memory for this query (``"p2pmoa": {"memory": "off"}``):
+    no answer from memory, no retrieved notes, nothing stored or shared."""
 
     query_id: QueryId
     prompt: str
     method: str | None = None
     _: KW_ONLY
     now: float
+    memory: bool = True
 
 
 @dataclass(frozen=True)
@@ -502,7 +507,7 @@ class _Member:
 # --------------------------------------------------------------------------- the machine
 
 
-class PeerProtocol:
+class PeerProtocol(MemoryHooks):
     """The peer state machine of one node.
 
     Args:
@@ -524,7 +529,7 @@ class PeerProtocol:
 
     def __init__(self, signer: Signer, verifier: Verifier, config: ProtocolConfig | None = None,
                  *, rng: random.Random, buffer: PromptBuffer | None = None,
-                 trust: TrustPort | None = None):
+                 trust: TrustPort | None = None, memory: Any = None):
         self.signer = signer
         self.me: PeerId = signer.peer_id
         self.cfg = config or ProtocolConfig()
@@ -553,6 +558,9 @@ class PeerProtocol:
         self._n: dict[str, int] = {}
         self._out: list = []
         self._now = 0.0
+        # collaborative memory (p2pmoa/memory_share.py); None = no memory at all
+        self.mem = MemoryAgent(memory, self.me) if memory is not None else None
+        self._mem_wait: dict[QueryId, QueryAnnounce] = {}
         log.info("peer %s ready (model %s, method %s%s)", self.me, self.cfg.model_id,
                  self.cfg.method, f", FAULT MODE {self.cfg.fault}" if self.cfg.fault else "")
 
@@ -724,6 +732,11 @@ class PeerProtocol:
             return
         self._emit(Accepted(e.query_id))
         self._count("queries_accepted")
+        if self.mem is not None and self.mem.wants_local_lookup(e.query_id, e.memory):
+            self._mem_wait[e.query_id] = ann  # embed the query first: answer from memory?
+            self._jobs[f"qemb:{e.query_id}"] = ("qemb", e.query_id)
+            self._emit(Embed(f"qemb:{e.query_id}", (e.prompt,)))
+            return
         self._start_origin(ann)
 
     def _start_origin(self, ann: QueryAnnounce) -> None:
@@ -780,16 +793,24 @@ class PeerProtocol:
         job = f"gen:{qid}"
         self._jobs[job] = ("gen", qid)
         self._buffer_state(qid, QueryState.GENERATING)
-        tokens = ann.max_tokens if ann.origin == self.me else min(
-            ann.max_tokens, self.cfg.gen_params.max_tokens)  # bounded work for others
-        params = GenParams(max_tokens=tokens, temperature=ann.temperature,
-                           top_p=self.cfg.gen_params.top_p, seed=ann.seed)
-        msgs = (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt))
-        self._emit(Generate(job, msgs, params))
+        if self.mem is not None and ann.origin != self.me and self.mem.wants_peer_lookup(qid):
+            self._jobs[f"qemb:{qid}"] = ("qemb", qid)  # retrieve from our memory first
+            self._emit(Embed(f"qemb:{qid}", (ann.prompt,)))
+        else:
+            self._generate(job, ann)
         remote_deadline = ann.created_at + ann.deadline_s + self.cfg.round_timeout_s * 2
         if ann.origin != self.me:
             self._set_timer(f"expire:{qid}", max(1.0, remote_deadline - self._now),
                             ("expire", qid))
+
+    def _generate(self, job: str, ann: QueryAnnounce) -> None:
+        tokens = ann.max_tokens if ann.origin == self.me else min(
+            ann.max_tokens, self.cfg.gen_params.max_tokens)  # bounded work for others
+        params = GenParams(max_tokens=tokens, temperature=ann.temperature,
+                           top_p=self.cfg.gen_params.top_p, seed=ann.seed)
+        msgs = (self.mem.messages(ann.query_id, self.cfg.role, ann.prompt) if self.mem is not None
+                else (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt)))
+        self._emit(Generate(job, msgs, params))
 
     def _on_generate_done(self, job: str, g: Any) -> None:
         kind, qid = self._jobs.pop(job, (None, None))
@@ -824,6 +845,8 @@ class PeerProtocol:
                 self._buffer_state(qid, QueryState.FAILED, detail=err[:200])
         elif kind == "memb":
             self._members.pop(qid, None)
+        elif kind in ("qemb", "mems"):
+            self._memory_vector(kind, qid, np.zeros((0, 0), np.float32))
         elif kind == "synth" and qid in self._origins:
             o = self._origins[qid]
             o.notes.append(f"synthesis failed ({err[:80]}); fell back to medoid")
@@ -839,6 +862,8 @@ class PeerProtocol:
             self._on_own_embedding(qid, v)
         elif kind == "memb":
             self._on_member_embedding(qid, v)
+        elif kind in ("qemb", "mems"):
+            self._memory_vector(kind, qid, v)
         else:
             self._count("stale_job")
 
@@ -945,6 +970,8 @@ class PeerProtocol:
                 self._on_avg(sender, msg)
             case Decision():
                 self._on_decision(env, msg)
+            case MemoryShare():
+                self._on_memory_share(env, msg)
 
     def _on_ack(self, sender: PeerId, msg: Ack) -> None:
         key = self._rtx_nonce.get(msg.ref)
@@ -1679,6 +1706,9 @@ class PeerProtocol:
                 log.error("query %s: conflicting decisions recorded", qid)
             return
         self._decisions[qid] = d
+        if self.mem is not None:
+            for sender, share in self.mem.awaiting(qid):
+                self._memory_share_check(sender, share)
         self._done_order.append(qid)
         if m is not None:
             m.decision = d
@@ -1784,6 +1814,8 @@ class PeerProtocol:
                     self._send_reliable(peer, d)
         self._update_trust(o, m, d)
         trace = self._trace(o, m, d)
+        if self.mem is not None:
+            trace["memory"] = self._memory_decided(o, d)
         self._buffer_state(qid, QueryState.DONE, answer=d.answer)
         self._answers.pop(qid, None)
         self._origins.pop(qid, None)
@@ -1798,6 +1830,8 @@ class PeerProtocol:
         self._buffer_state(qid, QueryState.FAILED, detail=reason)
         self._origins.pop(qid, None)
         self._answers.pop(qid, None)
+        if self.mem is not None:
+            self.mem.forget_query(qid)
         self._count("queries_failed")
         log.info("query %s: failed: %s", qid, reason)
         self._emit(Failed(qid, reason, {"query_id": qid, "notes": o.notes + [reason]}))

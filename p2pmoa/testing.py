@@ -105,9 +105,10 @@ class InMemoryMesh:
 
     # ---- inputs
 
-    def ask(self, peer: PeerId, query_id: str, prompt: str, method: str | None = None) -> None:
+    def ask(self, peer: PeerId, query_id: str, prompt: str, method: str | None = None, *,
+            memory: bool = True) -> None:
         self._push(self.now, peer, None,
-                   lambda: UserQuery(query_id, prompt, method, now=self.now))
+                   lambda: UserQuery(query_id, prompt, method, now=self.now, memory=memory))
 
     def inject(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None = None) -> None:
         """Deliver raw bytes to ``dst`` as if ``src`` had sent them (for hostile-input tests)."""
@@ -209,12 +210,14 @@ def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = N
               seed: int = 0, loss: float = 0.0, latency_s: float = 0.005,
               generators: dict[int, Any] | None = None, buffers: dict[int, Any] | None = None,
               insecure: bool = False, trust_factory: Callable[[], Any] | None = None,
-              peer_events: bool = True, **config) -> tuple[InMemoryMesh, list[PeerId]]:
+              peer_events: bool = True, memories: dict[int, Any] | None = None,
+              **config) -> tuple[InMemoryMesh, list[PeerId]]:
     """``n`` nodes with deterministic identities, StandInGenerator answers and one
     HashingEmbedder space; node ``i`` runs in fault mode ``faults[i]`` if given.
 
     ``config`` overrides :class:`ProtocolConfig` fields (``proposers_max`` defaults to ``n``).
     ``insecure=True`` uses :class:`~p2pmoa.identity.InsecureSimSigner` (fast, NOT secure).
+    ``memories[i]``: node ``i``'s :class:`p2pmoa.memory.Memory` (default: no memory).
     """
     from p2pmoa.embed import HashingEmbedder  # noqa: PLC0415
     from p2pmoa.identity import (  # noqa: PLC0415
@@ -243,6 +246,8 @@ def make_mesh(n: int, *, method: str = "pbft", faults: dict[int, str] | None = N
             kw["buffer"] = buffers[i]
         if trust_factory is not None:
             kw["trust"] = trust_factory()
+        if memories and i in memories:
+            kw["memory"] = memories[i]
         proto = PeerProtocol(signer, verifier, cfg, rng=random.Random(seed * 7919 + i), **kw)
         gen = (generators or {}).get(i) or StandInGenerator(f"m{i}", variants=1)
         ids.append(mesh.add(proto, gen, peer_events=peer_events))

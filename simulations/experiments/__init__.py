@@ -12,7 +12,7 @@ from types import ModuleType
 
 from simulations.errors import ExperimentError
 
-EXPERIMENTS = ("majority", "bft", "averaging", "queue", "cost", "mesh", "sybil")
+EXPERIMENTS = ("majority", "bft", "averaging", "queue", "cost", "mesh", "sybil", "memory")
 """Experiment names, in the order ``--list`` shows them."""
 
 
