@@ -18,6 +18,7 @@ proposal, before it may take a seat, and to the weights it puts into ``RoundStar
   the members, hold none of the weight, cannot be PBFT primary, and are no reference when
   candidates are ranked (:func:`weighted_centrality`). Established peers are never refused
   for lack of a seat taken by a new one. Speed buys nothing beyond the new seats.
+* with a roster, every rostered peer counts as established (the mesh key vouches for it);
 * **bootstrap**: a node that knows no established peer and has been connected to no peer
   for ``seniority_s`` (600 s) seats anyone it can: a fresh mesh has no history to tell an
   honest newcomer from a sybil. In a large mesh, where a node rarely judges the same peer
@@ -102,6 +103,8 @@ class SeatPolicy:
         return now is not None and t is not None and now - t >= self.seniority_s
 
     def established(self, trust, peer: str, now: Optional[float] = None) -> bool:
+        if self.roster is not None and peer in self.roster:
+            return True  # the mesh key vouches for it (quarantine is checked apart)
         history = getattr(trust, "history", None)
         if history is None:  # a trust port without history: everyone counts as known
             return True

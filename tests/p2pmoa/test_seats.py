@@ -107,3 +107,14 @@ def test_weight_zero_answers_are_no_references_when_ranking():
     assert seats.ranking(v, [0, 0, 5])[0] == 2  # plain centrality would pick a sybil answer
     assert seats.ranking(v, [1, 1, 1])[0] == 0
     assert list(seats.weighted_centrality(v, [1, 1, 1])) == [0.5, 0.5, 0.0]
+
+
+def test_rostered_peers_count_as_known_without_history():
+    trust = TrustBookPort()
+    pol = seats.SeatPolicy(roster=frozenset({"a", "b", "me"}))
+    seated = ["me", "x", "y"]
+    assert pol.refuse(trust, "me", "a", seated, 8, ["a"]) is None
+    assert pol.refuse(trust, "me", "z", seated, 8, ["a"]) == "seat_not_in_roster"
+    trust.quarantine("b", "equivocation", 0.0)
+    assert pol.refuse(trust, "me", "b", seated, 8, ["a"]) == "seat_quarantined"
+    assert pol.weights(trust, "me", ("me", "a"), {"me": 5, "a": 5}, 0.0, ["a"]) == {"me": 5, "a": 5}
