@@ -40,6 +40,9 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-timeout-s", type=float, help=f"seconds the aggregation round may take before the originator decides alone (default {d.round_timeout_s})")
     p.add_argument("--proposers-max", type=int, help=f"proposals to wait for, own included; the round starts when they are in (default {d.proposers_max})")
     p.add_argument("--stand-in-delay-s", type=float, help="with --model stand-in only: simulated seconds per generation (load tests)")
+    p.add_argument("--admission-window-s", type=float, help=f"seconds over which the admitted arrival rate is measured (default {d.admission_window_s})")
+    p.add_argument("--alpha-window-s", type=float, help=f"generation times older than this no longer count in the service time (default {d.alpha_window_s})")
+    p.add_argument("--admission-slack", type=float, help=f"share (0-1] of the queue-stability bound a busy node admits up to; an idle node always admits (default {d.admission_slack})")
     p.add_argument("--buffer-max", type=int, help=f"prompt buffer capacity, queries (default {d.buffer_max})")
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
@@ -50,7 +53,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     overrides = {k: getattr(args, k, None) for k in (
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
-        "max_tokens", "connections_target", "threads")}
+        "max_tokens", "connections_target", "threads", "admission_window_s", "alpha_window_s",
+        "admission_slack")}
     return load_config(args.config, overrides)
 
 

@@ -73,6 +73,13 @@ class NodeConfig:
         threads: llama.cpp threads (default 1: the machine is shared by several nodes).
         stand_in_delay_s: with ``--model stand-in`` only: seconds each generation takes
             (simulated service time, for load tests and benchmarks; default 0).
+        admission_window_s: shortest window over which the admitted arrival rate λ is
+            measured, seconds (default 60; stretched to one arrival at the bound, see
+            p2pmoa/buffer.py).
+        alpha_window_s: the service time α is the mean of the generation times measured in
+            the last this many seconds (default 600): a slow spell is forgotten after it.
+        admission_slack: share of the Distributed-MoA bound ``((k+1)M+1)·λ < 1/α`` a busy
+            node admits up to, in (0, 1] (default 1.0). An idle node always admits.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -94,6 +101,9 @@ class NodeConfig:
     body_bytes_max: int = 64 * 1024
     threads: int = 1
     stand_in_delay_s: float = 0.0
+    admission_window_s: float = 60.0
+    alpha_window_s: float = 600.0
+    admission_slack: float = 1.0
 
     def __post_init__(self) -> None:
         if self.consensus not in CONSENSUS_METHODS:
@@ -105,7 +115,9 @@ class NodeConfig:
             raise ConfigError(f"api must be HOST:PORT, not {self.api!r}")
         if self.stand_in_delay_s < 0:
             raise ConfigError("stand_in_delay_s must be >= 0")
-        for name in ("deadline_s", "round_timeout_s"):
+        if not 0 < self.admission_slack <= 1:
+            raise ConfigError(f"admission_slack must be in (0, 1], not {self.admission_slack}")
+        for name in ("deadline_s", "round_timeout_s", "admission_window_s", "alpha_window_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("buffer_max", "max_tokens", "connections_target", "frame_bytes_max",
@@ -150,7 +162,8 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(str(v) for v in value)
         if name == "data_dir":
             return Path(str(value)).expanduser()
-        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s"):
+        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s", "admission_window_s",
+                    "alpha_window_s", "admission_slack"):
             if isinstance(value, bool):
                 raise TypeError("bool")
             return float(value)

@@ -121,7 +121,10 @@ class Daemon:
         from p2pmoa.identity import Ed25519Verifier
         self.P = P
         self.store = SQLiteStore(self.cfg.buffer_path)
-        self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max)
+        self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max,
+                                   rate_window_s=self.cfg.admission_window_s,
+                                   alpha_window_s=self.cfg.alpha_window_s,
+                                   slack=self.cfg.admission_slack)
         self.trust = P.LocalTrust()
         self._load_trust()
         pcfg = P.ProtocolConfig(
@@ -477,6 +480,20 @@ def _asdict(obj) -> dict | None:
     return clean(d)
 
 
+async def warm_up(generator, cfg: NodeConfig, timeout_s: float = 120.0):
+    """One generation at the node's own ``max_tokens`` to page the weights in (the first real
+    call was 2-5x slower). Its time is logged, NOT fed to admission's service time α: under
+    load it took 26-70 s and locked the node out (issue 9); α comes from real queries only."""
+    with trio.move_on_after(timeout_s):
+        warm = await trio.to_thread.run_sync(
+            generator.generate, (ChatMessage("user", "Say hello in one short sentence."),),
+            GenParams(max_tokens=cfg.max_tokens, temperature=0.0), abandon_on_cancel=True)
+        log.info("warm-up generation: %d tokens in %.2f s (not counted in admission's alpha)",
+                 warm.completion_tokens, warm.llm_s)
+        return warm
+    return None
+
+
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
                    shutdown: trio.Event | None = None) -> None:
     """Open identity, models, transport, daemon and API; run until ``shutdown`` is set."""
@@ -509,16 +526,7 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,
     async with open_libp2p_transport(key_pair, cfg.listen, cfg.bootstrap, limits) as transport:
         daemon = Daemon(cfg, transport, generator, embedder, identity)
         if not cfg.model.startswith(STAND_IN_MODEL):
-            # One warm-up call at the node's own max_tokens: it pages the weights in (the first
-            # real call was 2-5x slower) and seeds the buffer's service time α with a real
-            # measurement, so admission can refuse queries it could not start before their
-            # deadline from the first query on.
-            with trio.move_on_after(120):
-                warm = await trio.to_thread.run_sync(
-                    generator.generate, (ChatMessage("user", "Say hello in one short sentence."),),
-                    GenParams(max_tokens=cfg.max_tokens, temperature=0.0), abandon_on_cancel=True)
-                daemon.buffer.record_generation_time(warm.llm_s)
-                log.info("warm-up generation: %d tokens in %.2f s", warm.completion_tokens, warm.llm_s)
+            await warm_up(generator, cfg)
         log.info("node %s listening on %s; model %s, role %r, consensus %s%s", transport.local_peer,
                  " ".join(transport.listen_addrs()), daemon.local_model, cfg.role, cfg.consensus,
                  f", FAULT INJECTION {cfg.fault}" if cfg.fault else "")

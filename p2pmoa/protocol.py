@@ -776,7 +776,7 @@ class PeerProtocol:
             self._count("stale_job")
             return
         llm_s = float(getattr(g, "llm_s", 0.0) or 0.0)
-        self.buffer.record_generation_time(llm_s)
+        self.buffer.record_generation_time(llm_s, self._now)
         text = str(getattr(g, "text", ""))
         if self.cfg.fault == "garbage":
             text = f"garbage {self.rng.getrandbits(64):016x} zzz qqq"
@@ -1581,7 +1581,7 @@ class PeerProtocol:
         if o is None or o.phase != "round":
             return
         text = _clip_utf8(str(getattr(g, "text", "")), self.cfg.limits.answer_bytes_max)
-        self.buffer.record_generation_time(float(getattr(g, "llm_s", 0.0) or 0.0))
+        self.buffer.record_generation_time(float(getattr(g, "llm_s", 0.0) or 0.0), self._now)
         d = Decision(qid, "aggregate", text, _digest(text), PeerId(""), len(o.round.bundle),
                      o.ann.proposers_max, 0)
         m = self._members.get(qid)
