@@ -38,7 +38,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="FAULT INJECTION for tests/demos: silent (never answers), garbage (malformed answers), equivocate (conflicting votes). Off by default")
     p.add_argument("--deadline-s", type=float, help=f"seconds to wait for proposals before deciding (default {d.deadline_s})")
     p.add_argument("--round-timeout-s", type=float, help=f"seconds the aggregation round may take before the originator decides alone (default {d.round_timeout_s})")
-    p.add_argument("--proposers-max", type=int, help=f"proposals to wait for, own included; the round starts when they are in (default {d.proposers_max})")
+    p.add_argument("--proposers-max", type=int, help=f"cap on the proposals one question collects, own included; by default all live peers are asked and the round starts when they have answered (default cap {d.proposers_max})")
     p.add_argument("--stand-in-delay-s", type=float, help="with --model stand-in only: simulated seconds per generation (load tests)")
     p.add_argument("--admission-window-s", type=float, help=f"seconds over which the admitted arrival rate is measured (default {d.admission_window_s})")
     p.add_argument("--alpha-window-s", type=float, help=f"generation times older than this no longer count in the service time (default {d.alpha_window_s})")

@@ -63,8 +63,10 @@ class NodeConfig:
         deadline_s: how long the originator waits for proposals before deciding, seconds.
         round_timeout_s: how long the aggregation round (PBFT, averaging, vote) may take
             before the originator decides on its own ranking and says so in the trace.
-        proposers_max: proposals the originator waits for (itself included); the round
-            starts as soon as this many arrived, else at ``deadline_s`` with what arrived.
+        proposers_max: cap on the proposals one query collects (its own included; default 8).
+            A query asks for ``min(cap, 1 + live peers)``; its round starts as soon as every
+            invited live peer has answered or refused (or this many proposals arrived), else
+            at ``deadline_s`` with what arrived (p2pmoa/round_start.py).
         buffer_max: prompt-buffer capacity (queries); when full new queries get busy errors.
         max_tokens: default generation length, tokens.
         connections_target: keep dialling discovered peers until this many connections.

@@ -13,8 +13,9 @@ Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the dia
    emits ``Generate`` (system message = its role), then ``Embed`` of its answer, and sends a
    signed :class:`~p2pmoa.messages.Proposal` to the originator (acknowledged, retransmitted
    with back-off up to ``retransmits_max`` times, de-duplicated at the receiver).
-3. When ``proposers_max`` proposals arrived, or at the collection deadline with what arrived,
-   the originator starts the aggregation round: ``RoundStart`` carries the bundle of signed
+3. When every invited live peer has answered (or refused), or ``proposers_max`` proposals
+   arrived, or at the collection deadline with what arrived (:mod:`p2pmoa.round_start`;
+   ``proposers_max`` of a query = the live invited peers + 1, capped), the originator starts the aggregation round: ``RoundStart`` carries the bundle of signed
    proposal frames to every member (originator + proposers). Each member verifies every
    proposal itself, embeds the candidate answers with ITS OWN embedder, ranks them by
    centrality, and then, by method:
@@ -79,6 +80,7 @@ from p2pmoa.effects import (
     SetTimer,
 )
 from p2pmoa.moa import aggregate_messages, centrality
+from p2pmoa.round_start import Attendance, proposers_for
 from p2pmoa.identity import (
     Envelope,
     FrameReader,
@@ -236,7 +238,8 @@ class ProtocolConfig:
         round_timeout_s: how long the aggregation round may take before the originator
             decides on its own judgement and says so in the trace (default 15 s).
         view_timeout_s: PBFT view-change timeout (default 2 s, doubles per view change).
-        proposers_max: proposals collected per query, hence members - 1 (default 8).
+        proposers_max: cap on the proposals collected per query, own included (default 8);
+            a query asks for ``min(cap, 1 + live invited peers)`` (p2pmoa/round_start.py).
         select_ppm: share of peers asked to answer, parts per million (default all).
         retransmit_s: first retransmission delay of unacknowledged frames (default 1 s,
             doubling each time).
@@ -482,6 +485,7 @@ class _Origin:
         self.tally: dict[bytes, dict[PeerId, Decision]] = {}
         self.synth_job: str | None = None
         self.notes: list[str] = []
+        self.att: Attendance | None = None
 
 
 class _Answer:
@@ -595,7 +599,7 @@ class PeerProtocol:
                 case PeerUp(peer=p):
                     self.peers.add(p)
                 case PeerDown(peer=p):
-                    self.peers.discard(p)
+                    self._on_peer_down(p)
                 case Started():
                     self._on_started()
                 case _:
@@ -704,8 +708,10 @@ class PeerProtocol:
             self._emit(Refused(e.query_id, "invalid_method"))
             return
         gp = self.cfg.gen_params
+        n_max = proposers_for(len(self._invitable(e.query_id, self.cfg.select_ppm)),
+                              self.cfg.proposers_max)
         ann = QueryAnnounce(e.query_id, self.me, e.prompt, method, e.now,
-                            self.cfg.collect_timeout_s, self.cfg.proposers_max,
+                            self.cfg.collect_timeout_s, n_max,
                             self.cfg.select_ppm, gp.max_tokens, gp.temperature, gp.seed)
         adm = self.buffer.admit(ann, local=True, now=e.now)
         if isinstance(adm, Busy):
@@ -717,7 +723,9 @@ class PeerProtocol:
 
     def _start_origin(self, ann: QueryAnnounce) -> None:
         frame, nonce = self._seal(ann)
-        self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
+        o = self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
+        o.att = Attendance(self.me)
+        o.att.invite(self._invitable(ann.query_id, ann.select_ppm))
         self._emit(Broadcast(self.cfg.topic, frame))
         self._set_timer(f"collect:{ann.query_id}", ann.deadline_s, ("collect", ann.query_id))
         if self.cfg.announce_repeats > 0:
@@ -940,6 +948,9 @@ class PeerProtocol:
         o = self._origins.get(msg.query_id)
         if o is not None and msg.ref == o.ann_nonce:
             o.nacks[sender] = msg.reason
+            if o.att is not None and o.phase == "collect":
+                o.att.refused[sender] = msg.reason
+                self._maybe_start_round(o)
             return
         self._count("nack_unmatched")
 
@@ -1046,8 +1057,29 @@ class PeerProtocol:
                 return
         o.proposals[sender] = (frame, p, self._now)
         self._count("proposals_received")
-        if len(o.proposals) >= o.ann.proposers_max:
+        if o.att is not None:
+            o.att.answered.add(sender)
+        self._maybe_start_round(o)
+
+    # ---- when the round starts (the rule lives in p2pmoa/round_start.py)
+
+    def _invitable(self, qid: QueryId, select_ppm: int) -> set[PeerId]:
+        """Live peers asked to answer ``qid`` (those the announce selects)."""
+        return {p for p in self.peers if selected(qid, p, select_ppm)
+                and not self.trust.is_quarantined(p)}
+
+    def _maybe_start_round(self, o: _Origin) -> None:
+        if o.phase != "collect" or o.att is None:
+            return
+        why = o.att.should_start(len(o.proposals), o.ann.proposers_max, self.peers)
+        if why is not None:
+            o.att.close(why, self.peers)
             self._start_round(o)
+
+    def _on_peer_down(self, peer: PeerId) -> None:
+        self.peers.discard(peer)
+        for o in list(self._origins.values()):
+            self._maybe_start_round(o)  # the peer we still waited for may be the one gone
 
     # ------------------------------------------------------------------ timers
 
@@ -1062,6 +1094,8 @@ class PeerProtocol:
                 if o is not None and o.phase == "collect":
                     o.notes.append(f"collection deadline: {len(o.proposals)} of "
                                    f"{o.ann.proposers_max} proposals arrived")
+                    if o.att is not None:
+                        o.att.close("deadline", self.peers)
                     self._start_round(o)
             case ("round", qid):
                 o = self._origins.get(qid)
@@ -1073,6 +1107,8 @@ class PeerProtocol:
                         and len(o.proposals) < o.ann.proposers_max):
                     # gossip drops silently under load: say it again (peers de-duplicate)
                     frame, o.ann_nonce = self._seal(o.ann)
+                    if o.att is not None:
+                        o.att.invite(self._invitable(qid, o.ann.select_ppm))
                     self._emit(Broadcast(self.cfg.topic, frame))
                     self._count("reannounces")
                     if k < self.cfg.announce_repeats:
@@ -1761,6 +1797,7 @@ class PeerProtocol:
                         "round_s": round(self._now - (o.round_at or self._now), 6),
                         "total_s": round(self._now - o.started, 6)},
             "notes": list(o.notes),
+            "attendance": o.att.report() if o.att is not None else None,
         }
 
     # the two attributes below are set by _on_frame for handlers that need the raw frame
