@@ -342,11 +342,21 @@ class Daemon:
                     raise Busy(f"node busy ({eff.reason}); retry later",
                                retry_after_s=max(1.0, eff.retry_after_s))
             self.metrics.inc("queries_accepted_total", "queries accepted into the prompt buffer")
-            wait_s = self.cfg.deadline_s + self.cfg.round_timeout_s * 3 + 60
-            with trio.move_on_after(wait_s):
-                await waiter.event.wait()
+            # The protocol ends every query it accepted with Deliver or Failed (its collect,
+            # round and judging timers see to that); a 504 is sent only when it gave up
+            # (Failed), or as a last resort if it stopped working on the query without saying.
+            wait_s = self.cfg.deadline_s + self.cfg.round_timeout_s + 30
+            waited = 0.0
+            while True:
+                with trio.move_on_after(wait_s):
+                    await waiter.event.wait()
+                waited += wait_s
+                if waiter.result is not None or not self.machine.is_open(qid) \
+                        or waited >= 20 * wait_s:
+                    break
             if waiter.result is None:
-                raise DecisionTimeout(f"no decision within {wait_s:.0f} s; query {qid} stays buffered")
+                raise DecisionTimeout(f"no decision after {waited:.0f} s; query {qid} stays "
+                                      f"buffered: GET /v1/queries/{qid}")
             if isinstance(waiter.result, ApiError):
                 raise waiter.result
             answer, trace = waiter.result

@@ -14,6 +14,10 @@ States of a query (see docs/protocol.md for the full diagram)::
     buffered -> generating -> voting -> done
         \\____________\\___________\\-> failed
 
+A query's state only moves forward (:meth:`QueryState.can_move_to`; a backward move is
+ignored and logged): ``done`` and ``failed`` are final, so ``GET /v1/queries/{id}`` never
+shows ``failed`` and then ``done``; a query resumed after a restart says ``retrying``.
+
 Admission control: a query is refused with :class:`Busy` (reason, ``retry_after_s``) when
 the buffer already holds ``capacity`` unfinished queries, or when admitting it would break the
 queue-stability bound of Distributed MoA, ``((k+1)·M + 1)·λ < 1/α_max``, where λ is the
@@ -78,10 +82,25 @@ class QueryState(str, Enum):
     VOTING = "voting"
     DONE = "done"
     FAILED = "failed"
+    RETRYING = "retrying"  # resumed after a restart: its work is being done again
 
     @property
     def finished(self) -> bool:
         return self in (QueryState.DONE, QueryState.FAILED)
+
+    def can_move_to(self, new: "QueryState") -> bool:
+        """States only move forward: buffered < generating < voting < done | failed, and a
+        finished state is final. ``retrying`` (set when a restart resumes a query) may follow
+        any unfinished state and be followed by any later one."""
+        if self.finished:
+            return False
+        if new == QueryState.RETRYING or self == QueryState.RETRYING:
+            return True
+        return _RANK[new] > _RANK[self]
+
+
+_RANK = {QueryState.BUFFERED: 0, QueryState.GENERATING: 1, QueryState.VOTING: 2,
+         QueryState.DONE: 3, QueryState.FAILED: 3}
 
 
 @dataclass(frozen=True)
@@ -458,8 +477,12 @@ class PromptBuffer:
         rec = self._q.get(query_id)
         if rec is None:
             raise UnknownQuery(query_id)
-        if rec.state.finished and not state.finished:
-            return rec  # never resurrect a finished query
+        if state != rec.state and not rec.state.can_move_to(state):
+            # a finished query is final: never resurrected, and a failure reported to the user
+            # is not turned into "done" by a decision that arrives later (issue 9)
+            log.info("buffer: %s stays %s (ignored a move to %s)", query_id, rec.state.value,
+                     state.value)
+            return rec
         if rec.state == state and not answer and not detail:
             return rec
         new = replace(rec, state=state, updated_at=now, answer=answer or rec.answer,

@@ -80,6 +80,7 @@ from p2pmoa.effects import (
     SetTimer,
 )
 from p2pmoa.moa import aggregate_messages, centrality
+from p2pmoa.judging import JudgeBudget
 from p2pmoa.round_start import Attendance, proposers_for
 from p2pmoa.identity import (
     Envelope,
@@ -486,6 +487,7 @@ class _Origin:
         self.synth_job: str | None = None
         self.notes: list[str] = []
         self.att: Attendance | None = None
+        self.judging = False  # round timer fired while the own embedding was still running
 
 
 class _Answer:
@@ -571,6 +573,7 @@ class PeerProtocol:
         self._n: dict[str, int] = {}
         self._out: list = []
         self._now = 0.0
+        self.judge = JudgeBudget(default_s=self.cfg.round_timeout_s)
         log.info("peer %s ready (model %s, method %s%s)", self.me, self.cfg.model_id,
                  self.cfg.method, f", FAULT MODE {self.cfg.fault}" if self.cfg.fault else "")
 
@@ -635,6 +638,11 @@ class PeerProtocol:
                        second: bytes) -> None:
         self._evidence.append({"member": member, "query_id": qid, "what": what,
                                "first": first, "second": second, "at": self._now})
+
+    def is_open(self, query_id: QueryId) -> bool:
+        """True while this node, as originator, still works on ``query_id`` (its timers
+        guarantee a ``Deliver`` or ``Failed`` later)."""
+        return query_id in self._origins
 
     def decision(self, query_id: QueryId) -> Decision | None:
         """The decision this node recorded for ``query_id`` (None if none yet)."""
@@ -748,10 +756,11 @@ class PeerProtocol:
                                     a.seed)
                 self._count("recovered_local")
                 log.info("query %s: recovered after restart, re-announcing", qid)
-                self._buffer_state(qid, QueryState.BUFFERED)
+                self._buffer_state(qid, QueryState.RETRYING)
                 self._start_origin(ann)
             elif rec.announce.created_at + rec.announce.deadline_s > self._now:
                 self._count("recovered_remote")
+                self._buffer_state(qid, QueryState.RETRYING)
                 self._start_answer(rec.announce)
             else:
                 self.buffer.set_state(qid, QueryState.FAILED, self._now, detail="expired")
@@ -793,9 +802,11 @@ class PeerProtocol:
         ejob = f"emb:{qid}"
         self._jobs[ejob] = ("emb", qid)
         self._buffer_state(qid, QueryState.VOTING)
+        self.judge.started(ejob, 1, self._now)
         self._emit(Embed(ejob, (st.text,)))
 
     def _on_job_failed(self, job: str, err: str) -> None:
+        self.judge.finished(job, self._now, ok=False)
         kind, qid = self._jobs.pop(job, (None, None))
         if kind is None:
             return
@@ -813,6 +824,7 @@ class PeerProtocol:
             self._finish_by_rank(o, "aggregate")
 
     def _on_embed_done(self, job: str, vectors: Any) -> None:
+        self.judge.finished(job, self._now)
         kind, qid = self._jobs.pop(job, (None, None))
         try:
             v = np.asarray(vectors, dtype=np.float32)
@@ -1115,6 +1127,10 @@ class PeerProtocol:
                         self._set_timer(f"reannounce:{qid}",
                                         o.ann.deadline_s / (self.cfg.announce_repeats + 1),
                                         ("reannounce", qid, k + 1))
+            case ("judge", qid):
+                o = self._origins.get(qid)
+                if o is not None and o.phase == "round":
+                    self._finish_by_rank(o, o.round.method if o.round else o.ann.method)
             case ("pbft-resend", qid):
                 m = self._members.get(qid)
                 if m is not None and m.replica is not None and m.decision is None:
@@ -1256,6 +1272,7 @@ class PeerProtocol:
         self._finish_answer_soft(qid)
         job = f"memb:{qid}"
         self._jobs[job] = ("memb", qid)
+        self.judge.started(job, len(m.texts), self._now)
         self._emit(Embed(job, tuple(m.texts)))
         if origin != self.me:
             self._set_timer(f"expire:{qid}", rs.round_timeout_s * 2 + 5.0, ("expire", qid))
@@ -1277,6 +1294,12 @@ class PeerProtocol:
         m.vectors = v
         m.rank = ranking(v)
         method = m.rs.method
+        o = self._origins.get(qid)
+        if o is not None and o.judging and o.phase == "round":
+            o.notes.append(f"judged {len(m.cands)} candidates {self._now - o.round_at:.1f}s "
+                           "after the round started")
+            self._finish_by_rank(o, method)
+            return
         if method == "pbft":
             self._pbft_start(qid, m)
         elif method == "vote":
@@ -1702,9 +1725,21 @@ class PeerProtocol:
         self._finish_origin(o, d, m)
 
     def _finish_by_rank(self, o: _Origin, method: str) -> None:
-        m = self._members.get(o.ann.query_id)
+        qid = o.ann.query_id
+        m = self._members.get(qid)
+        if m is not None and m.vectors is None and not o.judging:
+            # still embedding the candidates (a busy CPU): wait a budget from measured
+            # embedding times rather than fail a query the mesh is about to decide (issue 9)
+            budget = self.judge.budget_s(len(m.cands))
+            o.judging = True
+            o.notes.append(f"still embedding {len(m.cands)} candidates: judging budget "
+                           f"{budget:.1f}s (measured {self.judge.per_text_s:.2f}s per text)")
+            self._count("judging_extended")
+            self._set_timer(f"judge:{qid}", budget, ("judge", qid))
+            return
         if m is None or m.vectors is None:
-            self._fail_origin(o, "round timed out before the originator could judge")
+            self._fail_origin(o, "the originator could not judge the candidates within its "
+                                 "judging budget (embedding too slow or failed)")
             return
         self._origin_decides(o, m, m.rank[0], method)
 
@@ -1727,7 +1762,7 @@ class PeerProtocol:
         o.phase = "done"
         m = m or self._members.get(qid)
         self._record_decision(qid, m, d)
-        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}", f"judge:{qid}"):
             self._cancel_timer(name)
         if o.round is not None and d.method != "pbft":
             for peer in o.round.members:
@@ -1744,7 +1779,7 @@ class PeerProtocol:
     def _fail_origin(self, o: _Origin, reason: str) -> None:
         qid = o.ann.query_id
         o.phase = "done"
-        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}", f"judge:{qid}"):
             self._cancel_timer(name)
         self._buffer_state(qid, QueryState.FAILED, detail=reason)
         self._origins.pop(qid, None)
