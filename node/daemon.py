@@ -220,7 +220,7 @@ class Daemon:
                 self._deliver(qid, answer, trace)
             case Failed(query_id=qid, reason=reason, trace=trace):
                 self.metrics.inc("queries_failed_total", "queries asked here that failed")
-                w = self._waiters.get(qid)
+                w = self._waiters.pop(qid, None)
                 if w is not None:
                     w.result = DecisionTimeout(f"query failed: {reason}")
                     w.event.set()
@@ -294,7 +294,7 @@ class Daemon:
         self._save_trust()
         self.metrics.inc("queries_decided_total", "queries asked here and decided by the mesh",
                          method=str(trace.get("method", "?")))
-        w = self._waiters.get(qid)
+        w = self._waiters.pop(qid, None)  # the waiting request holds it; nothing leaks
         if w is not None:
             w.result = (answer, trace)
             w.event.set()
@@ -322,6 +322,13 @@ class Daemon:
 
     async def complete(self, req: CompletionRequest) -> CompletionResult:
         """Ask the mesh: the query is durably buffered before this returns "accepted"."""
+        wait = await self.submit(req)
+        return await wait()
+
+    async def submit(self, req: CompletionRequest):
+        """Admit a query (durably buffered when this returns) and return a coroutine function
+        that waits for its answer. Raises :class:`Busy` (429), :class:`BadRequest`,
+        :class:`DuplicateQuery` at admission, before anything is sent to a client."""
         qid = QueryId(req.query_id or secrets.token_hex(8))
         waiter = _Waiter(trio.Event())
         self._waiters[qid] = waiter
@@ -341,27 +348,37 @@ class Daemon:
                                              f"GET /v1/queries/{qid}", param="p2pmoa.query_id")
                     raise Busy(f"node busy ({eff.reason}); retry later",
                                retry_after_s=max(1.0, eff.retry_after_s))
-            self.metrics.inc("queries_accepted_total", "queries accepted into the prompt buffer")
-            # The protocol ends every query it accepted with Deliver or Failed (its collect,
-            # round and judging timers see to that); a 504 is sent only when it gave up
-            # (Failed), or as a last resort if it stopped working on the query without saying.
-            wait_s = self.cfg.deadline_s + self.cfg.round_timeout_s + 30
-            waited = 0.0
-            while True:
-                with trio.move_on_after(wait_s):
-                    await waiter.event.wait()
-                waited += wait_s
-                if waiter.result is not None or not self.machine.is_open(qid) \
-                        or waited >= 20 * wait_s:
-                    break
-            if waiter.result is None:
-                raise DecisionTimeout(f"no decision after {waited:.0f} s; query {qid} stays "
-                                      f"buffered: GET /v1/queries/{qid}")
-            if isinstance(waiter.result, ApiError):
-                raise waiter.result
-            answer, trace = waiter.result
-        finally:
+        except BaseException:
             self._waiters.pop(qid, None)
+            raise
+        self.metrics.inc("queries_accepted_total", "queries accepted into the prompt buffer")
+
+        async def result() -> CompletionResult:
+            try:
+                return await self._result(qid, waiter)
+            finally:
+                self._waiters.pop(qid, None)
+        return result
+
+    async def _result(self, qid: QueryId, waiter: _Waiter) -> CompletionResult:
+        # The protocol ends every query it accepted with Deliver or Failed (its collect,
+        # round and judging timers see to that); a 504 is sent only when it gave up
+        # (Failed), or as a last resort if it stopped working on the query without saying.
+        wait_s = self.cfg.deadline_s + self.cfg.round_timeout_s + 30
+        waited = 0.0
+        while True:
+            with trio.move_on_after(wait_s):
+                await waiter.event.wait()
+            waited += wait_s
+            if waiter.result is not None or not self.machine.is_open(qid) \
+                    or waited >= 20 * wait_s:
+                break
+        if waiter.result is None:
+            raise DecisionTimeout(f"no decision after {waited:.0f} s; query {qid} stays "
+                                  f"buffered: GET /v1/queries/{qid}")
+        if isinstance(waiter.result, ApiError):
+            raise waiter.result
+        answer, trace = waiter.result
         props = trace.get("proposals", []) if isinstance(trace, dict) else []
         chosen = (trace.get("decision") or {}).get("proposer") if isinstance(trace, dict) else None
         completion = next((p.get("completion_tokens", 0) for p in props if p.get("peer") == chosen), 0)
