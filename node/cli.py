@@ -59,9 +59,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    from node.preflight import StartupError, check_node
     try:
         cfg = config_from_args(args)
-    except ConfigError as exc:
+        check_node(cfg)
+    except (ConfigError, StartupError) as exc:
         print(f"p2pmoa node run: {exc}", file=sys.stderr)
         return 2
     from node.daemon import run_daemon
@@ -78,8 +80,14 @@ def register_node(sub) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from node.preflight import StartupError, check_data_dir
     from node.transport import load_or_create_identity, peer_id_of
     data_dir = Path(args.data_dir or NodeConfig().data_dir).expanduser()
+    try:
+        check_data_dir(data_dir)
+    except StartupError as exc:
+        print(f"p2pmoa keygen: {exc}", file=sys.stderr)
+        return 2
     path = data_dir / "identity.key"
     if path.exists() and not args.force:
         print(f"{path} exists (peer id {peer_id_of(load_or_create_identity(str(path)))}); "

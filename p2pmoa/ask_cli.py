@@ -97,6 +97,10 @@ def _run_local(args) -> int:
     except (ModelError, LLMError, moa.MoAConfigError) as exc:
         print(f"p2pmoa ask: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a --roles file that is missing or unreadable
+        print(f"p2pmoa ask: cannot read {exc.filename or 'a file'}: {exc.strerror or exc}. "
+              "Fix: check the path given to --roles", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(trace, indent=2))
     else:
