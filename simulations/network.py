@@ -144,13 +144,13 @@ def _generate(spec: TopologySpec, s: int) -> nx.Graph:
 
 
 def _check_edge_list(p: Path) -> None:
-    """An edge list is lines of two integer node ids (``#`` comments allowed): any text file
+    """An edge list is lines of exactly two node labels (``#`` comments allowed): a text file
     would otherwise parse as a graph of its words (a prose file became a 2-node graph)."""
     for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
         tokens = line.split("#", 1)[0].split()
-        if tokens and (len(tokens) != 2 or not all(t.lstrip("-").isdigit() for t in tokens)):
-            raise TopologyError(f"graph file {p} line {i} is not an edge 'NODE NODE' of integer "
-                                "ids; use an edge list of integers or a .graphml file")
+        if tokens and len(tokens) != 2:
+            raise TopologyError(f"graph file {p} line {i} is not an edge 'NODE NODE'; "
+                                "use an edge list (two node labels per line) or a .graphml file")
 
 
 def load_graph_file(path: str | None) -> nx.Graph:

@@ -103,7 +103,11 @@ def test_sim_unwritable_out(capsys):
 
 def test_sim_graph_file_that_is_prose(capsys, tmp_path):
     g = tmp_path / "notes.txt"
-    g.write_text("hello world\n")
+    g.write_text("These are my notes about the mesh.\nhello world\n")
     err = run_cli(capsys, "sim", "mesh", "--topology", "file", "--graph-file", str(g),
                   "--out", str(tmp_path / "o"), "--no-progress")
-    assert "not an edge" in err
+    assert "line 1 is not an edge" in err
+    g.write_text("hello world\n")  # parses as 2 nodes: refused, not reported as n = 150
+    err = run_cli(capsys, "sim", "mesh", "--topology", "file", "--graph-file", str(g),
+                  "--out", str(tmp_path / "o"), "--no-progress")
+    assert "has 2 nodes" in err
