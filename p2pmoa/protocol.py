@@ -488,6 +488,7 @@ class _Origin:
         self.notes: list[str] = []
         self.att: Attendance | None = None
         self.judging = False  # round timer fired while the own embedding was still running
+        self.collect_extended = False  # deadline passed with only the own answer running
 
 
 class _Answer:
@@ -1103,7 +1104,15 @@ class PeerProtocol:
         match owner:
             case ("collect", qid):
                 o = self._origins.get(qid)
-                if o is not None and o.phase == "collect":
+                if (o is not None and o.phase == "collect" and not o.proposals
+                        and qid in self._answers and not o.collect_extended):
+                    # nothing arrived, but the own answer is still being generated (a slow
+                    # node alone): wait one more deadline for it rather than fail (issue 9)
+                    o.collect_extended = True
+                    o.notes.append("collection deadline with no proposal yet; own answer "
+                                   f"still running: waiting {o.ann.deadline_s:.0f}s more")
+                    self._set_timer(f"collect:{qid}", o.ann.deadline_s, ("collect", qid))
+                elif o is not None and o.phase == "collect":
                     o.notes.append(f"collection deadline: {len(o.proposals)} of "
                                    f"{o.ann.proposers_max} proposals arrived")
                     if o.att is not None:

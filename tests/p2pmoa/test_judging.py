@@ -40,3 +40,17 @@ def test_slow_embedding_past_the_round_timeout_still_decides(method):
     assert mesh.nodes[ids[0]].proto.buffer.get("q1").state == QueryState.DONE
     # the decision came without the 504-causing failure, within the measured budget
     assert out.trace["timings"]["round_s"] < 40.0 * 3 * 4 + 1
+
+
+def test_a_lone_slow_node_waits_for_its_own_answer_past_the_deadline():
+    # one generation takes longer than the collection deadline: the query is answered,
+    # not failed with "no proposals arrived" (the lockout bench of issue 9 hit this)
+    from p2pmoa.llm import StandInGenerator
+    slow = StandInGenerator("m0", variants=1, seconds_per_token=4.0)  # ~84 s for ~21 tokens
+    mesh, ids = make_mesh(1, method="pbft", collect_timeout_s=60.0, generators={0: slow})
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run(until_s=1000)
+    assert not mesh.failed, mesh.failed
+    t = mesh.delivered[(ids[0], "q1")].trace
+    assert 60.0 < t["timings"]["collect_s"] < 120.0
+    assert any("own answer still running" in n for n in t["notes"])
