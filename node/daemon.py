@@ -333,6 +333,7 @@ class Daemon:
         waiter = _Waiter(trio.Event())
         self._waiters[qid] = waiter
         try:
+            self._sync_peers()  # queued before the query: the machine sees the live peers
             effects = await self._push(self.P.UserQuery(
                 qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now()))
             if isinstance(effects, Exception):
@@ -464,15 +465,21 @@ class Daemon:
 
     async def _tick(self) -> None:
         """Tell the machine which peers joined or left the query topic (checked each second)."""
-        known: set[PeerId] = set()
         while True:
-            now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
-            for p in sorted(now_peers - known):
-                self._push_nowait(self.P.PeerUp(p, now=self._now()))
-            for p in sorted(known - now_peers):
-                self._push_nowait(self.P.PeerDown(p, now=self._now()))
-            known = now_peers
+            self._sync_peers()
             await trio.sleep(1.0)
+
+    def _sync_peers(self) -> None:
+        """Queue PeerUp/PeerDown for changes of the query topic's peers since the last call.
+        Also called right before a user query, so the round invites the peers live now (a
+        query asked within a second of a peer joining would otherwise not wait for it)."""
+        known = getattr(self, "_known_peers", set())
+        now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
+        for p in sorted(now_peers - known):
+            self._push_nowait(self.P.PeerUp(p, now=self._now()))
+        for p in sorted(known - now_peers):
+            self._push_nowait(self.P.PeerDown(p, now=self._now()))
+        self._known_peers = now_peers
 
 
 def prompt_of(messages) -> str:
