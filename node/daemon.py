@@ -21,6 +21,7 @@ buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -73,6 +74,20 @@ class _SlowStandIn:
         g = self.inner.generate(messages, params)
         import dataclasses
         return dataclasses.replace(g, llm_s=self.delay_s)
+
+
+def generate_and_collect(generator, messages, params):
+    """One generation, then a full garbage collection (in the worker thread, ~20 ms).
+
+    Why (issue 9, "memory grows"): each llama-cpp-python completion leaves reference cycles
+    holding about 3 MB (measured with gemma3-270m: +60 MB RSS over 20 calls, all of it given
+    back by ``gc.collect()``; with a collection after every call RSS stayed flat over 60
+    calls). A daemon allocates few Python objects between generations, so the cyclic
+    collector's oldest generation rarely ran and RSS grew 1.19 -> 1.84 GB in an hour."""
+    try:
+        return generator.generate(messages, params)
+    finally:
+        gc.collect()
 
 
 def load_embedder(cfg: NodeConfig):
@@ -261,7 +276,8 @@ class Daemon:
         async with self._llm_limiter:
             t0 = time.perf_counter()
             try:
-                gen = await trio.to_thread.run_sync(self.generator.generate, eff.messages, eff.params,
+                gen = await trio.to_thread.run_sync(generate_and_collect, self.generator,
+                                                    eff.messages, eff.params,
                                                     abandon_on_cancel=True)
                 err = None
             except Exception as exc:  # noqa: BLE001 - LLMError and friends: report to the machine
