@@ -87,7 +87,38 @@ def generate_and_collect(generator, messages, params):
     try:
         return generator.generate(messages, params)
     finally:
-        gc.collect()
+        release_memory()
+
+
+def embed_and_release(embedder, texts):
+    """One embedding call, then :func:`release_memory` (see :func:`generate_and_collect`)."""
+    try:
+        return embedder.embed(texts)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Free reference cycles, then hand freed heap pages back to the OS (glibc
+    ``malloc_trim``: worker threads allocate in their own malloc arenas, which keep freed
+    memory otherwise). Called in the model worker threads after each call."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only; musl and others have no malloc_trim
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def load_embedder(cfg: NodeConfig):
@@ -294,8 +325,8 @@ class Daemon:
         async with self._embed_limiter:
             t0 = time.perf_counter()
             try:
-                emb = await trio.to_thread.run_sync(self.embedder.embed, list(eff.texts),
-                                                    abandon_on_cancel=True)
+                emb = await trio.to_thread.run_sync(embed_and_release, self.embedder,
+                                                    list(eff.texts), abandon_on_cancel=True)
                 err = None
             except Exception as exc:  # noqa: BLE001
                 emb, err = None, f"{type(exc).__name__}: {exc}"
