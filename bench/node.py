@@ -267,12 +267,15 @@ def bench_rss(base: Path, n_queries: int) -> dict:
         for i in range(3):
             assert _ask_retry(node, f"{QUESTION} warm {i}").status == 200
         rss0 = _rss_bytes(node.proc.pid)
-        ok = 0
+        ok, series = 0, []
         for i in range(n_queries):
             ok += _ask_retry(node, f"{QUESTION} Number {i}.").status == 200
+            if (i + 1) % 10 == 0:  # the trend: growing for ever, or levelling off?
+                series.append(round(_rss_bytes(node.proc.pid) / 2**20, 1))
         rss1 = _rss_bytes(node.proc.pid)
         return {"rss_growth_ratio": rss1 / rss0, "rss_after_warmup_mb": rss0 / 2**20,
-                "rss_after_queries_mb": rss1 / 2**20, "rss_queries": n_queries, "rss_ok": ok}
+                "rss_after_queries_mb": rss1 / 2**20, "rss_queries": n_queries, "rss_ok": ok,
+                "rss_mb_every_10_queries": series}
     finally:
         node.stop()
 
