@@ -20,7 +20,22 @@ Measures (issue 4):
                        fixed service time): the buffer stays bounded, the excess gets 429 busy
                        errors, and every accepted query is answered (nothing accepted is lost).
 
-Run: .venv/bin/python bench/node.py [--quick]
+Issue 9 (a mesh that answers on slow and busy hardware; ``--only issue9`` runs just these):
+  false_504            504s on queries the mesh decided anyway (any node recorded a decision
+                       for the query id), over ``--false-504-queries`` (30; --quick 8) queries
+                       on a 4-node mesh with default flags (smollm2-135m, centred gemma3
+                       embedder), two in flight, round robin over the nodes. Target 0.
+  rss_growth_ratio     RSS of a one-node gemma3-270m daemon after ``--rss-queries`` (200;
+                       --quick 40) queries / RSS after warm-up and 3 queries.
+  slow_node_answered   4 stand-in nodes, one 10x slower (5 s vs 0.5 s per generation), default
+                       flags: questions answered with 200 out of 10. Target 10.
+  small_mesh_latency_ratio  2-node mesh, real smollm2-135m, default flags: answer seconds /
+                       the originator's own generation seconds (trace llm_s), median. Target
+                       <= 1.5.
+  lockout_recovered_s  one stand-in node whose generation takes 60 s: seconds from its answer
+                       until it admits the next query. Target <= 60.
+
+Run: .venv/bin/python bench/node.py [--quick] [--only issue9]
 """
 from __future__ import annotations
 
@@ -164,19 +179,196 @@ def bench_load(base: Path, duration_s: float, service_s: float = 0.2) -> dict:
         node.stop()
 
 
+# ---------------------------------------------------------------- issue 9
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _ask_retry(node: NodeProcess, q: str, qid: str | None = None, budget_s: float = 300.0,
+               method: str = "pbft"):
+    """Ask like a well-behaved client: honour 429 Retry-After (p2pmoa.client.post_json)."""
+    from p2pmoa.client import post_json
+    body = {"model": f"p2pmoa/{method}", "messages": [{"role": "user", "content": q}]}
+    if qid:
+        body["p2pmoa"] = {"query_id": qid}
+    return post_json(f"http://{node.api}/v1/chat/completions", body, timeout_s=900,
+                     budget_s=budget_s, say=lambda m: None)
+
+
+def _mesh(base: Path, n: int, models, extra_of=lambda i: [], embedder=None) -> list[NodeProcess]:
+    nodes: list[NodeProcess] = []
+    for i in range(n):
+        kw = {} if embedder is None else {"embedder": embedder}
+        nodes.append(NodeProcess(f"m{i}", base / f"m{i}", model=models[i % len(models)],
+                                 bootstrap=[nodes[0].addr] if nodes else [], extra=extra_of(i),
+                                 **kw))
+    for nd in nodes:
+        nd.start()
+    for nd in nodes:
+        nd.wait_ready(900)
+    wait_mesh(nodes, 180)
+    return nodes
+
+
+def bench_false_504(base: Path, n_queries: int) -> dict:
+    from node.config import effective_embedder, NodeConfig
+    emb = effective_embedder(NodeConfig())  # the default: centred gemma3 embedder
+    nodes = _mesh(base / "f504", 4, ["smollm2-135m"], embedder=emb)
+    try:
+        results: list[tuple[str, int, float]] = []
+        lock = threading.Lock()
+        decided_later: list[str] = []
+
+        def decided_anywhere(qid: str, wait_s: float = 90.0) -> bool:
+            t_end = time.monotonic() + wait_s
+            while time.monotonic() < t_end:
+                for nd in nodes:
+                    dec = ((nd.status() or {}).get("protocol") or {}).get("decisions") or {}
+                    if qid in dec:
+                        return True
+                time.sleep(1.0)
+            return False
+
+        def worker(k: int) -> None:
+            for i in range(k, n_queries, 2):
+                qid = f"f504-{i}"
+                t0 = time.perf_counter()
+                r = _ask_retry(nodes[i % 4], f"{QUESTION} Question {i}.", qid)
+                with lock:
+                    results.append((qid, r.status, time.perf_counter() - t0))
+                if r.status == 504 and decided_anywhere(qid):
+                    with lock:
+                        decided_later.append(qid)
+        ths = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        lat = [t for _, s, t in results if s == 200]
+        return {"false_504": len(decided_later), "false_504_queries": n_queries,
+                "false_504_ok": sum(1 for _, s, _ in results if s == 200),
+                "false_504_all_504": sum(1 for _, s, _ in results if s == 504),
+                "false_504_other": sum(1 for _, s, _ in results if s not in (200, 504)),
+                "false_504_latency_s_p50": _pct(lat, 50)}
+    finally:
+        for nd in nodes:
+            nd.stop()
+
+
+def bench_rss(base: Path, n_queries: int) -> dict:
+    node = NodeProcess("rss", base / "rss", model="gemma3-270m", embedder="gemma3-270m").start()
+    try:
+        node.wait_ready(900)
+        for i in range(3):
+            assert _ask_retry(node, f"{QUESTION} warm {i}").status == 200
+        rss0 = _rss_bytes(node.proc.pid)
+        ok, series = 0, []
+        for i in range(n_queries):
+            ok += _ask_retry(node, f"{QUESTION} Number {i}.").status == 200
+            if (i + 1) % 10 == 0:  # the trend: growing for ever, or levelling off?
+                series.append(round(_rss_bytes(node.proc.pid) / 2**20, 1))
+        rss1 = _rss_bytes(node.proc.pid)
+        return {"rss_growth_ratio": rss1 / rss0, "rss_after_warmup_mb": rss0 / 2**20,
+                "rss_after_queries_mb": rss1 / 2**20, "rss_queries": n_queries, "rss_ok": ok,
+                "rss_mb_every_10_queries": series}
+    finally:
+        node.stop()
+
+
+def bench_slow_node(base: Path, n_questions: int = 10, fast_s: float = 0.5) -> dict:
+    delays = [fast_s, fast_s, fast_s, 10 * fast_s]
+    nodes = _mesh(base / "slow", 4, ["stand-in"],
+                  extra_of=lambda i: ["--stand-in-delay-s", str(delays[i])])
+    try:
+        res = [_ask_retry(nodes[i % 4], f"slow mesh question {i}") for i in range(n_questions)]
+        return {"slow_node_answered": sum(r.status == 200 for r in res),
+                "slow_node_questions": n_questions,
+                "slow_node_latency_s_max": max((r.body.get("p2pmoa_trace") or {}).get(
+                    "timings", {}).get("total_s", float("nan")) for r in res if r.status == 200)}
+    finally:
+        for nd in nodes:
+            nd.stop()
+
+
+def bench_small_mesh(base: Path, reps: int) -> dict:
+    nodes = _mesh(base / "small", 2, ["smollm2-135m"])
+    try:
+        ratios, totals = [], []
+        _ask_retry(nodes[0], "warm up question")
+        for i in range(reps):
+            t0 = time.perf_counter()
+            r = _ask_retry(nodes[0], f"{QUESTION} ({i})")
+            dt = time.perf_counter() - t0
+            assert r.status == 200, r.body
+            tr = r.body["p2pmoa_trace"]
+            own = next(p["llm_s"] for p in tr["proposals"] if p["peer"] == tr["originator"])
+            ratios.append(dt / own)
+            totals.append(dt)
+        return {"small_mesh_latency_ratio": statistics.median(ratios),
+                "small_mesh_answer_s_p50": statistics.median(totals)}
+    finally:
+        for nd in nodes:
+            nd.stop()
+
+
+def bench_lockout(base: Path, gen_s: float = 60.0) -> dict:
+    node = NodeProcess("lock", base / "lock", model="stand-in",
+                       extra=["--stand-in-delay-s", str(gen_s)]).start()
+    try:
+        node.wait_ready(120)
+        r = _ask_retry(node, "a slow question", budget_s=0)
+        assert r.status == 200, r.body
+        t0 = time.perf_counter()
+        import http.client
+        while True:  # no Retry-After waiting here: measure when it admits again
+            # a stream's status line comes right after admission (before the answer)
+            conn = http.client.HTTPConnection("127.0.0.1", node.api_port, timeout=30)
+            conn.request("POST", "/v1/chat/completions", json.dumps({
+                "messages": [{"role": "user", "content": "next question"}], "stream": True}),
+                {"Content-Type": "application/json"})
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200 or time.perf_counter() - t0 > 600:
+                break
+            time.sleep(1.0)
+        return {"lockout_recovered_s": time.perf_counter() - t0 if status == 200 else float("inf"),
+                "lockout_generation_s": gen_s}
+    finally:
+        node.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--skip-real", action="store_true", help="skip the real-model overhead part")
-    ap.add_argument("--only", choices=["pbft", "load", "overhead"], help="run one part")
+    ap.add_argument("--only", choices=["pbft", "load", "overhead", "issue9", "false_504", "rss",
+                                       "slow_node", "small_mesh", "lockout"], help="run one part")
+    ap.add_argument("--false-504-queries", type=int, default=None, help="default 30 (--quick 8)")
+    ap.add_argument("--rss-queries", type=int, default=None, help="default 200 (--quick 40)")
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="p2pmoa-bench-"))
     out: dict = {}
     parts = [("pbft", lambda: bench_pbft(base, 10 if a.quick else 40)),
              ("load", lambda: bench_load(base, 5 if a.quick else 15)),
-             ("overhead", lambda: bench_api_overhead(base, 2 if a.quick else 5))]
+             ("overhead", lambda: bench_api_overhead(base, 2 if a.quick else 5)),
+             ("lockout", lambda: bench_lockout(base)),
+             ("slow_node", lambda: bench_slow_node(base)),
+             ("small_mesh", lambda: bench_small_mesh(base, 3 if a.quick else 5)),
+             ("false_504", lambda: bench_false_504(
+                 base, a.false_504_queries or (8 if a.quick else 30))),
+             ("rss", lambda: bench_rss(base, a.rss_queries or (40 if a.quick else 200)))]
+    issue9 = {"lockout", "slow_node", "small_mesh", "false_504", "rss"}
     for name, fn in parts:
-        if (a.only and name != a.only) or (name == "overhead" and a.skip_real):
+        if a.only == "issue9" and name not in issue9:
+            continue
+        if a.only and a.only != "issue9" and name != a.only:
+            continue
+        if a.skip_real and name in ("overhead", "small_mesh", "false_504", "rss"):
             continue
         try:
             out.update(fn())

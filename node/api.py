@@ -29,8 +29,20 @@ Endpoints:
         live trace (routes in node/web/).
 
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 malformed
-JSON or fields, 404 unknown model, 413 body over ``body_bytes_max``, 429 busy (prompt buffer
-full or admission bound reached; ``Retry-After`` header in seconds), 504 no decision in time.
+JSON or fields, 404 unknown model or route, 405 wrong method, 413 body over
+``body_bytes_max``, 429 busy (prompt buffer full or admission bound reached; ``Retry-After``
+header in seconds), 504 only when the mesh gave up on the query.
+
+Promises kept for any request body (a hypothesis property test sends arbitrary JSON): a
+malformed body is a 4xx in that shape, never a 500 or a hang. In detail: a body nested
+deeper than ``JSON_DEPTH_MAX`` or holding a string that is not valid Unicode (a lone
+surrogate such as ``"\ud800"``) is refused with 400 before anything is counted or buffered;
+content parts must be ``{"type": "text", "text": <string>}``; the ``developer`` role current
+OpenAI SDKs send is a system message; fields the mesh cannot honour are refused with 400
+rather than ignored (``n`` other than 1, ``tools``/``functions``/``tool_choice``). With
+``stream: true`` admission happens BEFORE the response starts, so a busy node answers a real
+429 with ``Retry-After`` and the first chunk (which names the query id) is sent only once the
+query is durably in the prompt buffer.
 """
 from __future__ import annotations
 
@@ -63,6 +75,9 @@ MESSAGES_MAX = 64
 CONTENT_CHARS_MAX = 16_000
 MAX_TOKENS_MAX = 2048
 KEEPALIVE_S = 5.0
+JSON_DEPTH_MAX = 32
+"""Deepest nesting of arrays/objects accepted in a request body (a chat body needs 4)."""
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 class ApiError(Exception):
@@ -152,7 +167,12 @@ class CompletionResult:
 
 
 class NodeService(Protocol):
-    """What the API needs from the daemon (a fake implements it in tests)."""
+    """What the API needs from the daemon (a fake implements it in tests).
+
+    ``submit`` admits the query (raising :class:`Busy` etc.) and returns a coroutine function
+    that waits for its result; ``complete`` does both. A service without ``submit`` is
+    driven through ``complete`` alone (admission errors then surface inside a stream).
+    """
 
     local_model: str
 
@@ -195,10 +215,67 @@ def _num(body: dict, name: str, lo: float, hi: float, default, kind=float):
     return kind(v)
 
 
+def check_json_value(value: Any, depth_max: int = JSON_DEPTH_MAX) -> None:
+    """Refuse (400) bodies nested deeper than ``depth_max`` or holding strings (keys too)
+    that are not valid Unicode, e.g. a lone surrogate: they cannot be stored or gossiped, and
+    before this check one was counted as accepted, hung 210 s and was lost."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("request contains a string that is not valid Unicode "
+                                 "(a lone surrogate escape such as \\ud800)") from None
+        elif isinstance(v, (dict, list)):
+            if d > depth_max:
+                raise BadRequest(f"request body is nested deeper than {depth_max} levels")
+            items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
+            for k, x in items:
+                if k is not None:
+                    stack.append((k, d))
+                stack.append((x, d + 1))
+
+
+def _content_text(content: Any, i: int) -> str:
+    """A message's text: a string, or OpenAI content parts of type ``text``."""
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type", "text") != "text" \
+                    or not isinstance(part.get("text"), str):
+                raise BadRequest(f"messages[{i}].content[{j}] must be a text part "
+                                 '{"type": "text", "text": "..."}; other parts are not supported',
+                                 param="messages")
+            texts.append(part["text"])
+        content = "".join(texts)
+    if not isinstance(content, str) or len(content) > CONTENT_CHARS_MAX:
+        raise BadRequest(f"messages[{i}].content must be a string of at most "
+                         f"{CONTENT_CHARS_MAX} characters", param="messages")
+    return content
+
+
+def _refuse_unsupported(body: dict) -> None:
+    """Fields the mesh cannot honour are refused, not silently ignored."""
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise BadRequest("n must be 1: the mesh decides one answer per question", param="n")
+    for name in ("tools", "functions"):
+        if body.get(name) not in (None, []):
+            raise BadRequest(f"{name} are not supported: the mesh answers in text only",
+                             param=name)
+    if body.get("tool_choice") not in (None, "none"):
+        raise BadRequest("tool_choice is not supported: the mesh answers in text only",
+                         param="tool_choice")
+
+
 def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tuple[CompletionRequest, bool]:
     """Validate an OpenAI chat completion body; returns (request, stream?)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    check_json_value(body)
+    _refuse_unsupported(body)
     model = body.get("model", MESH_MODEL)
     if not isinstance(model, str):
         raise BadRequest("model must be a string", param="model")
@@ -216,15 +293,11 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
         raise BadRequest(f"at most {MESSAGES_MAX} messages", param="messages")
     out = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise BadRequest(f"messages[{i}] needs role system|user|assistant", param="messages")
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not isinstance(content, str) or len(content) > CONTENT_CHARS_MAX:
-            raise BadRequest(f"messages[{i}].content must be a string of at most "
-                             f"{CONTENT_CHARS_MAX} characters", param="messages")
-        out.append(ChatMessage(m["role"], content))
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
+            raise BadRequest(f"messages[{i}] needs role system|developer|user|assistant",
+                             param="messages")
+        out.append(ChatMessage(ROLES[role], _content_text(m.get("content"), i)))
     if not any(m.role == "user" and m.content.strip() for m in out):
         raise BadRequest("messages need a non-empty user message", param="messages")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -235,13 +308,14 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
         top_p=_num(body, "top_p", 0.0, 1.0, 0.95),
         seed=_num(body, "seed", 0, 2**31 - 1, 0, int),
     )
-    ext = body.get("p2pmoa") or {}
+    ext = body.get("p2pmoa")
+    ext = {} if ext is None else ext
     if not isinstance(ext, dict):
         raise BadRequest("p2pmoa must be an object", param="p2pmoa")
     if "consensus" in body and "consensus" not in ext:  # top-level shorthand
         ext = {**ext, "consensus": body["consensus"]}
     if "consensus" in ext:
-        if ext["consensus"] not in METHODS:
+        if not isinstance(ext["consensus"], str) or ext["consensus"] not in METHODS:
             raise BadRequest(f"p2pmoa.consensus must be one of {METHODS}", param="p2pmoa.consensus")
         method = ext["consensus"]
     deadline = _num(ext, "deadline_s", 0.1, 3600, None)
@@ -297,25 +371,36 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
                 body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise BadRequest(f"body is not valid JSON: {exc}") from exc
+            except RecursionError:
+                raise BadRequest(f"request body is nested deeper than {JSON_DEPTH_MAX} "
+                                 "levels") from None
             req, stream = parse_completion(body, service.local_model, default_max_tokens)
             if not stream:
                 res = await service.complete(req)
                 return JSONResponse(_completion_body(res, req.model))
+            req = dataclasses.replace(req, query_id=req.query_id or uuid.uuid4().hex[:16])
+            submit = getattr(service, "submit", None)
+            if submit is not None:
+                # admission before the response starts: busy is a real 429 + Retry-After, and
+                # the first chunk (naming the query id) follows durable acceptance
+                wait = await submit(req)
+            else:
+                async def wait() -> CompletionResult:
+                    return await service.complete(req)
         except ApiError as exc:
             return error_response(exc)
-        return StreamingResponse(_stream(req), media_type="text/event-stream",
+        return StreamingResponse(_stream(req, wait), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
-    async def _stream(req: CompletionRequest) -> AsyncIterator[bytes]:
+    async def _stream(req: CompletionRequest, wait) -> AsyncIterator[bytes]:
         created = int(time.time())
-        req = dataclasses.replace(req, query_id=req.query_id or uuid.uuid4().hex[:16])
         cid = f"chatcmpl-{req.query_id}"
         yield _chunk(cid, req.model, created, {"role": "assistant", "content": ""}, None)
         result: list = []
 
         async def run() -> None:
             try:
-                result.append(await service.complete(req))
+                result.append(await wait())
             except ApiError as exc:
                 result.append(exc)
         async with trio.open_nursery() as nursery:
@@ -376,10 +461,21 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
         return PlainTextResponse(service.metrics_text(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(ApiError(f"no route {request.method} {request.url.path}"))
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        err = ApiError(f"no route {request.method} {request.url.path}" if status in (404, 405)
+                       else str(getattr(exc, "detail", "") or "bad request"))
+        err.status = status
+        err.code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request")
+        return error_response(err)
 
-    app = Starlette(routes=[
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("API error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(InternalError(f"internal error: {type(exc).__name__}"))
+
+    from starlette.exceptions import HTTPException
+    app = Starlette(exception_handlers={HTTPException: http_error, Exception: server_error},
+                    routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/queries/{query_id}", query, methods=["GET"]),

@@ -38,8 +38,11 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="FAULT INJECTION for tests/demos: silent (never answers), garbage (malformed answers), equivocate (conflicting votes). Off by default")
     p.add_argument("--deadline-s", type=float, help=f"seconds to wait for proposals before deciding (default {d.deadline_s})")
     p.add_argument("--round-timeout-s", type=float, help=f"seconds the aggregation round may take before the originator decides alone (default {d.round_timeout_s})")
-    p.add_argument("--proposers-max", type=int, help=f"proposals to wait for, own included; the round starts when they are in (default {d.proposers_max})")
+    p.add_argument("--proposers-max", type=int, help=f"cap on the proposals one question collects, own included; by default all live peers are asked and the round starts when they have answered (default cap {d.proposers_max})")
     p.add_argument("--stand-in-delay-s", type=float, help="with --model stand-in only: simulated seconds per generation (load tests)")
+    p.add_argument("--admission-window-s", type=float, help=f"seconds over which the admitted arrival rate is measured (default {d.admission_window_s})")
+    p.add_argument("--alpha-window-s", type=float, help=f"generation times older than this no longer count in the service time (default {d.alpha_window_s})")
+    p.add_argument("--admission-slack", type=float, help=f"share (0-1] of the queue-stability bound a busy node admits up to; an idle node always admits (default {d.admission_slack})")
     p.add_argument("--buffer-max", type=int, help=f"prompt buffer capacity, queries (default {d.buffer_max})")
     p.add_argument("--max-tokens", type=int, help=f"default answer length, tokens (default {d.max_tokens})")
     p.add_argument("--connections-target", type=int, help=f"peers to keep connected (default {d.connections_target})")
@@ -65,14 +68,17 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
         "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
-        "clock_offset_s", "roster", "memory")}
+        "clock_offset_s", "roster", "memory",
+        "admission_window_s", "alpha_window_s", "admission_slack")}
     return load_config(args.config, overrides)
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    from node.preflight import StartupError, check_node
     try:
         cfg = config_from_args(args)
-    except ConfigError as exc:
+        check_node(cfg)
+    except (ConfigError, StartupError) as exc:
         print(f"p2pmoa node run: {exc}", file=sys.stderr)
         return 2
     if cfg.network_key:
@@ -112,10 +118,16 @@ def _keygen_network(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from node.preflight import StartupError, check_data_dir
     from node.transport import load_or_create_identity, peer_id_of
     data_dir = Path(args.data_dir or NodeConfig().data_dir).expanduser()
     if args.network_key:
         return _keygen_network(args, data_dir)
+    try:
+        check_data_dir(data_dir)
+    except StartupError as exc:
+        print(f"p2pmoa keygen: {exc}", file=sys.stderr)
+        return 2
     path = data_dir / "identity.key"
     if path.exists() and not args.force:
         print(f"{path} exists (peer id {peer_id_of(load_or_create_identity(str(path)))}); "

@@ -65,8 +65,10 @@ class NodeConfig:
         deadline_s: how long the originator waits for proposals before deciding, seconds.
         round_timeout_s: how long the aggregation round (PBFT, averaging, vote) may take
             before the originator decides on its own ranking and says so in the trace.
-        proposers_max: proposals the originator waits for (itself included); the round
-            starts as soon as this many arrived, else at ``deadline_s`` with what arrived.
+        proposers_max: cap on the proposals one query collects (its own included; default 8).
+            A query asks for ``min(cap, 1 + live peers)``; its round starts as soon as every
+            invited live peer has answered or refused (or this many proposals arrived), else
+            at ``deadline_s`` with what arrived (p2pmoa/round_start.py).
         buffer_max: prompt-buffer capacity (queries); when full new queries get busy errors.
         max_tokens: default generation length, tokens.
         connections_target: keep dialling discovered peers until this many connections.
@@ -88,6 +90,13 @@ class NodeConfig:
         memory_private_max, memory_alpha, memory_beta, memory_near_dup_cos,
         memory_retrieve_min_cos: the parameters of :class:`p2pmoa.memory.MemoryConfig`, with
             its measured defaults (documented there and in docs/memory.md).
+        admission_window_s: shortest window over which the admitted arrival rate λ is
+            measured, seconds (default 60; stretched to one arrival at the bound, see
+            p2pmoa/buffer.py).
+        alpha_window_s: the service time α is the mean of the generation times measured in
+            the last this many seconds (default 600): a slow spell is forgotten after it.
+        admission_slack: share of the Distributed-MoA bound ``((k+1)M+1)·λ < 1/α`` a busy
+            node admits up to, in (0, 1] (default 1.0). An idle node always admits.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -124,6 +133,9 @@ class NodeConfig:
     memory_beta: float = MemoryConfig.beta
     memory_near_dup_cos: float = MemoryConfig.near_dup_cos
     memory_retrieve_min_cos: float = MemoryConfig.retrieve_min_cos
+    admission_window_s: float = 60.0
+    alpha_window_s: float = 600.0
+    admission_slack: float = 1.0
 
     @property
     def mdns_on(self) -> bool:
@@ -142,7 +154,9 @@ class NodeConfig:
             raise ConfigError(f"api must be HOST:PORT, not {self.api!r}")
         if self.stand_in_delay_s < 0:
             raise ConfigError("stand_in_delay_s must be >= 0")
-        for name in ("deadline_s", "round_timeout_s"):
+        if not 0 < self.admission_slack <= 1:
+            raise ConfigError(f"admission_slack must be in (0, 1], not {self.admission_slack}")
+        for name in ("deadline_s", "round_timeout_s", "admission_window_s", "alpha_window_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("buffer_max", "max_tokens", "connections_target", "frame_bytes_max",
@@ -209,7 +223,8 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, bool):
                 raise TypeError("must be true or false")
             return value
-        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s", "clock_offset_s"):
+        if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s", "clock_offset_s",
+                    "admission_window_s", "alpha_window_s", "admission_slack"):
             if isinstance(value, bool):
                 raise TypeError("bool")
             return float(value)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from node.procs import NodeProcess, ProcessError, wait_mesh
+from p2pmoa.client import post_json
 
 ROLES = (
     "a careful scientist who states facts precisely",
@@ -100,9 +101,11 @@ def run_demo(question: str, consensus: str = "pbft", stand_in: bool = False,
         _say(f"mesh formed: every node sees the other 3 on the query topic ({mesh_s:.1f} s)")
         _say(f"\nasking {nodes[0].name} ({consensus}): {question}")
         t1 = time.monotonic()
-        status, body = nodes[0].post("/v1/chat/completions", {
+        # a busy node answers 429 + Retry-After: wait as asked (bounded), saying so on stderr
+        reply = post_json(f"http://{nodes[0].api}/v1/chat/completions", {
             "model": f"p2pmoa/{consensus}", "messages": [{"role": "user", "content": question}],
-            "max_tokens": 48, "temperature": 0.2})
+            "max_tokens": 48, "temperature": 0.2}, timeout_s=900, budget_s=600)
+        status, body = reply.status, reply.body
         dt = time.monotonic() - t1
         if status != 200:
             _say(f"the node answered HTTP {status}: {json.dumps(body)}")

@@ -47,6 +47,11 @@ def register(sub) -> None:
     p.add_argument("--api", default=DEFAULT_API, help="node API address (without --local)")
     p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate"], default=None,
                    help="aggregation method the node uses (without --local; default: the node's)")
+    p.add_argument("--stream", action="store_true",
+                   help="without --local: use the API's streaming path (server-sent events)")
+    p.add_argument("--retry-budget-s", type=float, default=180.0,
+                   help="without --local: most seconds to spend waiting when the node answers busy "
+                        "(429 Retry-After); each retry is reported on stderr")
     p.set_defaults(func=run)
 
 
@@ -96,6 +101,10 @@ def _run_local(args) -> int:
         trace = moa.run_local(args.question, cfg, get, embedder, on_step=_status)
     except (ModelError, LLMError, moa.MoAConfigError) as exc:
         print(f"p2pmoa ask: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a --roles file that is missing or unreadable
+        print(f"p2pmoa ask: cannot read {exc.filename or 'a file'}: {exc.strerror or exc}. "
+              "Fix: check the path given to --roles", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(trace, indent=2))
@@ -148,18 +157,19 @@ def _run_remote(args) -> int:
             "max_tokens": args.max_tokens}
     if args.consensus:
         body["consensus"] = args.consensus
+    from p2pmoa.client import post_json
     url = f"http://{args.api}/v1/chat/completions"
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        print(f"p2pmoa ask: node at {args.api} answered {exc.code}: {detail}", file=sys.stderr)
-        return 1
+        reply = post_json(url, body, timeout_s=600, budget_s=args.retry_budget_s,
+                          stream=args.stream)
     except (urllib.error.URLError, OSError) as exc:
         print(f"p2pmoa ask: cannot reach a node at {args.api} ({exc}). Start one with `p2pmoa node run`, "
               "or use --local to run the pipeline on this machine.", file=sys.stderr)
+        return 1
+    data = reply.body
+    if reply.status != 200 or "error" in data:
+        print(f"p2pmoa ask: node at {args.api} answered {reply.status}: {json.dumps(data)}",
+              file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(data, indent=2))

@@ -13,8 +13,9 @@ Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the dia
    emits ``Generate`` (system message = its role), then ``Embed`` of its answer, and sends a
    signed :class:`~p2pmoa.messages.Proposal` to the originator (acknowledged, retransmitted
    with back-off up to ``retransmits_max`` times, de-duplicated at the receiver).
-3. When ``proposers_max`` proposals arrived, or at the collection deadline with what arrived,
-   the originator starts the aggregation round: ``RoundStart`` carries the bundle of signed
+3. When every invited live peer has answered (or refused), or ``proposers_max`` proposals
+   arrived, or at the collection deadline with what arrived (:mod:`p2pmoa.round_start`;
+   ``proposers_max`` of a query = the live invited peers + 1, capped), the originator starts the aggregation round: ``RoundStart`` carries the bundle of signed
    proposal frames to every member (originator + proposers). Each member verifies every
    proposal itself, embeds the candidate answers with ITS OWN embedder, ranks them by
    centrality, and then, by method:
@@ -81,6 +82,8 @@ from p2pmoa.effects import (
 )
 from p2pmoa.memory_share import MemoryAgent, MemoryHooks
 from p2pmoa.moa import aggregate_messages, centrality
+from p2pmoa.judging import JudgeBudget
+from p2pmoa.round_start import Attendance, proposers_for
 from p2pmoa.identity import (
     Envelope,
     FrameReader,
@@ -242,7 +245,8 @@ class ProtocolConfig:
         round_timeout_s: how long the aggregation round may take before the originator
             decides on its own judgement and says so in the trace (default 15 s).
         view_timeout_s: PBFT view-change timeout (default 2 s, doubles per view change).
-        proposers_max: proposals collected per query, hence members - 1 (default 8).
+        proposers_max: cap on the proposals collected per query, own included (default 8);
+            a query asks for ``min(cap, 1 + live invited peers)`` (p2pmoa/round_start.py).
         select_ppm: share of peers asked to answer, parts per million (default all).
         retransmit_s: first retransmission delay of unacknowledged frames (default 1 s,
             doubling each time).
@@ -469,6 +473,9 @@ class _Origin:
         self.tally: dict[bytes, dict[PeerId, Decision]] = {}
         self.synth_job: str | None = None
         self.notes: list[str] = []
+        self.att: Attendance | None = None
+        self.judging = False  # round timer fired while the own embedding was still running
+        self.collect_extended = False  # deadline passed with only the own answer running
 
 
 class _Answer:
@@ -561,6 +568,7 @@ class PeerProtocol(MemoryHooks):
         # collaborative memory (p2pmoa/memory_share.py); None = no memory at all
         self.mem = MemoryAgent(memory, self.me) if memory is not None else None
         self._mem_wait: dict[QueryId, QueryAnnounce] = {}
+        self.judge = JudgeBudget(default_s=self.cfg.round_timeout_s)
         log.info("peer %s ready (model %s, method %s%s)", self.me, self.cfg.model_id,
                  self.cfg.method, f", FAULT MODE {self.cfg.fault}" if self.cfg.fault else "")
 
@@ -590,7 +598,7 @@ class PeerProtocol(MemoryHooks):
                     self.peers.add(p)
                     self.seats.connected(p, event.now)
                 case PeerDown(peer=p):
-                    self.peers.discard(p)
+                    self._on_peer_down(p)
                 case Started():
                     self._on_started()
                 case _:
@@ -626,6 +634,11 @@ class PeerProtocol(MemoryHooks):
                        second: bytes) -> None:
         self._evidence.append({"member": member, "query_id": qid, "what": what,
                                "first": first, "second": second, "at": self._now})
+
+    def is_open(self, query_id: QueryId) -> bool:
+        """True while this node, as originator, still works on ``query_id`` (its timers
+        guarantee a ``Deliver`` or ``Failed`` later)."""
+        return query_id in self._origins
 
     def decision(self, query_id: QueryId) -> Decision | None:
         """The decision this node recorded for ``query_id`` (None if none yet)."""
@@ -723,8 +736,10 @@ class PeerProtocol(MemoryHooks):
             self._emit(Refused(e.query_id, "invalid_method"))
             return
         gp = self.cfg.gen_params
+        n_max = proposers_for(len(self._invitable(e.query_id, self.cfg.select_ppm)),
+                              self.cfg.proposers_max)
         ann = QueryAnnounce(e.query_id, self.me, e.prompt, method, e.now,
-                            self.cfg.collect_timeout_s, self.cfg.proposers_max,
+                            self.cfg.collect_timeout_s, n_max,
                             self.cfg.select_ppm, gp.max_tokens, gp.temperature, gp.seed)
         adm = self.buffer.admit(ann, local=True, now=e.now)
         if isinstance(adm, Busy):
@@ -741,7 +756,9 @@ class PeerProtocol(MemoryHooks):
 
     def _start_origin(self, ann: QueryAnnounce) -> None:
         frame, nonce = self._seal(ann)
-        self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
+        o = self._origins[ann.query_id] = _Origin(ann, nonce, self._now)
+        o.att = Attendance(self.me)
+        o.att.invite(self._invitable(ann.query_id, ann.select_ppm))
         self._emit(Broadcast(self.cfg.topic, frame))
         self._set_timer(f"collect:{ann.query_id}", ann.deadline_s, ("collect", ann.query_id))
         if self.cfg.announce_repeats > 0:
@@ -764,7 +781,7 @@ class PeerProtocol(MemoryHooks):
                                     a.seed)
                 self._count("recovered_local")
                 log.info("query %s: recovered after restart, re-announcing", qid)
-                self._buffer_state(qid, QueryState.BUFFERED)
+                self._buffer_state(qid, QueryState.RETRYING)
                 self._start_origin(ann)
             elif self.trust.is_quarantined(rec.announce.origin):
                 self.buffer.set_state(qid, QueryState.FAILED, self._now,
@@ -780,6 +797,7 @@ class PeerProtocol(MemoryHooks):
                 self._count("recovered_remote_parked")
             elif rec.announce.created_at + rec.announce.deadline_s > self._now:
                 self._count("recovered_remote")
+                self._buffer_state(qid, QueryState.RETRYING)
                 self._start_answer(rec.announce)
             else:
                 self.buffer.set_state(qid, QueryState.FAILED, self._now, detail="expired")
@@ -822,7 +840,7 @@ class PeerProtocol(MemoryHooks):
             self._count("stale_job")
             return
         llm_s = float(getattr(g, "llm_s", 0.0) or 0.0)
-        self.buffer.record_generation_time(llm_s)
+        self.buffer.record_generation_time(llm_s, self._now)
         text = str(getattr(g, "text", ""))
         if self.cfg.fault == "garbage":
             text = f"garbage {self.rng.getrandbits(64):016x} zzz qqq"
@@ -831,9 +849,11 @@ class PeerProtocol(MemoryHooks):
         ejob = f"emb:{qid}"
         self._jobs[ejob] = ("emb", qid)
         self._buffer_state(qid, QueryState.VOTING)
+        self.judge.started(ejob, 1, self._now)
         self._emit(Embed(ejob, (st.text,)))
 
     def _on_job_failed(self, job: str, err: str) -> None:
+        self.judge.finished(job, self._now, ok=False)
         kind, qid = self._jobs.pop(job, (None, None))
         if kind is None:
             return
@@ -853,6 +873,7 @@ class PeerProtocol(MemoryHooks):
             self._finish_by_rank(o, "aggregate")
 
     def _on_embed_done(self, job: str, vectors: Any) -> None:
+        self.judge.finished(job, self._now)
         kind, qid = self._jobs.pop(job, (None, None))
         try:
             v = np.asarray(vectors, dtype=np.float32)
@@ -997,6 +1018,9 @@ class PeerProtocol(MemoryHooks):
         o = self._origins.get(msg.query_id)
         if o is not None and msg.ref == o.ann_nonce:
             o.nacks[sender] = msg.reason
+            if o.att is not None and o.phase == "collect":
+                o.att.refused[sender] = msg.reason
+                self._maybe_start_round(o)
             return
         self._count("nack_unmatched")
 
@@ -1141,8 +1165,29 @@ class PeerProtocol(MemoryHooks):
                 return
         o.proposals[sender] = (frame, p, self._now)
         self._count("proposals_received")
-        if len(o.proposals) >= o.ann.proposers_max:
+        if o.att is not None:
+            o.att.answered.add(sender)
+        self._maybe_start_round(o)
+
+    # ---- when the round starts (the rule lives in p2pmoa/round_start.py)
+
+    def _invitable(self, qid: QueryId, select_ppm: int) -> set[PeerId]:
+        """Live peers asked to answer ``qid`` (those the announce selects)."""
+        return {p for p in self.peers if selected(qid, p, select_ppm)
+                and not self.trust.is_quarantined(p)}
+
+    def _maybe_start_round(self, o: _Origin) -> None:
+        if o.phase != "collect" or o.att is None:
+            return
+        why = o.att.should_start(len(o.proposals), o.ann.proposers_max, self.peers)
+        if why is not None:
+            o.att.close(why, self.peers)
             self._start_round(o)
+
+    def _on_peer_down(self, peer: PeerId) -> None:
+        self.peers.discard(peer)
+        for o in list(self._origins.values()):
+            self._maybe_start_round(o)  # the peer we still waited for may be the one gone
 
     # ------------------------------------------------------------------ timers
 
@@ -1154,9 +1199,19 @@ class PeerProtocol(MemoryHooks):
         match owner:
             case ("collect", qid):
                 o = self._origins.get(qid)
-                if o is not None and o.phase == "collect":
+                if (o is not None and o.phase == "collect" and not o.proposals
+                        and qid in self._answers and not o.collect_extended):
+                    # nothing arrived, but the own answer is still being generated (a slow
+                    # node alone): wait one more deadline for it rather than fail (issue 9)
+                    o.collect_extended = True
+                    o.notes.append("collection deadline with no proposal yet; own answer "
+                                   f"still running: waiting {o.ann.deadline_s:.0f}s more")
+                    self._set_timer(f"collect:{qid}", o.ann.deadline_s, ("collect", qid))
+                elif o is not None and o.phase == "collect":
                     o.notes.append(f"collection deadline: {len(o.proposals)} of "
                                    f"{o.ann.proposers_max} proposals arrived")
+                    if o.att is not None:
+                        o.att.close("deadline", self.peers)
                     self._start_round(o, at_deadline=True)
             case ("round", qid):
                 o = self._origins.get(qid)
@@ -1168,12 +1223,18 @@ class PeerProtocol(MemoryHooks):
                         and len(o.proposals) < o.ann.proposers_max):
                     # gossip drops silently under load: say it again (peers de-duplicate)
                     frame, o.ann_nonce = self._seal(o.ann)
+                    if o.att is not None:
+                        o.att.invite(self._invitable(qid, o.ann.select_ppm))
                     self._emit(Broadcast(self.cfg.topic, frame))
                     self._count("reannounces")
                     if k < self.cfg.announce_repeats:
                         self._set_timer(f"reannounce:{qid}",
                                         o.ann.deadline_s / (self.cfg.announce_repeats + 1),
                                         ("reannounce", qid, k + 1))
+            case ("judge", qid):
+                o = self._origins.get(qid)
+                if o is not None and o.phase == "round":
+                    self._finish_by_rank(o, o.round.method if o.round else o.ann.method)
             case ("pbft-resend", qid):
                 m = self._members.get(qid)
                 if m is not None and m.replica is not None and m.decision is None:
@@ -1322,6 +1383,7 @@ class PeerProtocol(MemoryHooks):
         self._finish_answer_soft(qid)
         job = f"memb:{qid}"
         self._jobs[job] = ("memb", qid)
+        self.judge.started(job, len(m.texts), self._now)
         self._emit(Embed(job, tuple(m.texts)))
         if origin != self.me:
             self._set_timer(f"expire:{qid}", rs.round_timeout_s * 2 + 5.0, ("expire", qid))
@@ -1343,6 +1405,12 @@ class PeerProtocol(MemoryHooks):
         m.vectors = v
         m.rank = seats.ranking(v, self._cand_weights(m))  # weight-0 answers are no references
         method = m.rs.method
+        o = self._origins.get(qid)
+        if o is not None and o.judging and o.phase == "round":
+            o.notes.append(f"judged {len(m.cands)} candidates {self._now - o.round_at:.1f}s "
+                           "after the round started")
+            self._finish_by_rank(o, method)
+            return
         if method == "pbft":
             self._pbft_start(qid, m)
         elif method == "vote":
@@ -1689,7 +1757,7 @@ class PeerProtocol(MemoryHooks):
         if o is None or o.phase != "round":
             return
         text = _clip_utf8(str(getattr(g, "text", "")), self.cfg.limits.answer_bytes_max)
-        self.buffer.record_generation_time(float(getattr(g, "llm_s", 0.0) or 0.0))
+        self.buffer.record_generation_time(float(getattr(g, "llm_s", 0.0) or 0.0), self._now)
         d = Decision(qid, "aggregate", text, _digest(text), PeerId(""), len(o.round.bundle),
                      o.ann.proposers_max, 0)
         m = self._members.get(qid)
@@ -1781,9 +1849,21 @@ class PeerProtocol(MemoryHooks):
         self._finish_origin(o, d, m)
 
     def _finish_by_rank(self, o: _Origin, method: str) -> None:
-        m = self._members.get(o.ann.query_id)
+        qid = o.ann.query_id
+        m = self._members.get(qid)
+        if m is not None and m.vectors is None and not o.judging:
+            # still embedding the candidates (a busy CPU): wait a budget from measured
+            # embedding times rather than fail a query the mesh is about to decide (issue 9)
+            budget = self.judge.budget_s(len(m.cands))
+            o.judging = True
+            o.notes.append(f"still embedding {len(m.cands)} candidates: judging budget "
+                           f"{budget:.1f}s (measured {self.judge.per_text_s:.2f}s per text)")
+            self._count("judging_extended")
+            self._set_timer(f"judge:{qid}", budget, ("judge", qid))
+            return
         if m is None or m.vectors is None:
-            self._fail_origin(o, "round timed out before the originator could judge")
+            self._fail_origin(o, "the originator could not judge the candidates within its "
+                                 "judging budget (embedding too slow or failed)")
             return
         self._origin_decides(o, m, m.rank[0], method)
 
@@ -1806,7 +1886,7 @@ class PeerProtocol(MemoryHooks):
         o.phase = "done"
         m = m or self._members.get(qid)
         self._record_decision(qid, m, d)
-        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}", f"judge:{qid}"):
             self._cancel_timer(name)
         if o.round is not None and d.method != "pbft":
             for peer in o.round.members:
@@ -1825,7 +1905,7 @@ class PeerProtocol(MemoryHooks):
     def _fail_origin(self, o: _Origin, reason: str) -> None:
         qid = o.ann.query_id
         o.phase = "done"
-        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}"):
+        for name in (f"round:{qid}", f"collect:{qid}", f"reannounce:{qid}", f"judge:{qid}"):
             self._cancel_timer(name)
         self._buffer_state(qid, QueryState.FAILED, detail=reason)
         self._origins.pop(qid, None)
@@ -1873,6 +1953,7 @@ class PeerProtocol(MemoryHooks):
                         "round_s": round(self._now - (o.round_at or self._now), 6),
                         "total_s": round(self._now - o.started, 6)},
             "notes": list(o.notes),
+            "attendance": o.att.report() if o.att is not None else None,
         }
 
     # the two attributes below are set by _on_frame for handlers that need the raw frame

@@ -114,7 +114,13 @@ def main(args: argparse.Namespace) -> int:
             raise SimulationError(args.unavailable)
         mod = load(args.experiment)
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ".write-test").touch()
+            (out / ".write-test").unlink()
+        except OSError as exc:
+            raise SimulationError(f"cannot write to --out {out} ({exc.strerror or exc}); "
+                                  "use a writable directory") from None
         headline = _run(mod, args, out)
     except SimulationError as exc:
         print(f"p2pmoa sim: {exc}", file=sys.stderr)

@@ -143,6 +143,16 @@ def _generate(spec: TopologySpec, s: int) -> nx.Graph:
     raise TopologyError(f"unknown topology {spec.kind!r}")  # pragma: no cover - guarded above
 
 
+def _check_edge_list(p: Path) -> None:
+    """An edge list is lines of exactly two node labels (``#`` comments allowed): a text file
+    would otherwise parse as a graph of its words (a prose file became a 2-node graph)."""
+    for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        tokens = line.split("#", 1)[0].split()
+        if tokens and len(tokens) != 2:
+            raise TopologyError(f"graph file {p} line {i} is not an edge 'NODE NODE'; "
+                                "use an edge list (two node labels per line) or a .graphml file")
+
+
 def load_graph_file(path: str | None) -> nx.Graph:
     """Read a GraphML file (``.graphml``/``.xml``) or a whitespace edge list (anything else).
 
@@ -161,7 +171,10 @@ def load_graph_file(path: str | None) -> nx.Graph:
         if p.suffix.lower() in (".graphml", ".xml"):
             g = nx.read_graphml(p)
         else:
+            _check_edge_list(p)
             g = nx.read_edgelist(p, comments="#", data=False)
+    except TopologyError:
+        raise
     except Exception as exc:  # NetworkX raises many types (ParseError, TypeError, IndexError)
         raise TopologyError(f"cannot parse graph file {p}: {exc}") from exc
     g = nx.Graph(g)

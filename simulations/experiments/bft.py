@@ -141,7 +141,11 @@ def _heaviest_until(weights: dict[str, int], share: float) -> list[str]:
 
 
 def build_tasks(args: argparse.Namespace) -> list[dict]:
-    ns = [int(x) for x in str(args.n_values).split(",") if x.strip()]
+    try:
+        ns = [int(x) for x in str(args.n_values).split(",") if x.strip()]
+    except ValueError:
+        raise ExperimentError(f"--n-values must be integers in [4, {N_MAX}], "
+                              f"not {args.n_values!r}") from None
     if not ns or any(not (4 <= n <= N_MAX) for n in ns):
         raise ExperimentError(f"--n-values must be integers in [4, {N_MAX}]")
     if args.trials < 1:

@@ -80,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_tasks(args: argparse.Namespace) -> list[dict]:
+    if args.topology == "file":  # the graph file decides n (the summary reported --n before)
+        from simulations.network import load_graph_file
+        args.n = load_graph_file(args.graph_file).number_of_nodes()
+        if not 10 <= args.n <= 5000:
+            raise ExperimentError(f"graph file {args.graph_file} has {args.n} nodes; the mesh "
+                                  "experiment needs 10-5000")
     if not (10 <= args.n <= 5000) or args.queries < 1 or args.trials < 1:
         raise ExperimentError("--n in [10, 5000], --queries and --trials >= 1")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

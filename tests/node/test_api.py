@@ -35,6 +35,16 @@ class FakeService:
         return CompletionResult("q1", q[::-1], {"method": req.method or "pbft", "proposals": [
             {"peer": "12D3KooWA", "model": "m"}]}, prompt_tokens=3, completion_tokens=4)
 
+    async def submit(self, req):
+        """Admission first (busy raises here, before a stream starts), then the answer."""
+        if self.busy:
+            raise Busy("prompt buffer full (64 queries)", retry_after_s=2.5)
+        self.accepted = getattr(self, "accepted", []) + [req.query_id]
+
+        async def wait():
+            return await self.complete(req)
+        return wait
+
     def query(self, qid):
         return {"query_id": qid, "state": "done", "answer": "x"} if qid == "q1" else None
 

@@ -208,13 +208,19 @@ def test_kill_9_with_a_buffered_query_then_restart_answers_it(tmp_path):
 
 def test_kill_9_of_a_peer_holding_anothers_query_then_restart_delivers_its_proposal(tmp_path):
     a = NodeProcess("origin", tmp_path / "a", model="stand-in:a",
-                    extra=["--proposers-max", "2", "--deadline-s", "60", "--round-timeout-s", "20"]).start()
+                    extra=["--proposers-max", "3", "--deadline-s", "60", "--round-timeout-s", "20"]).start()
     b = NodeProcess("slow", tmp_path / "b", model="stand-in:b", bootstrap=[a.addr],
                     extra=["--stand-in-delay-s", "60"]).start()
+    # The round starts once every invited peer that is ALIVE has answered (issue 9), so a
+    # crashed peer is not waited for; a third, slower-but-alive peer keeps the round open
+    # while b restarts, which is the case this test is about: b's resumed proposal counts.
+    c = NodeProcess("steady", tmp_path / "c", model="stand-in:c", bootstrap=[a.addr],
+                    extra=["--stand-in-delay-s", "25"]).start()
     try:
         a.wait_ready(60)
         b.wait_ready(60)
-        wait_mesh([a, b], 60)
+        c.wait_ready(60)
+        wait_mesh([a, b, c], 60)
         out = {}
         t = threading.Thread(target=lambda: out.update(body=_ask(a, "who answers after a crash?",
                                                                   timeout_s=120)), daemon=True)
@@ -227,7 +233,8 @@ def test_kill_9_of_a_peer_holding_anothers_query_then_restart_delivers_its_propo
         b.wait_ready(60)
         t.join(timeout=120)
         trace = out["body"]["p2pmoa_trace"]
-        assert {p["peer"] for p in trace["proposals"]} == {a.peer_id, b.peer_id}
+        assert {a.peer_id, b.peer_id} <= {p["peer"] for p in trace["proposals"]}
     finally:
         a.stop()
         b.stop()
+        c.stop()

@@ -134,6 +134,21 @@ def test_finished_query_is_never_resurrected():
     buf.admit(ann("a"), local=True, now=0.0)
     buf.set_state("a", QueryState.FAILED, 1.0, detail="expired")
     assert buf.set_state("a", QueryState.GENERATING, 2.0).state == QueryState.FAILED
+    # failed is final: a decision arriving later does not turn it into done (issue 9)
+    assert buf.set_state("a", QueryState.DONE, 3.0, answer="late").state == QueryState.FAILED
+    assert buf.get("a").answer == ""
+
+
+def test_state_only_moves_forward_except_through_retrying():
+    buf = PromptBuffer(MemoryStore())
+    buf.admit(ann("a"), local=True, now=0.0)
+    assert buf.set_state("a", QueryState.VOTING, 1.0).state == QueryState.VOTING
+    assert buf.set_state("a", QueryState.GENERATING, 2.0).state == QueryState.VOTING
+    # a restart resumes it: retrying, then forward again
+    assert buf.set_state("a", QueryState.RETRYING, 3.0).state == QueryState.RETRYING
+    assert buf.set_state("a", QueryState.GENERATING, 4.0).state == QueryState.GENERATING
+    assert buf.set_state("a", QueryState.DONE, 5.0, answer="x").state == QueryState.DONE
+    assert buf.set_state("a", QueryState.FAILED, 6.0).state == QueryState.DONE
 
 
 @pytest.mark.parametrize("crash_after_s", [0.0, 0.012, 0.03])
@@ -197,7 +212,8 @@ class BufferAcrossCrashes(RuleBasedStateMachine):
         qid = open_ids[pick % len(open_ids)]
         self.t += 1.0
         self.buf.set_state(qid, state, self.t, answer="a" if state == QueryState.DONE else "")
-        self.model[qid] = state
+        if self.model[qid].can_move_to(state):  # states only move forward (issue 9)
+            self.model[qid] = state
 
     @rule()
     def crash_and_reopen(self):

@@ -32,3 +32,19 @@ def test_prompt_buffer_admission_bounds_the_queue():
     seed = 4
     fifo, adm = run(1.5, seed), run(1.5, seed, variant="admission")
     assert adm["refused"] > 0 and adm["queue_mean"] < fifo["queue_mean"], f"seed={seed}: {adm} vs {fifo}"
+
+
+def test_admission_keeps_the_queue_stable_well_past_the_bound():
+    """The admission rule of issue 9 (an idle node always admits, a busy one keeps the bound on
+    its own measured alpha): at twice the bound the backlog does not grow, while an unbounded
+    FIFO diverges."""
+    for seed in (5, 6):
+        fifo = trial({"variant": "fifo", "n": 8, "m": 2, "k": 2, "lam": 2.0 * lambda_bound(2, 2, 1.0),
+                      "alpha_max_s": 1.0, "horizon_s": 800.0, "capacity": 8, "rate_window_s": 60.0,
+                      "seed": seed})
+        adm = trial({**{"variant": "admission", "n": 8, "m": 2, "k": 2,
+                        "lam": 2.0 * lambda_bound(2, 2, 1.0), "alpha_max_s": 1.0, "capacity": 8,
+                        "rate_window_s": 60.0, "seed": seed}, "horizon_s": 800.0})
+        assert fifo["backlog_end"] > 1.5 * fifo["backlog_half"] > 20, f"seed={seed}: {fifo}"
+        assert adm["backlog_end"] <= adm["backlog_half"] + 3, f"seed={seed}: {adm}"
+        assert adm["queue_mean"] < 10 and adm["delivered"] > 0.4 * adm["submitted"], f"seed={seed}: {adm}"
