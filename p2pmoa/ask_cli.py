@@ -32,12 +32,13 @@ def register(sub) -> None:
     p.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
                    help=f"model(s) for the proposers, cycled; repeat for a mixed set (default {DEFAULT_MODEL}); "
                         "the first one also aggregates")
-    p.add_argument("--judge", choices=["centrality", "llm"], default="centrality",
-                   help="SMoA judge: embedding centrality (deterministic) or the LLM (parsed robustly, centrality fallback)")
+    p.add_argument("--judge", choices=["agreement", "centrality", "llm"], default="agreement",
+                   help="SMoA judge: largest cluster of equivalent answers (default), embedding centrality, "
+                        "or the LLM (only its 'Best:' numbers count; agreement fallback)")
     p.add_argument("--moderator", choices=["agreement", "llm", "never"], default="agreement",
-                   help="SMoA early stop: embedding agreement of the kept answers, the LLM, or never")
+                   help="SMoA early stop: when the kept answers are equivalent (agreement), the LLM, or never")
     p.add_argument("--threshold", type=float, default=None,
-                   help="agreement moderator's stop threshold (mean pairwise cosine); default: calibrated value")
+                   help="agreement score at which two answers count as the same answer (default 0.5)")
     p.add_argument("--roles", type=Path, default=None, help="roles file (JSON list or one role per line)")
     p.add_argument("--task", nargs=2, metavar=("DESCRIPTION", "REQUIREMENT"), default=None,
                    help="generate proposer roles once from a dataset description and task requirement (cached)")
@@ -90,7 +91,7 @@ def _run_local(args) -> int:
                             judge=args.judge, moderator=args.moderator, aggregator_model=models[0],
                             max_tokens=args.max_tokens, seed=args.seed, **kw)
         embedder = None
-        if args.mode == "smoa":
+        if args.mode == "smoa" and args.judge == "centrality":
             _status(f"loading embedder {DEFAULT_EMBED_MODEL}")
             embedder = LlamaEmbedder(DEFAULT_EMBED_MODEL)
         trace = moa.run_local(args.question, cfg, get, embedder, on_step=_status)
@@ -128,13 +129,16 @@ def format_trace(trace: dict) -> str:
             out.append(f"      {_short(r['text'])}")
         if "judge" in layer:
             j = layer["judge"]
-            out.append(f"  judge ({j['method']}): kept {j['kept']}  centrality {j['centrality']}")
+            out.append(f"  judge ({j['method']}): kept {j['kept']}  clusters {j.get('clusters')}")
         if "moderator" in layer:
             m = layer["moderator"]
             out.append(f"  moderator ({m['method']}): {'STOP' if m['stop'] else 'continue'} — {m['reason']}")
     if "aggregator" in trace and trace["mode"] != "single":
         a = trace["aggregator"]
-        out.append(f"Aggregator: {a['model']} {a['prompt_tokens']}+{a['completion_tokens']} tok {a['llm_s']:.2f}s")
+        if a.get("skipped"):
+            out.append(f"Aggregator: skipped ({a['reason']})")
+        else:
+            out.append(f"Aggregator: {a['model']} {a['prompt_tokens']}+{a['completion_tokens']} tok {a['llm_s']:.2f}s")
     t = trace["totals"]
     out.append(f"Totals: {t['calls']} LLM calls, {t['embed_calls']} embed calls, {t['tokens']} tokens "
                f"({t['prompt_tokens']} prompt + {t['completion_tokens']} completion + {t['embed_tokens']} embed), "
