@@ -441,9 +441,10 @@ def _is_number_question(nq: str) -> bool:
     return bool(_HOW_MANY.search(nq))
 
 
-def equivalent(a: str, b: str, question: str = "", *, canonical: bool = True) -> bool:
-    """``agreement(a, b, question) >= AGREE_THRESHOLD``."""
-    return agreement(a, b, question, canonical=canonical) >= AGREE_THRESHOLD
+def equivalent(a: str, b: str, question: str = "", *, canonical: bool = True,
+               threshold: float = AGREE_THRESHOLD) -> bool:
+    """``agreement(a, b, question) >= threshold`` (default ``AGREE_THRESHOLD``)."""
+    return agreement(a, b, question, canonical=canonical) >= threshold
 
 
 # ----------------------------------------------------------------------------- clusters
@@ -462,7 +463,7 @@ class Cluster:
 
 
 def clusters(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
-             *, canonical: bool = True) -> list[Cluster]:
+             *, canonical: bool = True, threshold: float = AGREE_THRESHOLD) -> list[Cluster]:
     """Groups of equivalent answers, heaviest first (ties: the group whose leader comes first).
 
     Greedy leader clustering: each answer joins the first earlier group whose leader it is
@@ -479,7 +480,7 @@ def clusters(answers: Sequence[str], question: str = "", weights: Sequence[float
     groups: list[list[int]] = []
     for i, a in enumerate(answers):
         for g in groups:
-            if equivalent(answers[g[0]], a, question, canonical=canonical):
+            if equivalent(answers[g[0]], a, question, canonical=canonical, threshold=threshold):
                 g.append(i)
                 break
         else:
@@ -500,10 +501,10 @@ def agreement_matrix(answers: Sequence[str], question: str = "", *, canonical: b
 
 
 def support(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
-            *, canonical: bool = True) -> list[float]:
+            *, canonical: bool = True, threshold: float = AGREE_THRESHOLD) -> list[float]:
     """Per answer, the weight of its cluster (the answers that agree with it, itself included),
     as a fraction of the total weight: the agreement analogue of centrality."""
-    cs = clusters(answers, question, weights, canonical=canonical)
+    cs = clusters(answers, question, weights, canonical=canonical, threshold=threshold)
     total = sum(c.weight for c in cs) or 1.0
     out = [0.0] * len(answers)
     for c in cs:
@@ -513,17 +514,68 @@ def support(answers: Sequence[str], question: str = "", weights: Sequence[float]
 
 
 def rank_by_support(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
-                    tiebreak: Sequence[float] | None = None, *, canonical: bool = True) -> list[int]:
+                    tiebreak: Sequence[float] | None = None, *, canonical: bool = True,
+                    threshold: float = AGREE_THRESHOLD) -> list[int]:
     """Answer indices, those of the heaviest agreeing cluster first; within a cluster by
     ``tiebreak`` (higher first, e.g. centrality), then by index."""
-    s = support(answers, question, weights, canonical=canonical)
+    s = support(answers, question, weights, canonical=canonical, threshold=threshold)
     tb = list(tiebreak) if tiebreak is not None else [0.0] * len(answers)
     return sorted(range(len(answers)), key=lambda i: (-round(s[i], 9), -round(float(tb[i]), 9), i))
 
 
-def all_agree(answers: Sequence[str], question: str = "", *, canonical: bool = True) -> bool:
+def all_agree(answers: Sequence[str], question: str = "", *, canonical: bool = True,
+              threshold: float = AGREE_THRESHOLD) -> bool:
     """True iff the answers form one cluster (and there is at least one non-empty answer)."""
     if not answers:
         return False
-    cs = clusters(answers, question, canonical=canonical)
+    cs = clusters(answers, question, canonical=canonical, threshold=threshold)
     return len(cs) == 1 and bool(normalise(canonical_answer(answers[0]) if canonical else answers[0]))
+
+
+def order_candidates(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
+                     tiebreak: Sequence[float] | None = None, fair_keys: Sequence[bytes] | None = None,
+                     *, threshold: float = AGREE_THRESHOLD) -> tuple[list[int], list[Cluster]]:
+    """The order in which a consensus round prefers candidate answers, and its clusters.
+
+    Clusters of equivalent answers by decreasing weight (e.g. the proposers' trust weights);
+    clusters of equal weight by decreasing mean ``tiebreak`` (e.g. embedding centrality: only
+    decides between answers that no agreement separates); inside a cluster, by ``fair_keys``
+    (e.g. a hash of query id and proposer) so that among equivalent answers no proposer is
+    favoured by where its id sorts, else by index.
+
+    Returns:
+        (order, clusters): every index once, best first; clusters in the same order.
+    """
+    n = len(answers)
+    cs = clusters(answers, question, weights, threshold=threshold)
+    tb = [0.0] * n if tiebreak is None else [float(x) for x in tiebreak]
+    if len(tb) != n or (fair_keys is not None and len(fair_keys) != n):
+        raise ValueError("one tiebreak value and one fair key per answer are needed")
+
+    def mean_tb(c: Cluster) -> float:
+        return sum(tb[i] for i in c.members) / len(c.members)
+
+    cs.sort(key=lambda c: (-round(c.weight, 9), -round(mean_tb(c), 9), c.leader))
+    order: list[int] = []
+    for c in cs:
+        inside = sorted(c.members, key=(lambda i: (fair_keys[i], i)) if fair_keys is not None else (lambda i: i))
+        order.extend(inside)
+    return order, cs
+
+
+def winning_members(cs: Sequence[Cluster]) -> set[int]:
+    """Indices of the clusters that share the largest weight (several on a tie)."""
+    if not cs:
+        return set()
+    top = max(c.weight for c in cs)
+    return {i for c in cs if math.isclose(c.weight, top, rel_tol=1e-9) for i in c.members}
+
+
+def signed_canonical(claimed: str, answer: str, question: str = "") -> str:
+    """The canonical answer a member uses for a proposal: the proposer's signed claim if it
+    states the same answer as the text (a proposer cannot vote one answer while showing
+    another), else the member's own extraction from the text."""
+    own = canonical_answer(answer)
+    if claimed and isinstance(claimed, str) and equivalent(claimed, own, question, canonical=False):
+        return claimed[:ANSWER_CHARS_MAX]
+    return own

@@ -78,6 +78,7 @@ from p2pmoa.effects import (
     Send,
     SetTimer,
 )
+from p2pmoa import agreement
 from p2pmoa.moa import aggregate_messages, centrality
 from p2pmoa.identity import (
     Envelope,
@@ -515,6 +516,10 @@ class _Member:
         self.domain: bytes | None = None
         self.sent: dict[tuple, Any] = {}
         self.helped: dict[PeerId, int] = {}
+        self.question = ""
+        self.canon: list[str] = []
+        self.clusters: list[agreement.Cluster] = []
+        self.valid: set[int] = set()
 
 
 # --------------------------------------------------------------------------- the machine
@@ -838,7 +843,8 @@ class PeerProtocol:
                         self.cfg.space_id, vector_to_f32(vec),
                         int(getattr(g, "prompt_tokens", 0) or 0),
                         int(getattr(g, "completion_tokens", 0) or 0),
-                        min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0))
+                        min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0),
+                        canonical=_clip_utf8(agreement.canonical_answer(st.text), 512))
         st.proposal = prop
         self._proposed[qid] = [prop, None]
         while len(self._proposed) > self.cfg.remember_max:
@@ -1216,6 +1222,7 @@ class PeerProtocol:
             self._reject("bad_bundle")
             return
         m = _Member(rs, origin, cands)
+        m.question = self._question(qid)
         self._members[qid] = m
         self._finish_answer_soft(qid)
         job = f"memb:{qid}"
@@ -1239,7 +1246,7 @@ class PeerProtocol:
             self._members.pop(qid, None)
             return
         m.vectors = v
-        m.rank = ranking(v)
+        self._judge_candidates(m, v)
         method = m.rs.method
         if method == "pbft":
             self._pbft_start(qid, m)
@@ -1249,6 +1256,51 @@ class PeerProtocol:
             self._avg_start(qid, m)
         elif method == "aggregate":
             pass  # originator-only; the ranking serves the fallback and the trace
+
+    # ------------------------------------------------------------------ answer agreement
+
+    def _question(self, qid: QueryId) -> str:
+        for src in (self._origins.get(qid), self._answers.get(qid)):
+            if src is not None:
+                return src.ann.prompt
+        rec = self.buffer.get(qid)
+        return rec.announce.prompt if rec is not None else ""
+
+    def _judge_candidates(self, m: _Member, v: np.ndarray) -> None:
+        """Order the bundle by answer agreement (p2pmoa.agreement): heaviest cluster of
+        equivalent canonical answers first (trust weights of the proposers); centrality only
+        breaks ties between equally heavy clusters; inside a cluster a hash of (query,
+        proposer) decides, so no proposer wins ties by where its peer id sorts. ``m.valid``:
+        the candidates PBFT accepts (the winning clusters; top-k by that order if no two
+        answers agree at all); a proposer this node has quarantined weighs 0 and is never valid."""
+        qid = m.rs.query_id
+        weight = dict(zip(m.rs.members, m.rs.weights))
+        props = [p for _, p in m.cands]
+        m.canon = [agreement.signed_canonical(p.canonical, p.answer, m.question) for p in props]
+        fair = [hashlib.sha256(f"{qid}\x00{p.proposer}".encode()).digest() for p in props]
+        bad = {i for i, p in enumerate(props) if self.trust.is_quarantined(p.proposer)}
+        m.rank, m.clusters = agreement.order_candidates(
+            m.canon, m.question, [0.0 if i in bad else float(weight.get(p.proposer, 0))
+                                  for i, p in enumerate(props)], centrality(v), fair)
+        m.rank = [i for i in m.rank if i not in bad] + [i for i in m.rank if i in bad]
+        if max(len(c.members) for c in m.clusters) > 1:
+            m.valid = agreement.winning_members(m.clusters) - bad
+        else:
+            m.valid = set(m.rank[: self._top_k(len(m.cands))]) - bad
+
+    def _support(self, m: _Member) -> list[float]:
+        total = sum(c.weight for c in m.clusters) or 1.0
+        share = [0.0] * len(m.cands)
+        for c in m.clusters:
+            for i in c.members:
+                share[i] = c.weight / total
+        return share
+
+    def _avg_pick(self, m: _Member, vec: np.ndarray) -> int:
+        """Averaging's answer: the candidate of a winning cluster nearest the agreed vector."""
+        valid = sorted(m.valid) or list(range(len(m.cands)))
+        x = np.asarray(vec, np.float64)
+        return max(valid, key=lambda i: (round(float(m.vectors[i].astype(np.float64) @ x), 9), -i))
 
     # ------------------------------------------------------------------ PBFT
 
@@ -1280,7 +1332,7 @@ class PeerProtocol:
     def _pbft_start(self, qid: QueryId, m: _Member) -> None:
         rs = m.rs
         weights = {pbft.MemberId(p): w for p, w in zip(rs.members, rs.weights)}
-        top = set(m.rank[: self._top_k(len(m.cands))])
+        top = m.valid
 
         def validity(value: bytes) -> bool:
             i = self._index_of_value(m, value)
@@ -1456,10 +1508,15 @@ class PeerProtocol:
     # ------------------------------------------------------------------ score voting
 
     def _scores(self, m: _Member) -> tuple[int, ...]:
-        c = centrality(m.vectors)
+        """0..1000 per candidate: 900 × the weight share of its cluster of equivalent answers,
+        plus up to 99 by its place in this member's order (ties inside a cluster: fair hash)."""
+        n = len(m.cands)
         if self.cfg.fault == "garbage":
-            return tuple(self.rng.randint(0, 1000) for _ in c)
-        return tuple(int(round(1000 * min(1.0, max(0.0, (float(x) + 1) / 2)))) for x in c)
+            return tuple(self.rng.randint(0, 1000) for _ in range(n))
+        share = self._support(m)
+        pos = {i: r for r, i in enumerate(m.rank)}
+        return tuple(int(round(900 * share[i] + 99 * (n - 1 - pos[i]) / max(1, n - 1)))
+                     for i in range(n))
 
     def _vote_send(self, qid: QueryId, m: _Member) -> None:
         vote = ScoreVote(qid, self._scores(m))
@@ -1538,7 +1595,7 @@ class PeerProtocol:
                     self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, r))
                 case averaging.Finished(round=r, vector=vec, converged=conv):
                     self._cancel_timer(f"avg:{qid}")
-                    best = averaging.nearest_candidate(vec, m.vectors)
+                    best = self._avg_pick(m, vec)
                     m.avg_choice = best
                     if m.origin == self.me:
                         o = self._origins.get(qid)
@@ -1721,11 +1778,11 @@ class PeerProtocol:
         if m is None or m.vectors is None:
             self.trust.end_round(self._now)
             return
-        c = centrality(m.vectors)
+        share = self._support(m)
         for i, (_, p) in enumerate(m.cands):
             if p.proposer == self.me:
                 continue
-            self.trust.quality(p.proposer, float((c[i] + 1) / 2), self._now)
+            self.trust.quality(p.proposer, float(share[i]), self._now)
             if d.chosen == p.proposer:
                 self.trust.good(p.proposer, self._now)
         if o.round is not None and o.round.method in ("pbft", "averaging"):
@@ -1746,6 +1803,7 @@ class PeerProtocol:
                 "llm_s": p.llm_s, "completion_tokens": p.completion_tokens,
                 "arrived_s": round(at - o.started, 6),
                 "centrality": None if cent is None or idx is None else round(float(cent[idx]), 6),
+                "canonical": m.canon[idx] if m is not None and idx is not None and m.canon else p.canonical,
                 "in_round": idx is not None,
             })
         return {
@@ -1756,6 +1814,7 @@ class PeerProtocol:
             "weights": dict(zip(rs.members, rs.weights)) if rs else {},
             "votes": {k: list(v) for k, v in o.votes.items()},
             "decision": {"proposer": d.chosen, "digest": d.digest.hex(), "view": d.view},
+            "clusters": [[m.cands[i][1].proposer for i in c.members] for c in m.clusters] if m else [],
             "nacks": dict(o.nacks),
             "timings": {"collect_s": round((o.round_at or self._now) - o.started, 6),
                         "round_s": round(self._now - (o.round_at or self._now), 6),
