@@ -24,8 +24,8 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("question", help="the question to answer")
     p.add_argument("--local", action="store_true", help="run the pipeline here instead of asking a node")
-    p.add_argument("--mode", choices=["single", "moa", "smoa"], default="smoa",
-                   help="single: one model call; moa: layered Mixture-of-Agents; smoa: Sparse MoA (judge keeps k, moderator may stop early)")
+    p.add_argument("--mode", choices=["single", "moa", "smoa", "cascade"], default="smoa",
+                   help="single: one model call; moa: layered Mixture-of-Agents; smoa: Sparse MoA (judge keeps k, moderator may stop early); cascade: ask 2 proposers, the rest only if they disagree")
     p.add_argument("--layers", type=int, default=2, help="proposer layers (l)")
     p.add_argument("--proposers", type=int, default=4, help="proposers per layer (n)")
     p.add_argument("--k", type=int, default=2, help="responses the SMoA judge keeps per layer (k < n)")

@@ -29,6 +29,12 @@ Modes:
     Moderator ``llm`` asks yes/no and counts only a reply that *starts* with yes or no;
     anything else falls back to the agreement rule. Moderator ``never`` runs all layers.
 
+- ``cascade`` (agreement-based cascading): ask the first ``cascade_first`` proposers (the
+  cheap tier); if their answers are equivalent, that is the answer (exit level 1); otherwise
+  ask the remaining proposers and answer with the largest cluster of equivalent answers
+  (exit level 2 if at least two agree, 3 if no two answers agree: then the first answer of the
+  agreement order). No aggregator call. The trace records the exit level and its cost.
+
 Roles: proposers play roles, read from a roles file or generated once from a task description
 (dataset description D and task requirement T) by :func:`generate_roles`, and cached.
 """
@@ -57,7 +63,7 @@ DEFAULT_ROLES = (
     "You are an encyclopedia editor. Write a short, neutral, factual answer.",
 )
 
-MODES = ("single", "moa", "smoa")
+MODES = ("single", "moa", "smoa", "cascade")
 JUDGES = ("agreement", "centrality", "llm")
 MODERATORS = ("agreement", "llm", "never")
 
@@ -97,6 +103,7 @@ class MoAConfig:
         aggregator_model: model of the final aggregator (None: driver default).
         max_tokens: completion budget per proposer / aggregator call (tokens).
         seed: base sampling seed; call ``i`` uses ``seed + i``.
+        cascade_first: proposers in the first tier of ``cascade`` mode (>= 1).
     """
 
     mode: str = "smoa"
@@ -110,6 +117,7 @@ class MoAConfig:
     aggregator_model: str | None = None
     max_tokens: int = 128
     seed: int = 0
+    cascade_first: int = 2
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -126,6 +134,8 @@ class MoAConfig:
             raise MoAConfigError(f"moderator must be one of {MODERATORS}, got {self.moderator!r}")
         if self.max_tokens < 1:
             raise MoAConfigError("max_tokens must be >= 1")
+        if self.mode == "cascade" and not 1 <= self.cascade_first <= len(self.proposers):
+            raise MoAConfigError(f"cascade_first must satisfy 1 <= cascade_first <= n={len(self.proposers)}")
 
 
 # ---------------------------------------------------------------- prompts (pure)
@@ -279,6 +289,34 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
         account("single", g)
         trace["aggregator"] = _gen_dict(g)
         trace["answer"] = g.text
+        trace["totals"] = _totals(calls)
+        return trace
+
+    if cfg.mode == "cascade":
+        texts: list[str] = []
+        tiers = [cfg.proposers[: cfg.cascade_first], cfg.proposers[cfg.cascade_first:]]
+        for level, tier in enumerate(tiers, 1):
+            if not tier:
+                continue
+            results = yield [gen(p.model, (ChatMessage("system", p.role), ChatMessage("user", query)),
+                                 p.temperature) for p in tier]
+            for r in results:
+                account("proposer", r)
+            texts += [r.text for r in results]
+            trace["layers"].append({"index": level - 1, "responses": [
+                {"proposer": len(texts) - len(results) + i, "role": p.role, "temperature": p.temperature,
+                 **_gen_dict(r)} for i, (p, r) in enumerate(zip(tier, results))]})
+            groups = agreement.clusters(texts, query, threshold=cfg.agreement_threshold)
+            top = groups[0]
+            if level == 1 and len(groups) == 1 and agreement.normalise(agreement.canonical_answer(texts[0])):
+                trace.update(answer=texts[top.leader], exit_level=1,
+                             exit_reason=f"first {len(texts)} answers agree")
+                break
+            if level == 2 or not tiers[1]:
+                agreed_n = len(top.members)
+                trace.update(answer=texts[top.leader], exit_level=2 if agreed_n >= 2 else 3,
+                             exit_reason=f"largest cluster {agreed_n} of {len(texts)} answers")
+        trace["clusters"] = [list(c.members) for c in agreement.clusters(texts, query, threshold=cfg.agreement_threshold)]
         trace["totals"] = _totals(calls)
         return trace
 

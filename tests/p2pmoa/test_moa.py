@@ -225,3 +225,16 @@ def test_llm_moderator_reason_is_the_llm_reply_not_the_embedding_rule():
     trace = moa.run_local("Largest planet?", _cfg("smoa", moderator="llm"), {None: StandInGenerator(reply=reply)})
     m = trace["layers"][0]["moderator"]
     assert m["method"] == "llm" and m["stop"] is False and "No, they differ." in m["reason"]
+
+
+def test_cascade_answers_from_the_cheap_tier_when_it_agrees_and_escalates_otherwise():
+    cfg = moa.MoAConfig(mode="cascade", proposers=moa.make_proposers(4, [None], moa.DEFAULT_ROLES))
+    it = iter(["Paris", "It is Paris.", "Lyon", "Lyon"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 1 and t["answer"] == "Paris" and t["totals"]["calls"] == 2
+    it = iter(["Paris", "Lyon", "Lyon", "Marseille"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 2 and t["answer"] == "Lyon" and t["totals"]["calls"] == 4
+    it = iter(["Paris", "Lyon", "Nice", "Marseille"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 3 and t["totals"]["calls"] == 4
