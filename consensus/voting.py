@@ -110,6 +110,23 @@ def cluster_embeddings(vectors, threshold: float = 0.9) -> list[int]:
     return labels
 
 
+def cluster_normaliser(texts: Sequence[str], labels: Sequence[int]) -> Normaliser:
+    """A normaliser mapping each of ``texts`` to the key of its cluster (the text of the
+    cluster's leader ``texts[labels[i]]``): voting then counts clusters of equivalent answers,
+    however they were found (p2pmoa.agreement clusters canonical answers). Unknown texts are
+    abstentions.
+
+    Raises:
+        VotingError: lengths differ or a label is not an index of ``texts``.
+    """
+    if len(labels) != len(texts):
+        raise VotingError("one label per text is needed")
+    if any(not (isinstance(l, int) and 0 <= l < len(texts)) for l in labels):
+        raise VotingError("labels must be indices of texts")
+    key = {t: texts[l] for t, l in zip(texts, labels)}
+    return lambda text: key.get(text)
+
+
 def embedding_normaliser(texts: Sequence[str], vectors, threshold: float = 0.9) -> Normaliser:
     """A normaliser mapping each of ``texts`` to the key of its embedding cluster (the text
     of the cluster's leader); unknown texts are abstentions."""

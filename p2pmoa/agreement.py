@@ -579,3 +579,14 @@ def signed_canonical(claimed: str, answer: str, question: str = "") -> str:
     if claimed and isinstance(claimed, str) and equivalent(claimed, own, question, canonical=False):
         return claimed[:ANSWER_CHARS_MAX]
     return own
+
+
+def cluster_labels(answers: Sequence[str], question: str = "", *,
+                   threshold: float = AGREE_THRESHOLD) -> list[int]:
+    """Per answer, the index of its cluster's leader: feed to
+    :func:`consensus.voting.cluster_normaliser` so a vote counts clusters, not strings."""
+    labels = [0] * len(answers)
+    for c in clusters(answers, question, threshold=threshold):
+        for i in c.members:
+            labels[i] = c.leader
+    return labels

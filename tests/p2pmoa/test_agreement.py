@@ -167,3 +167,13 @@ def test_originator_is_not_disfavoured_among_identical_answers():
     counts = {p: chosen.count(p) for p in ids}
     # the old rule chose one node 24 times; a fair rule gives each of 4 nodes about 6
     assert all(c >= 2 for c in counts.values()), counts
+
+
+def test_votes_count_clusters_of_equivalent_answers_not_strings():
+    from consensus.voting import cluster_normaliser, majority_vote
+    answers = ["Jupiter.", "Neptune", "The largest planet is Jupiter.", "Neptune", "It's Jupiter."]
+    q = "What is the largest planet?"
+    plain = majority_vote(answers)
+    assert plain.winner == "neptune"                  # strings: two identical wrong answers win
+    r = majority_vote(answers, cluster_normaliser(answers, ag.cluster_labels(answers, q)))
+    assert r.winner == "Jupiter." and r.tally[0][1] == 3
