@@ -124,11 +124,16 @@ def clean_completion(text: str, role: str = "") -> str:
     if not head:
         m2 = re.search(r"(?im)^\s*answer\s*[:：]\s*(\S.*)$", text)
         head = m2.group(1).strip() if m2 else ""
+    m = re.search(r"(?i)\byou are\b", head)
+    if m:
+        head = head[: m.start()].strip()
     if role:
-        r = role.strip().rstrip(".")
-        for probe in (r, r.lower(), r[:40], r.lower()[:40]):
-            if probe and probe in head:
-                head = head.split(probe, 1)[0].strip()
+        first = re.split(r"[.!?]", role.strip(), maxsplit=1)[0]
+        noun = re.sub(r"(?i)^\s*you are\s+(?:an?\s+|the\s+)?", "", first).strip()
+        if len(noun.split()) >= 2:
+            i = head.lower().find(noun.lower())
+            if i >= 0:
+                head = head[:i].strip()
     return head
 
 
