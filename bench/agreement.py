@@ -60,6 +60,11 @@ def summarise(pairs: list[dict], scores: list[float], threshold: float | None = 
     return out
 
 
+def _log(name: str, summary: dict) -> dict:
+    print(f"{summary['auc_agree_vs_contradict']:.3f}  {name}", file=sys.stderr, flush=True)
+    return summary
+
+
 def rule_scores(pairs: list[dict]) -> dict[str, list[float]]:
     def exact(p):
         a = ag.normalise(ag.canonical_answer(p["a"]))
@@ -156,7 +161,7 @@ def main() -> int:
         result["labels"][p["label"]] = result["labels"].get(p["label"], 0) + 1
     cands: dict[str, dict] = {}
     for name, scores in rule_scores(pairs).items():
-        cands[name] = summarise(pairs, scores, ag.AGREE_THRESHOLD if "default" in name else None)
+        cands[name] = _log(name, summarise(pairs, scores, ag.AGREE_THRESHOLD if "default" in name else None))
     a = [p["a"] for p in pairs]
     b = [p["b"] for p in pairs]
     if not args.no_llm:
@@ -165,22 +170,23 @@ def main() -> int:
         for model in ("gemma3-270m", "smollm2-135m"):
             e = LlamaEmbedder(model)
             tag = " (mesh default space)" if model == "gemma3-270m" else ""
-            cands[f"{model} centred cosine{tag}"] = summarise(pairs, cosine_scores(e.embed, a, b))
+            cands[f"{model} centred cosine{tag}"] = _log(model, summarise(pairs, cosine_scores(e.embed, a, b)))
             if model == "gemma3-270m":
                 ca = [ag.canonical_answer(x) or " " for x in a]
                 cb = [ag.canonical_answer(x) or " " for x in b]
-                cands[f"{model} centred cosine of canonical answers"] = summarise(pairs, cosine_scores(e.embed, ca, cb))
+                cands[f"{model} centred cosine of canonical answers"] = _log(
+                    "gemma canonical", summarise(pairs, cosine_scores(e.embed, ca, cb)))
             del e
     if args.minilm_dir:
         m = NumpyMiniLM(Path(args.minilm_dir))
-        cands["all-MiniLM-L6-v2 cosine (sentence-embedding model)"] = summarise(pairs, cosine_scores(m.embed, a, b))
+        cands["all-MiniLM-L6-v2 cosine (sentence-embedding model)"] = _log(
+            "minilm", summarise(pairs, cosine_scores(m.embed, a, b)))
     result["candidates"] = cands
+    result["partial"] = False
     best = max(cands, key=lambda k: cands[k]["auc_agree_vs_contradict"])
     result["best"] = best
     result["default_auc"] = cands["canonical agreement (default)"]["auc_agree_vs_contradict"]
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    for k, v in cands.items():
-        print(f"{v['auc_agree_vs_contradict']:.3f}  {k}", file=sys.stderr)
     print(json.dumps(result))
     return 0
 
