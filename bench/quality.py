@@ -142,7 +142,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=0, help="use N questions spread over all kinds (0: all)")
     ap.add_argument("--max-tokens", type=int, default=64, help="completion budget per call (tokens)")
-    ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m != "score"))
+    ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m not in ("score", "aggregate")),
+                    help="comma-separated methods (aggregate: the mesh's synthesis, off by default)")
+    ap.add_argument("--rows", default="", help="JSON-lines file of per-question results: appended as "
+                    "questions finish, and questions already in it are not asked again (resume)")
     args = ap.parse_args()
     qs = json.loads(QUESTIONS.read_text())
     if args.limit and args.limit < len(qs):
@@ -155,6 +158,8 @@ def main() -> int:
 
     t0 = time.perf_counter()
     real = {m: CachedGenerator(LlamaGenerator.from_name(m)) for m in MODELS}
+    for g in real.values():  # page the weights in before timing anything
+        g.gen.generate([ChatMessage("user", "warm up")], GenParams(max_tokens=2))
     embedder = CachedEmbedder(LlamaEmbedder())
     mesh_gens = [real["smollm2-135m"], real["gemma3-270m"], real["smollm2-135m"], real["gemma3-270m"]]
     proposers = tuple(moa.Proposer(model=mesh_gens[i].gen.spec.name, role=r, temperature=0.7)
@@ -167,8 +172,20 @@ def main() -> int:
 
     per: dict[str, list[dict]] = {m: [] for m in methods}
     oracle = []
+    done_rows: dict[str, dict] = {}
+    if args.rows and Path(args.rows).exists():
+        for line in Path(args.rows).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done_rows[row["id"]] = row
     for qi, q in enumerate(qs):
         question = q["question"]
+        if q["id"] in done_rows and all(m in done_rows[q["id"]]["methods"] for m in methods):
+            row = done_rows[q["id"]]
+            oracle.append(row["oracle"])
+            for m in methods:
+                per[m].append(row["methods"][m])
+            continue
         params = GenParams(max_tokens=args.max_tokens, temperature=0.7, seed=qi)
         # the four mesh proposals, exactly as the mesh nodes generate them (cached for the mesh)
         props = []
@@ -187,13 +204,15 @@ def main() -> int:
                 ans, trace = run_mesh(question, m, mesh_gens, embedder, args.max_tokens, qi)
                 tokens = sum(p.prompt_tokens + p.completion_tokens for p in props)
                 calls = len(props) + (1 if m == "aggregate" else 0)
-                if m == "aggregate":
-                    ans_tokens = sum(x.get("completion_tokens", 0) for x in trace.get("proposals", []))
-                    tokens += ans_tokens  # an estimate of the synthesis call: its size is not traced
+                # (for aggregate, the synthesis call's tokens are not in the mesh trace: not counted)
             else:
                 continue
             per[m].append({"id": q["id"], "kind": q["kind"], "right": grade(ans, q["gold"], question),
                            "tokens": tokens, "calls": calls, "answer": ans[:120]})
+        if args.rows:
+            with open(args.rows, "a") as fh:
+                fh.write(json.dumps({"id": q["id"], "oracle": oracle[-1],
+                                     "methods": {m: per[m][-1] for m in methods}}) + "\n")
         done = {m: sum(x["right"] for x in v) for m, v in per.items()}
         print(f"[{qi + 1}/{len(qs)}] {time.perf_counter() - t0:.0f}s oracle {sum(oracle)} {done}",
               file=sys.stderr, flush=True)

@@ -177,3 +177,19 @@ def test_votes_count_clusters_of_equivalent_answers_not_strings():
     assert plain.winner == "neptune"                  # strings: two identical wrong answers win
     r = majority_vote(answers, cluster_normaliser(answers, ag.cluster_labels(answers, q)))
     assert r.winner == "Jupiter." and r.tally[0][1] == 3
+
+
+def test_graded_question_set_and_its_grader():
+    from bench.quality import grade
+    qs = json.loads((DATA / "graded_questions.json").read_text())
+    kinds = {q["kind"] for q in qs}
+    assert len(qs) >= 300 and kinds == {"arithmetic", "capitals", "facts", "units", "yesno", "reasoning"}
+    assert len({q["question"] for q in qs}) >= 300 and all(q["gold"] for q in qs)
+    assert grade("16 + 59 = 75", ["75"], "What is 16 + 59?")
+    assert not grade("16 + 59 = 21", ["75"], "What is 16 + 59?")
+    assert grade("The capital of Poland is Warsaw.", ["Warsaw"], "What is the capital of Poland?")
+    assert not grade("Poland is the capital of Poland.", ["Warsaw"], "What is the capital of Poland?")
+    assert grade("No, whales are mammals.", ["no"], "Is a whale a fish?")
+    assert not grade("Yes.", ["no"], "Is a whale a fish?")
+    assert grade("Twelve", ["12"], "How much is a dozen?")
+    assert not grade("", ["12"], "How much is a dozen?")
