@@ -46,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--json", action="store_true", help="print the whole trace as JSON")
     p.add_argument("--api", default=DEFAULT_API, help="node API address (without --local)")
-    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate"], default=None,
+    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate", "score"], default=None,
                    help="aggregation method the node uses (without --local; default: the node's)")
     p.set_defaults(func=run)
 

@@ -43,7 +43,7 @@ to 120 characters, so this leaves room for multi-byte scripts)."""
 QUERY_TOPIC = "p2pmoa/query/1"
 """Gossip topic on which :class:`QueryAnnounce` frames are broadcast."""
 
-METHODS = ("pbft", "averaging", "vote", "aggregate")
+METHODS = ("pbft", "averaging", "vote", "aggregate", "score")
 """Aggregation methods a query may ask for."""
 
 

@@ -25,6 +25,8 @@ Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the dia
      own centrality". A primary proposing anything else is voted down by a view change.
    * ``vote``: each member sends a :class:`ScoreVote`; the originator sums trust-weighted
      scores ``S(r) = Σ w_i s_i(r)``.
+   * ``score`` (leaderless scoring): the same score vectors, aggregated by the trust-weighted
+     coordinate median over members (robust to members holding < 1/2 of the weight).
    * ``averaging``: each member runs a :class:`consensus.averaging.AveragingNode` (robust
      coordinate-median aggregator, trust weights) over :class:`AvgVector` messages for at
      most ``avg_rounds`` rounds; the answer is the candidate nearest the agreed vector.
@@ -59,7 +61,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from consensus import averaging, pbft
+from consensus import averaging, pbft, voting
 from consensus.trust import TrustBook
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
 from p2pmoa.effects import (
@@ -1250,7 +1252,7 @@ class PeerProtocol:
         method = m.rs.method
         if method == "pbft":
             self._pbft_start(qid, m)
-        elif method == "vote":
+        elif method in ("vote", "score"):
             self._vote_send(qid, m)
         elif method == "averaging":
             self._avg_start(qid, m)
@@ -1527,7 +1529,7 @@ class PeerProtocol:
 
     def _on_vote(self, sender: PeerId, v: ScoreVote) -> None:
         o = self._origins.get(v.query_id)
-        if o is None or o.round is None or o.phase != "round" or o.round.method != "vote":
+        if o is None or o.round is None or o.phase != "round" or o.round.method not in ("vote", "score"):
             self._reject("unexpected_vote")
             return
         if sender != self.me:
@@ -1548,6 +1550,18 @@ class PeerProtocol:
             self._fail_origin(o, "originator could not judge the bundle")
             return
         weight = dict(zip(rs.members, rs.weights))
+        if rs.method == "score":
+            # leaderless scoring: trust-weighted coordinate median over the members' score
+            # vectors, robust to members holding less than half the weight
+            voters = sorted(o.votes)
+            res = voting.median_score_vote([o.votes[v] for v in voters],
+                                           [float(weight.get(v, 0)) for v in voters])
+            totals = [round(t, 3) for t in res.totals]
+            best = res.winner
+            o.notes.append(f"score: {len(o.votes)} of {len(rs.members)} members scored; "
+                           f"weighted medians {totals}")
+            self._origin_decides(o, m, best, "score")
+            return
         totals = [0] * len(rs.bundle)
         for voter, scores in o.votes.items():
             for i, s in enumerate(scores):
@@ -1734,7 +1748,7 @@ class PeerProtocol:
         o.notes.append(f"round timeout after {self.cfg.round_timeout_s:.1f}s: decided by the "
                        f"originator's own ranking (fallback)")
         self._count("round_timeouts")
-        if method == "vote" and o.votes:
+        if method in ("vote", "score") and o.votes:
             m = self._members.get(o.ann.query_id)
             if m is not None:
                 self._decide_vote(o)

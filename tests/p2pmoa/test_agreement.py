@@ -193,3 +193,28 @@ def test_graded_question_set_and_its_grader():
     assert not grade("Yes.", ["no"], "Is a whale a fish?")
     assert grade("Twelve", ["12"], "How much is a dozen?")
     assert not grade("", ["12"], "How much is a dozen?")
+
+
+def test_score_consensus_decides_by_weighted_median_and_resists_a_garbage_scorer():
+    answers = ["7 × 2 = 14", "7 × 2 = 7 × 2 + 2 =", "The answer is 14.", "7 × 2 = 7 × 2 + 2 =", "14"]
+    mesh, ids = _mesh_with(answers, "score")
+    d = mesh.delivered[(ids[0], "q1")]
+    assert ag.equivalent(d.answer, "14", "What is 7 × 2?") and d.trace["method"] == "score"
+    assert any("weighted medians" in n for n in d.trace["notes"])
+    # a member voting at random (fault "garbage") cannot move the medians of the other four
+    gens = {i: StandInGenerator(f"m{i}", reply=lambda m, p, a=a: a) for i, a in enumerate(answers)}
+    mesh2, ids2 = make_mesh(5, method="score", generators=gens, faults={3: "garbage"})
+    mesh2.ask(ids2[0], "q1", "What is 7 × 2?")
+    mesh2.run()
+    d2 = mesh2.delivered[(ids2[0], "q1")]
+    assert ag.equivalent(d2.answer, "14", "What is 7 × 2?")
+
+
+def test_median_score_vote_is_robust_where_the_sum_is_not():
+    from consensus.voting import median_score_vote, score_vote
+    honest = [[900, 100], [880, 120], [910, 90]]
+    attacker = [[0, 1000]]
+    # an attacker with weight 2.9 (just under half of 5.9): sums 2690 vs 3210 flip to it
+    w = [1, 1, 1, 2.9]
+    assert score_vote(honest + attacker, w).winner == 1          # the sum is captured
+    assert median_score_vote(honest + attacker, w).winner == 0   # the median is not (2.9 < 3)
