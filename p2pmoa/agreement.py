@@ -384,6 +384,8 @@ def agreement(a: str, b: str, question: str = "", *, canonical: bool = True) -> 
         return 1.0 if _numbers_agree(qa, qb) else 0.0
     if (qa is None) != (qb is None) and numq:
         return 0.0
+    if qa is not None and qb is not None and _differ_only_in_numbers(na, nb):
+        return 0.0  # "answer 0 to X" vs "answer 1 to X": the same words, other numbers
     if not ka or not kb:
         ka, kb = key_terms(na), key_terms(nb)  # the answer repeats the question's words
         if not ka or not kb:
@@ -395,6 +397,16 @@ def agreement(a: str, b: str, question: str = "", *, canonical: bool = True) -> 
     neg = bool(_NEG.search(na)) != bool(_NEG.search(nb))
     score = 0.6 * head + 0.4 * overlap
     return score * (0.3 if neg else 1.0)
+
+
+def _differ_only_in_numbers(na: str, nb: str) -> bool:
+    """Each answer has a number the other lacks, and their other key terms are the same."""
+    xa = {float(x) for x in _NUM.findall(na)}
+    xb = {float(x) for x in _NUM.findall(nb)}
+    if not (xa - xb and xb - xa):
+        return False
+    wa, wb = set(_words(key_terms(na))), set(_words(key_terms(nb)))
+    return bool(wa) and wa == wb
 
 
 def _words(terms: Sequence[str]) -> list[str]:
