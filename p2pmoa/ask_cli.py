@@ -133,6 +133,8 @@ def format_trace(trace: dict) -> str:
         if "moderator" in layer:
             m = layer["moderator"]
             out.append(f"  moderator ({m['method']}): {'STOP' if m['stop'] else 'continue'} — {m['reason']}")
+    if "exit_level" in trace:
+        out.append(f"Cascade exit level {trace['exit_level']}: {trace['exit_reason']}  clusters {trace['clusters']}")
     if "aggregator" in trace and trace["mode"] != "single":
         a = trace["aggregator"]
         if a.get("skipped"):
