@@ -10,11 +10,12 @@ Methods (each question is asked through the project's own code paths):
 - ``single_smollm2`` / ``single_gemma``: one call, the node prompt (role + question).
 - ``moa`` / ``smoa`` / ``cascade``: :func:`p2pmoa.moa.run_local`, 4 proposers alternating
   the two models, 2 layers, k=2, aggregator SmolLM2.
-- ``pbft`` / ``vote`` / ``averaging`` / ``aggregate``: a real 4-node in-process mesh
+- ``pbft`` / ``vote`` / ``score`` / ``averaging`` / ``aggregate``: a real 4-node in-process mesh
   (:class:`p2pmoa.testing.InMemoryMesh`, the production :class:`~p2pmoa.protocol.PeerProtocol`,
   Ed25519 identities): nodes 0, 2 run SmolLM2 and nodes 1, 3 Gemma; node 0 is the originator;
   the mesh embeds in the default space (centred Gemma).
-- ``score``: NOT implemented (leaderless scoring, issue 11); reported as null.
+  ``score`` is leaderless scoring (trust-weighted coordinate median of the members' scores).
+  A method not run is reported as null.
 
 Node 0 uses role 0 with SmolLM2 and node 1 role 0 with Gemma, so ``single_smollm2`` and
 ``single_gemma`` are exactly those nodes' proposals, and ``oracle`` = some proposal of the mesh
@@ -51,7 +52,7 @@ from p2pmoa.effects import ChatMessage, GenParams  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "data" / "graded_questions.json"
 MODELS = ("smollm2-135m", "gemma3-270m")
-MESH_METHODS = ("pbft", "vote", "averaging", "aggregate")
+MESH_METHODS = ("pbft", "vote", "score", "averaging", "aggregate")
 ALL_METHODS = ("single_smollm2", "single_gemma", "moa", "smoa", "cascade", "vote", "score", "pbft",
                "averaging", "aggregate")
 ROLE = moa.DEFAULT_ROLES[0]
@@ -142,8 +143,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=0, help="use N questions spread over all kinds (0: all)")
     ap.add_argument("--max-tokens", type=int, default=64, help="completion budget per call (tokens)")
-    ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m not in ("score", "aggregate")),
+    ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m != "aggregate"),
                     help="comma-separated methods (aggregate: the mesh's synthesis, off by default)")
+    ap.add_argument("--from-rows", action="store_true",
+                    help="no model calls: summarise only the questions already in --rows (an interrupted run)")
     ap.add_argument("--rows", default="", help="JSON-lines file of per-question results: appended as "
                     "questions finish, and questions already in it are not asked again (resume)")
     args = ap.parse_args()
@@ -153,19 +156,27 @@ def main() -> int:
         qs = [qs[int(i * step)] for i in range(args.limit)]
     methods = [m for m in args.methods.split(",") if m]
 
-    from p2pmoa.embed import LlamaEmbedder
-    from p2pmoa.llm import LlamaGenerator
-
     t0 = time.perf_counter()
-    real = {m: CachedGenerator(LlamaGenerator.from_name(m)) for m in MODELS}
-    for g in real.values():  # page the weights in before timing anything
-        g.gen.generate([ChatMessage("user", "warm up")], GenParams(max_tokens=2))
-    embedder = CachedEmbedder(LlamaEmbedder())
-    mesh_gens = [real["smollm2-135m"], real["gemma3-270m"], real["smollm2-135m"], real["gemma3-270m"]]
-    proposers = tuple(moa.Proposer(model=mesh_gens[i].gen.spec.name, role=r, temperature=0.7)
-                      for i, r in enumerate([ROLE, ROLE, moa.DEFAULT_ROLES[2], moa.DEFAULT_ROLES[2]]))
-    base_cfg = moa.MoAConfig(layers=2, proposers=proposers, k=2, aggregator_model="smollm2-135m",
-                             max_tokens=args.max_tokens)
+    if args.from_rows:
+        if not args.rows or not Path(args.rows).exists():
+            print("bench/quality.py: --from-rows needs an existing --rows file", file=sys.stderr)
+            return 2
+        have = {json.loads(x)["id"] for x in Path(args.rows).read_text().splitlines() if x.strip()}
+        qs = [q for q in qs if q["id"] in have]
+        real, embedder, mesh_gens, base_cfg = {}, None, [], None
+    else:
+        from p2pmoa.embed import LlamaEmbedder
+        from p2pmoa.llm import LlamaGenerator
+
+        real = {m: CachedGenerator(LlamaGenerator.from_name(m)) for m in MODELS}
+        for g in real.values():  # page the weights in before timing anything
+            g.gen.generate([ChatMessage("user", "warm up")], GenParams(max_tokens=2))
+        embedder = CachedEmbedder(LlamaEmbedder())
+        mesh_gens = [real["smollm2-135m"], real["gemma3-270m"], real["smollm2-135m"], real["gemma3-270m"]]
+        proposers = tuple(moa.Proposer(model=mesh_gens[i].gen.spec.name, role=r, temperature=0.7)
+                          for i, r in enumerate([ROLE, ROLE, moa.DEFAULT_ROLES[2], moa.DEFAULT_ROLES[2]]))
+        base_cfg = moa.MoAConfig(layers=2, proposers=proposers, k=2, aggregator_model="smollm2-135m",
+                                 max_tokens=args.max_tokens)
 
     def get(model):
         return real[model or "smollm2-135m"]
@@ -218,8 +229,9 @@ def main() -> int:
               file=sys.stderr, flush=True)
 
     n = len(qs)
-    res: dict = {"questions": n, "max_tokens": args.max_tokens, "models": [real[m].model_id for m in MODELS],
-                 "embedder": embedder.space_id}
+    res: dict = {"questions": n, "max_tokens": args.max_tokens,
+                 "models": [real[m].model_id for m in MODELS] if real else list(MODELS),
+                 "embedder": embedder.space_id if embedder else "(from rows)"}
     for m in ALL_METHODS:
         v = per.get(m)
         if not v:
