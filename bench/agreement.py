@@ -153,6 +153,8 @@ def main() -> int:
     ap.add_argument("--pairs", default=str(PAIRS))
     ap.add_argument("--no-llm", action="store_true", help="skip the GGUF embedding spaces")
     ap.add_argument("--minilm-dir", default="", help="unzipped all-MiniLM-L6-v2 files (optional)")
+    ap.add_argument("--embed-pairs", type=int, default=0,
+                    help="embedding spaces only: a seeded sample of N agree and N contradict pairs (0: all pairs)")
     args = ap.parse_args()
     pairs = json.loads(Path(args.pairs).read_text())
     t0 = time.perf_counter()
@@ -162,6 +164,16 @@ def main() -> int:
     cands: dict[str, dict] = {}
     for name, scores in rule_scores(pairs).items():
         cands[name] = _log(name, summarise(pairs, scores, ag.AGREE_THRESHOLD if "default" in name else None))
+    if args.embed_pairs:
+        import random
+
+        rng = random.Random(11)
+        sub = []
+        for label in ("agree", "contradict"):
+            group = [p for p in pairs if p["label"] == label]
+            sub += rng.sample(group, min(args.embed_pairs, len(group)))
+        result["embed_pairs"] = len(sub)
+        pairs = sub
     a = [p["a"] for p in pairs]
     b = [p["b"] for p in pairs]
     if not args.no_llm:
