@@ -764,8 +764,11 @@ class PeerProtocol:
         job = f"gen:{qid}"
         self._jobs[job] = ("gen", qid)
         self._buffer_state(qid, QueryState.GENERATING)
+        # each node samples with its own seed derived from the query's: two nodes with the same
+        # model must not produce the same sample, or their "agreement" is one vote counted twice
+        node_seed = int.from_bytes(hashlib.sha256(f"{ann.seed}\x00{self.me}".encode()).digest()[:4], "big")
         params = GenParams(max_tokens=ann.max_tokens, temperature=ann.temperature,
-                           top_p=self.cfg.gen_params.top_p, seed=ann.seed)
+                           top_p=self.cfg.gen_params.top_p, seed=node_seed & 0x7FFFFFFF)
         msgs = (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt))
         self._emit(Generate(job, msgs, params))
         remote_deadline = ann.created_at + ann.deadline_s + self.cfg.round_timeout_s * 2

@@ -218,3 +218,20 @@ def test_median_score_vote_is_robust_where_the_sum_is_not():
     w = [1, 1, 1, 2.9]
     assert score_vote(honest + attacker, w).winner == 1          # the sum is captured
     assert median_score_vote(honest + attacker, w).winner == 0   # the median is not (2.9 < 3)
+
+
+def test_nodes_sample_with_their_own_seeds():
+    # two nodes with one model and one seed answer identically, and their "agreement" is one
+    # sample counted twice (bench/quality.py: both Gemma nodes said "360" to "What is 8 × 5?")
+    seeds = {}
+
+    def reply_for(i):
+        def reply(messages, params):
+            seeds[i] = params.seed
+            return "Paris"
+        return reply
+    gens = {i: StandInGenerator(f"m{i}", reply=reply_for(i)) for i in range(4)}
+    mesh, ids = make_mesh(4, method="vote", generators=gens)
+    mesh.ask(ids[0], "q1", "What is the capital of France?")
+    mesh.run()
+    assert len(set(seeds.values())) == 4
