@@ -141,7 +141,8 @@ def run_mesh(question: str, method: str, gens: list, embedder, max_tokens: int, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=0, help="use N questions spread over all kinds (0: all)")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="use N questions, taken round-robin over the kinds (0: all 315)")
     ap.add_argument("--max-tokens", type=int, default=64, help="completion budget per call (tokens)")
     ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m != "aggregate"),
                     help="comma-separated methods (aggregate: the mesh's synthesis, off by default)")
@@ -152,8 +153,13 @@ def main() -> int:
     args = ap.parse_args()
     qs = json.loads(QUESTIONS.read_text())
     if args.limit and args.limit < len(qs):
-        step = len(qs) / args.limit
-        qs = [qs[int(i * step)] for i in range(args.limit)]
+        # round-robin over the kinds, spread inside each kind: a short run sees every kind
+        kinds: dict[str, list[dict]] = {}
+        for q in qs:
+            kinds.setdefault(q["kind"], []).append(q)
+        per_kind = -(-args.limit // len(kinds))
+        spread = {k: [v[int(i * len(v) / per_kind)] for i in range(min(per_kind, len(v)))] for k, v in kinds.items()}
+        qs = [spread[k][i] for i in range(per_kind) for k in kinds if i < len(spread[k])][: args.limit]
     methods = [m for m in args.methods.split(",") if m]
 
     t0 = time.perf_counter()
