@@ -1,9 +1,11 @@
 """Benchmark: single model vs MoA vs Sparse MoA on the shipped question set, in one process.
 
 Default model (smollm2-135m), l=2 layers, n=4 proposers, k=2; SMoA with the default judge
-(embedding centrality) and moderator (embedding agreement) in the mesh embedding space.
-Token counts are honest totals: prompt + completion tokens of every generation call, plus the
-input tokens SMoA spends on embeddings (which MoA does not need).
+(largest cluster of equivalent answers) and moderator (stop when the kept answers are
+equivalent, p2pmoa.agreement), which need no embedding. Token counts are honest totals:
+prompt + completion tokens of every generation call (and embedding tokens, if a judge used any).
+``smoa_stopped_early`` counts questions where the moderator saw agreeing answers; accuracy is
+measured by bench/quality.py, not here.
 
 Prints a progress bar on stderr and ONE JSON object as the last line on stdout:
 {"single": {...}, "moa": {...}, "smoa": {...}, "smoa_token_ratio": ..., "smoa_call_ratio": ...,
@@ -22,7 +24,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from p2pmoa import moa
-from p2pmoa.embed import LlamaEmbedder
 from p2pmoa.llm import LlamaGenerator
 from p2pmoa.models import DEFAULT_MODEL
 
@@ -38,7 +39,7 @@ def main() -> int:
     if args.questions:
         questions = questions[: args.questions]
     gen = LlamaGenerator.from_name(DEFAULT_MODEL)
-    emb = LlamaEmbedder()
+    emb = None  # the agreement judge and moderator need no embedder
     gen.generate([moa.ChatMessage("user", "warm up")], moa.GenParams(max_tokens=4))  # page the weights in
     base = moa.MoAConfig(layers=2, proposers=moa.make_proposers(4, [None], moa.DEFAULT_ROLES), k=2,
                          max_tokens=args.max_tokens)
@@ -69,7 +70,7 @@ def main() -> int:
     llm = sum(a["llm_s"] for a in agg.values())
     out = {
         **agg,
-        "questions": len(questions), "model": gen.model_id, "embedder": emb.space_id,
+        "questions": len(questions), "model": gen.model_id, "embedder": None,
         "layers": 2, "proposers": 4, "k": 2, "max_tokens": args.max_tokens,
         "smoa_stopped_early": stopped,
         "smoa_token_ratio": round(agg["smoa"]["tokens"] / agg["moa"]["tokens"], 4),

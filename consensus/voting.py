@@ -110,6 +110,23 @@ def cluster_embeddings(vectors, threshold: float = 0.9) -> list[int]:
     return labels
 
 
+def cluster_normaliser(texts: Sequence[str], labels: Sequence[int]) -> Normaliser:
+    """A normaliser mapping each of ``texts`` to the key of its cluster (the text of the
+    cluster's leader ``texts[labels[i]]``): voting then counts clusters of equivalent answers,
+    however they were found (p2pmoa.agreement clusters canonical answers). Unknown texts are
+    abstentions.
+
+    Raises:
+        VotingError: lengths differ or a label is not an index of ``texts``.
+    """
+    if len(labels) != len(texts):
+        raise VotingError("one label per text is needed")
+    if any(not (isinstance(l, int) and 0 <= l < len(texts)) for l in labels):
+        raise VotingError("labels must be indices of texts")
+    key = {t: texts[l] for t, l in zip(texts, labels)}
+    return lambda text: key.get(text)
+
+
 def embedding_normaliser(texts: Sequence[str], vectors, threshold: float = 0.9) -> Normaliser:
     """A normaliser mapping each of ``texts`` to the key of its embedding cluster (the text
     of the cluster's leader); unknown texts are abstentions."""
@@ -209,3 +226,54 @@ def score_vote(scores, weights: Optional[Sequence[float]] = None) -> ScoreResult
     best = float(totals.max())
     winners = np.flatnonzero(totals == best)
     return ScoreResult(int(winners[0]), tuple(float(t) for t in totals), len(winners) > 1)
+
+
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    """The lower weighted median: the smallest value v with weight(values <= v) >= half the
+    total weight. Robust: voters holding less than half the weight cannot move it outside the
+    range of the others' values.
+
+    Raises:
+        VotingError: lengths differ, no positive weight, or non-finite input.
+    """
+    if len(values) != len(weights) or not values:
+        raise VotingError("one weight per value is needed, and at least one value")
+    pairs = sorted((float(v), float(w)) for v, w in zip(values, weights))
+    if any(not math.isfinite(v) or not math.isfinite(w) or w < 0 for v, w in pairs):
+        raise VotingError("values and weights must be finite, weights >= 0")
+    total = math.fsum(w for _, w in pairs)
+    if total <= 0:
+        raise VotingError("total weight must be > 0")
+    acc = 0.0
+    for v, w in pairs:
+        acc += w
+        if 2 * acc >= total:
+            return v
+    return pairs[-1][0]  # pragma: no cover - float rounding only
+
+
+def median_score_vote(scores, weights: Optional[Sequence[float]] = None) -> ScoreResult:
+    """Leaderless score aggregation: every voter scores every candidate; candidate ``r``'s
+    total is the *weighted coordinate median* of ``scores[:, r]`` over the voters (NaN =
+    abstain on that candidate); the winner is ``argmax`` (ties: lowest index). Unlike the sum
+    of :func:`score_vote`, voters with less than half the weight cannot make a candidate win
+    that the others score lower.
+
+    Raises:
+        VotingError: shapes differ, no candidates, infinite scores, bad weights.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] == 0 or s.shape[0] == 0:
+        raise VotingError(f"scores must be (voters, candidates) with >= 1 of each, got {s.shape}")
+    if np.isinf(s).any():
+        raise VotingError("scores must be finite (NaN = abstain)")
+    w = np.ones(s.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (s.shape[0],) or not np.isfinite(w).all() or (w < 0).any():
+        raise VotingError("one finite weight >= 0 per voter is needed")
+    totals = []
+    for r in range(s.shape[1]):
+        keep = ~np.isnan(s[:, r]) & (w > 0)
+        totals.append(weighted_median(s[keep, r].tolist(), w[keep].tolist()) if keep.any() else 0.0)
+    best = max(totals)
+    winners = [i for i, t in enumerate(totals) if t == best]
+    return ScoreResult(winners[0], tuple(totals), len(winners) > 1)

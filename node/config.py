@@ -25,7 +25,7 @@ from p2pmoa.memory import MemoryConfig
 
 DEFAULT_API = "127.0.0.1:8700"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/7700"
-CONSENSUS_METHODS = ("pbft", "averaging", "vote", "aggregate")
+CONSENSUS_METHODS = ("pbft", "averaging", "vote", "aggregate", "score")
 FAULTS = ("silent", "garbage", "equivocate")
 STAND_IN_MODEL = "stand-in"
 """``--model stand-in``: a deterministic text generator that says it is a stand-in (tests)."""

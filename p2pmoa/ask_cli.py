@@ -24,20 +24,21 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("question", help="the question to answer")
     p.add_argument("--local", action="store_true", help="run the pipeline here instead of asking a node")
-    p.add_argument("--mode", choices=["single", "moa", "smoa"], default="smoa",
-                   help="single: one model call; moa: layered Mixture-of-Agents; smoa: Sparse MoA (judge keeps k, moderator may stop early)")
+    p.add_argument("--mode", choices=["single", "moa", "smoa", "cascade"], default="smoa",
+                   help="single: one model call; moa: layered Mixture-of-Agents; smoa: Sparse MoA (judge keeps k, moderator may stop early); cascade: ask 2 proposers, the rest only if they disagree")
     p.add_argument("--layers", type=int, default=2, help="proposer layers (l)")
     p.add_argument("--proposers", type=int, default=4, help="proposers per layer (n)")
     p.add_argument("--k", type=int, default=2, help="responses the SMoA judge keeps per layer (k < n)")
     p.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
                    help=f"model(s) for the proposers, cycled; repeat for a mixed set (default {DEFAULT_MODEL}); "
                         "the first one also aggregates")
-    p.add_argument("--judge", choices=["centrality", "llm"], default="centrality",
-                   help="SMoA judge: embedding centrality (deterministic) or the LLM (parsed robustly, centrality fallback)")
+    p.add_argument("--judge", choices=["agreement", "centrality", "llm"], default="agreement",
+                   help="SMoA judge: largest cluster of equivalent answers (default), embedding centrality, "
+                        "or the LLM (only its 'Best:' numbers count; agreement fallback)")
     p.add_argument("--moderator", choices=["agreement", "llm", "never"], default="agreement",
-                   help="SMoA early stop: embedding agreement of the kept answers, the LLM, or never")
+                   help="SMoA early stop: when the kept answers are equivalent (agreement), the LLM, or never")
     p.add_argument("--threshold", type=float, default=None,
-                   help="agreement moderator's stop threshold (mean pairwise cosine); default: calibrated value")
+                   help="agreement score at which two answers count as the same answer (default 0.5)")
     p.add_argument("--roles", type=Path, default=None, help="roles file (JSON list or one role per line)")
     p.add_argument("--task", nargs=2, metavar=("DESCRIPTION", "REQUIREMENT"), default=None,
                    help="generate proposer roles once from a dataset description and task requirement (cached)")
@@ -45,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--json", action="store_true", help="print the whole trace as JSON")
     p.add_argument("--api", default=DEFAULT_API, help="node API address (without --local)")
-    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate"], default=None,
+    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate", "score"], default=None,
                    help="aggregation method the node uses (without --local; default: the node's)")
     p.add_argument("--stream", action="store_true",
                    help="without --local: use the API's streaming path (server-sent events)")
@@ -95,7 +96,7 @@ def _run_local(args) -> int:
                             judge=args.judge, moderator=args.moderator, aggregator_model=models[0],
                             max_tokens=args.max_tokens, seed=args.seed, **kw)
         embedder = None
-        if args.mode == "smoa":
+        if args.mode == "smoa" and args.judge == "centrality":
             _status(f"loading embedder {DEFAULT_EMBED_MODEL}")
             embedder = LlamaEmbedder(DEFAULT_EMBED_MODEL)
         trace = moa.run_local(args.question, cfg, get, embedder, on_step=_status)
@@ -137,13 +138,18 @@ def format_trace(trace: dict) -> str:
             out.append(f"      {_short(r['text'])}")
         if "judge" in layer:
             j = layer["judge"]
-            out.append(f"  judge ({j['method']}): kept {j['kept']}  centrality {j['centrality']}")
+            out.append(f"  judge ({j['method']}): kept {j['kept']}  clusters {j.get('clusters')}")
         if "moderator" in layer:
             m = layer["moderator"]
             out.append(f"  moderator ({m['method']}): {'STOP' if m['stop'] else 'continue'} — {m['reason']}")
+    if "exit_level" in trace:
+        out.append(f"Cascade exit level {trace['exit_level']}: {trace['exit_reason']}  clusters {trace['clusters']}")
     if "aggregator" in trace and trace["mode"] != "single":
         a = trace["aggregator"]
-        out.append(f"Aggregator: {a['model']} {a['prompt_tokens']}+{a['completion_tokens']} tok {a['llm_s']:.2f}s")
+        if a.get("skipped"):
+            out.append(f"Aggregator: skipped ({a['reason']})")
+        else:
+            out.append(f"Aggregator: {a['model']} {a['prompt_tokens']}+{a['completion_tokens']} tok {a['llm_s']:.2f}s")
     t = trace["totals"]
     out.append(f"Totals: {t['calls']} LLM calls, {t['embed_calls']} embed calls, {t['tokens']} tokens "
                f"({t['prompt_tokens']} prompt + {t['completion_tokens']} completion + {t['embed_tokens']} embed), "

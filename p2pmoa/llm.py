@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -80,21 +81,60 @@ def check_prompt(messages: Sequence[ChatMessage]) -> None:
         raise PromptTooLong(f"prompt has {total} characters, limit is {PROMPT_CHARS_MAX}")
 
 
+COMPLETION_EXAMPLE = ("What is the capital of Italy?", "Rome")
+"""The one worked example a base model sees before the real question: it shows the format
+(one short line after ``Answer:``), so the model neither rambles nor writes the next turn."""
+
+
 def render_completion_prompt(messages: Sequence[ChatMessage]) -> str:
     """Render chat messages as plain text for a base model (no chat template).
 
-    The system message becomes a preamble; each user turn becomes ``Question: ...`` and the
-    text ends in ``Answer:`` so a base model continues with the answer.
+    The system message becomes a preamble ending in "Answer each question in one short line.",
+    then one worked example (``COMPLETION_EXAMPLE``); each user turn becomes ``Question: ...``
+    and the text ends in ``Answer:`` so a base model continues with the answer.
     """
     parts: list[str] = []
-    for m in messages:
-        if m.role == "system":
-            parts.append(m.content.strip())
-        elif m.role == "user":
+    system = " ".join(m.content.strip() for m in messages if m.role == "system" and m.content.strip())
+    parts.append((system + "\n" if system else "") + "Answer each question in one short line.")
+    q, a = COMPLETION_EXAMPLE
+    parts.append(f"Question: {q}\nAnswer: {a}")
+    turns = [m for m in messages if m.role != "system"]
+    for i, m in enumerate(turns):
+        if m.role == "user":
             parts.append(f"Question: {m.content.strip()}")
         else:
-            parts.append(f"Answer: {m.content.strip()}")
+            parts[-1] += f"\nAnswer: {m.content.strip()}"
     return "\n\n".join(parts) + "\nAnswer:"
+
+
+_SCAFFOLD = re.compile(r"(?im)^\s*(?:question|answer|q|a)\s*[:：]|^\s*you are\b")
+
+
+def clean_completion(text: str, role: str = "") -> str:
+    """A base model's completion without what it wrote after its answer: an echoed
+    ``Answer:``/``Question:`` turn, a blank line followed by anything, or its role text.
+
+    The completion prompt ends in ``Answer:``, so the answer is the text before the first such
+    line; if the model wrote nothing but scaffolding, the first scaffolded answer is kept.
+    """
+    text = (text or "").strip()
+    first = text.split("\n\n", 1)[0]
+    m = _SCAFFOLD.search(first)
+    head = first[: m.start()].strip() if m else first.strip()
+    if not head:
+        m2 = re.search(r"(?im)^\s*answer\s*[:：]\s*(\S.*)$", text)
+        head = m2.group(1).strip() if m2 else ""
+    m = re.search(r"(?i)\byou are\b", head)
+    if m:
+        head = head[: m.start()].strip()
+    if role:
+        first = re.split(r"[.!?]", role.strip(), maxsplit=1)[0]
+        noun = re.sub(r"(?i)^\s*you are\s+(?:an?\s+|the\s+)?", "", first).strip()
+        if len(noun.split()) >= 2:
+            i = head.lower().find(noun.lower())
+            if i >= 0:
+                head = head[:i].strip()
+    return head
 
 
 _QUIET = False
@@ -118,7 +158,9 @@ def quiet_llama_logs() -> None:
     _QUIET = True
 
 
-BASE_MODEL_STOP = ["\nQuestion:", "\n\n\n", "<end_of_turn>", "<eos>"]
+BASE_MODEL_STOP = ["\nQuestion:", "\nAnswer:", "\n\n", "<end_of_turn>", "<eos>"]
+"""Stop sequences of a base model: the next turn it would invent, or a blank line (the answer is
+one short line; what follows a blank line was, measured, role text or a new document)."""
 
 
 class LlamaGenerator:
@@ -177,7 +219,8 @@ class LlamaGenerator:
                     temperature=params.temperature, top_p=params.top_p, seed=params.seed,
                     stop=BASE_MODEL_STOP,
                 )
-                text = out["choices"][0]["text"] or ""
+                text = clean_completion(out["choices"][0]["text"] or "",
+                                        next((m.content for m in messages if m.role == "system"), ""))
             llm_s = time.perf_counter() - t0
         usage = out.get("usage") or {}
         return Generation(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),

@@ -36,10 +36,14 @@ from p2pmoa.effects import PeerId, QueryId
 SCHEMA_VERSION = 1
 """Wire schema version carried in every envelope."""
 
+CANONICAL_BYTES_MAX = 512
+"""Largest canonical answer a proposal may carry (UTF-8 bytes; canonical answers are clipped
+to 120 characters, so this leaves room for multi-byte scripts)."""
+
 QUERY_TOPIC = "p2pmoa/query/1"
 """Gossip topic on which :class:`QueryAnnounce` frames are broadcast."""
 
-METHODS = ("pbft", "averaging", "vote", "aggregate")
+METHODS = ("pbft", "averaging", "vote", "aggregate", "score")
 """Aggregation methods a query may ask for."""
 
 
@@ -307,6 +311,10 @@ class Proposal:
     """A peer's signed answer to a query, sent to the originator over a direct stream.
 
     ``embedding_f32`` is the answer's embedding in the mesh space ``space_id`` (float32 LE).
+    ``canonical`` is the short answer inside ``answer`` (:func:`p2pmoa.agreement.canonical_answer`),
+    signed with it so that every member compares the same claim. Added after schema 1 shipped
+    as an optional field: a frame without it decodes with ``canonical=""`` (members then extract
+    it from ``answer`` themselves).
     """
 
     kind: ClassVar[str] = "proposal"
@@ -320,6 +328,7 @@ class Proposal:
     prompt_tokens: int
     completion_tokens: int
     llm_s: float
+    canonical: str = ""
 
 
 @dataclass(frozen=True)
@@ -530,6 +539,7 @@ def decode_body(kind: str, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Mess
                 prompt_tokens=_int(d["prompt_tokens"], "prompt_tokens", 0, TOKENS_MAX),
                 completion_tokens=_int(d["completion_tokens"], "completion_tokens", 0, TOKENS_MAX),
                 llm_s=_float(d["llm_s"], "llm_s", 0.0, DURATION_MAX_S),
+                canonical=_str(d.get("canonical", ""), "canonical", CANONICAL_BYTES_MAX),
             )
         case "ack":
             return Ack(query_id=q, ref=_bin(d["ref"], "ref", 64))

@@ -16,17 +16,24 @@ Modes:
 - ``smoa`` (Li et al. 2024): MoA plus a **judge** that keeps the best ``k < n`` responses of
   each layer and a **moderator** that may stop after any layer. Sparse MoA saves tokens *only*
   by stopping early, and a 135M-parameter model does not follow a judge's or moderator's output
-  format reliably, so both default to rules on embedding agreement that need no format at all:
+  format reliably, so both default to rules on *answer agreement* (:mod:`p2pmoa.agreement`:
+  canonical answers compared for the same answer, not the same topic) that need no format:
 
-  * judge ``centrality``: keep the k responses with the highest mean cosine similarity to the
-    layer's other responses (the answers most others agree with). Judge ``llm`` asks the model
-    for the best k; its output is parsed robustly and, when it yields fewer than k valid picks,
-    completed by centrality — deterministic, never random.
-  * moderator ``agreement``: stop when the kept responses' mean pairwise cosine is at least
-    ``agreement_threshold`` (default: halfway between the measured mean cosine of paraphrase
-    pairs and of unrelated pairs, i.e. "the kept answers are about as close as paraphrases").
-    Moderator ``llm`` asks yes/no; unparseable output falls back to the agreement rule.
-    Moderator ``never`` runs all layers.
+  * judge ``agreement``: keep answers from the largest cluster of equivalent answers first
+    (ties inside a cluster: earlier proposer). Judge ``centrality`` is the older rule on
+    embedding centrality (it needs an embedder; measured, it prefers near-duplicate wording
+    even when wrong). Judge ``llm`` asks the model for the best k; only the numbers on its
+    ``Best:`` line (or a reply that is nothing but numbers / "Response N") count, never digits
+    copied from answer text; missing picks are completed by the agreement order.
+  * moderator ``agreement``: stop when the kept answers are all equivalent (one cluster).
+    Moderator ``llm`` asks yes/no and counts only a reply that *starts* with yes or no;
+    anything else falls back to the agreement rule. Moderator ``never`` runs all layers.
+
+- ``cascade`` (agreement-based cascading): ask the first ``cascade_first`` proposers (the
+  cheap tier); if their answers are equivalent, that is the answer (exit level 1); otherwise
+  ask the remaining proposers and answer with the largest cluster of equivalent answers
+  (exit level 2 if at least two agree, 3 if no two answers agree: then the first answer of the
+  agreement order). No aggregator call. The trace records the exit level and its cost.
 
 Roles: proposers play roles, read from a roles file or generated once from a task description
 (dataset description D and task requirement T) by :func:`generate_roles`, and cached.
@@ -44,6 +51,7 @@ from typing import Any, Callable, Generator, Mapping, Sequence
 
 import numpy as np
 
+from p2pmoa import agreement
 from p2pmoa.effects import ChatMessage, Embed, GenParams, Generate
 
 DEFAULT_ROLES = (
@@ -55,12 +63,8 @@ DEFAULT_ROLES = (
     "You are an encyclopedia editor. Write a short, neutral, factual answer.",
 )
 
-AGREEMENT_THRESHOLD_DEFAULT = 0.28
-"""Default stop threshold of the agreement moderator, for the default embedding model
-(centred mean-pooled Gemma3-270M); docs/embeddings.md records the calibration it comes from."""
-
-MODES = ("single", "moa", "smoa")
-JUDGES = ("centrality", "llm")
+MODES = ("single", "moa", "smoa", "cascade")
+JUDGES = ("agreement", "centrality", "llm")
 MODERATORS = ("agreement", "llm", "never")
 
 
@@ -92,12 +96,14 @@ class MoAConfig:
         layers: number of proposer layers (``l``), >= 1.
         proposers: the ``n`` proposers of every layer.
         k: responses the SMoA judge keeps per layer (1 <= k < n).
-        judge: ``centrality`` (default) or ``llm``.
+        judge: ``agreement`` (default), ``centrality`` or ``llm``.
         moderator: ``agreement`` (default), ``llm`` or ``never``.
-        agreement_threshold: mean pairwise cosine at which the agreement moderator stops.
+        agreement_threshold: :func:`p2pmoa.agreement.agreement` score at which two answers
+            count as the same answer (default ``agreement.AGREE_THRESHOLD``).
         aggregator_model: model of the final aggregator (None: driver default).
         max_tokens: completion budget per proposer / aggregator call (tokens).
         seed: base sampling seed; call ``i`` uses ``seed + i``.
+        cascade_first: proposers in the first tier of ``cascade`` mode (>= 1).
     """
 
     mode: str = "smoa"
@@ -105,12 +111,13 @@ class MoAConfig:
     proposers: tuple[Proposer, ...] = field(default_factory=lambda: tuple(
         Proposer(role=r, temperature=t) for r, t in zip(DEFAULT_ROLES, (0.7, 0.8, 0.6, 0.9))))
     k: int = 2
-    judge: str = "centrality"
+    judge: str = "agreement"
     moderator: str = "agreement"
-    agreement_threshold: float = AGREEMENT_THRESHOLD_DEFAULT
+    agreement_threshold: float = agreement.AGREE_THRESHOLD
     aggregator_model: str | None = None
     max_tokens: int = 128
     seed: int = 0
+    cascade_first: int = 2
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -127,6 +134,8 @@ class MoAConfig:
             raise MoAConfigError(f"moderator must be one of {MODERATORS}, got {self.moderator!r}")
         if self.max_tokens < 1:
             raise MoAConfigError("max_tokens must be >= 1")
+        if self.mode == "cascade" and not 1 <= self.cascade_first <= len(self.proposers):
+            raise MoAConfigError(f"cascade_first must satisfy 1 <= cascade_first <= n={len(self.proposers)}")
 
 
 # ---------------------------------------------------------------- prompts (pure)
@@ -182,20 +191,31 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float:
 
 
 _INT = re.compile(r"\d+")
+_BEST_LINE = re.compile(r"(?im)^\W*best\s*(?:responses?|answers?)?\s*(?:are|is)?\s*[:=-]\s*(.*)$")
+_NUMBERS_ONLY = re.compile(r"^[\s\[\]{}()\",:;.#&]*(?:(?:best|responses?|answers?|and|numbers?|n|r)?[\s\[\]{}()\",:;.#&]*\d{1,3}[\s\[\]{}()\",:;.#&]*)+$", re.I)
+_RESPONSE_REF = re.compile(r"\b(?:response|answer)\s*#?\s*(\d{1,3})\b", re.I)
 
 
 def parse_judge_output(text: str, n: int, k: int) -> list[int]:
     """The valid 0-based picks an LLM judge's free text names, in order, at most k.
 
-    Any 1-based integer in 1..n counts (``Best: 2, 4``, ``[2,4]``, ``{"best": [2, 4]}``,
-    ``Response 2 and Response 4``); duplicates and out-of-range numbers are ignored. Never
-    raises; may return fewer than k picks (the caller completes them deterministically).
+    Counted: the numbers on a ``Best: ...`` line (``Best: 2, 4``); else a reply made of
+    nothing but numbers and list punctuation (``[2,4]``, ``{"best": [2, 4]}``, ``2 and 4``);
+    else explicit references ``Response 2`` / ``Answer #4``. Digits anywhere else (copied
+    answer text such as "16 + 59 = 75") never count. Duplicates and out-of-range numbers
+    are ignored. Never raises; may return fewer than k picks.
     """
+    text = text or ""
+    m = _BEST_LINE.search(text)
+    if m:
+        nums = _INT.findall(m.group(1))
+    elif _NUMBERS_ONLY.match(text.strip()) and len(text) <= 80:
+        nums = _INT.findall(text)
+    else:
+        nums = _RESPONSE_REF.findall(text)
     picks: list[int] = []
-    for m in _INT.finditer(text or ""):
-        if len(m.group()) > 6:
-            continue
-        v = int(m.group())
+    for x in nums:
+        v = int(x)
         if 1 <= v <= n and (v - 1) not in picks:
             picks.append(v - 1)
         if len(picks) == k:
@@ -203,36 +223,42 @@ def parse_judge_output(text: str, n: int, k: int) -> list[int]:
     return picks
 
 
-_YES = re.compile(r"\b(yes|stop|agree|agreed|done|finished|final)\b", re.I)
-_NO = re.compile(r"\b(no|continue|disagree|not)\b", re.I)
+_LEAD_WORD = re.compile(r"^[\W_]*(yes|no)\b", re.I)
 
 
 def parse_moderator_output(text: str) -> bool | None:
-    """True (stop) / False (continue) by the first decisive word, or None if there is none."""
-    y, n = _YES.search(text or ""), _NO.search(text or "")
-    if y and (not n or y.start() < n.start()):
-        return True
-    if n:
-        return False
-    return None
+    """True (stop) / False (continue) when the reply *starts* with yes / no ("Yes, they
+    agree.", "**No** - ..."); None for anything else (a model that copies answers or talks
+    around the question has not answered it)."""
+    m = _LEAD_WORD.match(text or "")
+    if not m:
+        return None
+    return m.group(1).lower() == "yes"
 
 
-def select(vectors: np.ndarray, k: int, llm_text: str | None) -> tuple[list[int], str]:
+def select(vectors: np.ndarray | None, k: int, llm_text: str | None, texts: Sequence[str] | None = None,
+           query: str = "", threshold: float = agreement.AGREE_THRESHOLD) -> tuple[list[int], str]:
     """The judge's decision: (kept indices, method). Always k distinct valid indices.
 
-    With ``llm_text`` the LLM's parsed picks come first and centrality completes them; the
-    method says which happened (``llm``, ``llm+centrality``, ``centrality-fallback`` or
-    ``centrality``).
+    The base order is the agreement order (largest cluster of equivalent ``texts`` first) when
+    ``texts`` are given, else embedding centrality. With ``llm_text`` the LLM's parsed picks come
+    first and the base order completes them; the method says which happened (``llm``,
+    ``llm+agreement``, ``agreement-fallback``, ``agreement``, or the same with ``centrality``).
     """
-    n = len(vectors)
+    base_name = "agreement" if texts is not None else "centrality"
+    n = len(texts) if texts is not None else len(vectors)
     k = min(k, n)
+    if texts is not None:
+        order = agreement.rank_by_support(list(texts), query, threshold=threshold)
+    else:
+        order = top_k_by_centrality(vectors, n)
     if llm_text is None:
-        return top_k_by_centrality(vectors, k), "centrality"
+        return order[:k], base_name
     picks = parse_judge_output(llm_text, n, k)
     if len(picks) == k:
         return picks, "llm"
-    rest = top_k_by_centrality(vectors, k - len(picks), exclude=picks)
-    return picks + rest, ("llm+centrality" if picks else "centrality-fallback")
+    rest = [i for i in order if i not in picks][: k - len(picks)]
+    return picks + rest, (f"llm+{base_name}" if picks else f"{base_name}-fallback")
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -266,8 +292,36 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
         trace["totals"] = _totals(calls)
         return trace
 
+    if cfg.mode == "cascade":
+        texts: list[str] = []
+        tiers = [cfg.proposers[: cfg.cascade_first], cfg.proposers[cfg.cascade_first:]]
+        for level, tier in enumerate(tiers, 1):
+            if not tier:
+                continue
+            results = yield [gen(p.model, (ChatMessage("system", p.role), ChatMessage("user", query)),
+                                 p.temperature) for p in tier]
+            for r in results:
+                account("proposer", r)
+            texts += [r.text for r in results]
+            trace["layers"].append({"index": level - 1, "responses": [
+                {"proposer": len(texts) - len(results) + i, "role": p.role, "temperature": p.temperature,
+                 **_gen_dict(r)} for i, (p, r) in enumerate(zip(tier, results))]})
+            groups = agreement.clusters(texts, query, threshold=cfg.agreement_threshold)
+            top = groups[0]
+            if level == 1 and len(groups) == 1 and agreement.normalise(agreement.canonical_answer(texts[0])):
+                trace.update(answer=texts[top.leader], exit_level=1,
+                             exit_reason=f"first {len(texts)} answers agree")
+                break
+            if level == 2 or not tiers[1]:
+                agreed_n = len(top.members)
+                trace.update(answer=texts[top.leader], exit_level=2 if agreed_n >= 2 else 3,
+                             exit_reason=f"largest cluster {agreed_n} of {len(texts)} answers")
+        trace["clusters"] = [list(c.members) for c in agreement.clusters(texts, query, threshold=cfg.agreement_threshold)]
+        trace["totals"] = _totals(calls)
+        return trace
+
     prev: list[str] = []
-    stopped_early = False
+    stopped_early = agreed = False
     for layer in range(cfg.layers):
         effects = []
         for p in cfg.proposers:
@@ -287,41 +341,66 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
             continue
 
         # Sparse MoA: judge keeps k, moderator may stop.
-        (emb,) = yield [Embed(job_id=f"e{next(job)}", texts=tuple(t or " " for t in texts))]
-        account("embed", emb)
-        vecs = emb.vectors
+        vecs = None
+        if cfg.judge == "centrality":
+            (emb,) = yield [Embed(job_id=f"e{next(job)}", texts=tuple(t or " " for t in texts))]
+            account("embed", emb)
+            vecs = emb.vectors
         llm_text = None
         if cfg.judge == "llm":
             (jg,) = yield [gen(cfg.aggregator_model, judge_messages(query, texts, cfg.k), 0.0)]
             account("judge", jg)
             llm_text = jg.text
-        kept, method = select(vecs, cfg.k, llm_text)
-        cen = centrality(vecs)
-        entry["judge"] = {"method": method, "kept": kept, "centrality": [round(float(c), 4) for c in cen],
+        use_texts = None if cfg.judge == "centrality" else texts
+        kept, method = select(vecs, cfg.k, llm_text, use_texts, query, cfg.agreement_threshold)
+        groups = agreement.clusters(texts, query, threshold=cfg.agreement_threshold)
+        canon = [agreement.canonical_answer(t) for t in texts]
+        entry["judge"] = {"method": method, "kept": kept, "canonical": canon,
+                          "clusters": [list(c.members) for c in groups],
+                          "centrality": None if vecs is None else [round(float(c), 4) for c in centrality(vecs)],
                           "llm_output": llm_text,
-                          "reason": f"kept {kept} of {len(texts)} ({method}); centrality = mean cosine to the others"}
+                          "reason": f"kept {kept} of {len(texts)} ({method}); largest agreeing cluster "
+                                    f"{list(groups[0].members)} says {canon[groups[0].leader]!r}"}
         kept_texts = [texts[i] for i in kept]
-        agreement = mean_pairwise_cosine(vecs[kept])
-        decision, mod_method = None, cfg.moderator
+        kept_groups = agreement.clusters(kept_texts, query, threshold=cfg.agreement_threshold)
+        agree = len(kept_groups) == 1 and bool(agreement.normalise(canon[kept[0]]))
+        share = max(len(c.members) for c in kept_groups) / len(kept_texts)
+        decision, mod_method, llm_reply = None, cfg.moderator, None
         if cfg.moderator == "llm" and layer < cfg.layers - 1:
             (mg,) = yield [gen(cfg.aggregator_model, moderator_messages(query, kept_texts), 0.0)]
             account("moderator", mg)
+            llm_reply = mg.text
             decision = parse_moderator_output(mg.text)
             if decision is None:
                 mod_method = "llm->agreement-fallback"
         if decision is None:
-            decision = cfg.moderator != "never" and agreement >= cfg.agreement_threshold
+            decision = cfg.moderator != "never" and agree
         last = layer == cfg.layers - 1
-        entry["moderator"] = {"method": mod_method, "agreement": round(agreement, 4),
-                              "threshold": cfg.agreement_threshold, "stop": bool(decision and not last),
-                              "reason": ("last layer" if last else
-                                         f"agreement {agreement:.3f} {'>=' if agreement >= cfg.agreement_threshold else '<'} "
-                                         f"threshold {cfg.agreement_threshold}")}
+        said = " vs ".join(repr(canon[kept[c.leader]]) for c in kept_groups)
+        if last:
+            reason = "last layer"
+        elif mod_method == "llm":
+            reason = f"llm moderator replied {' '.join((llm_reply or '').split())[:60]!r}"
+        elif cfg.moderator == "never":
+            reason = "moderator never stops"
+        else:
+            reason = (f"kept answers agree: {said}" if agree else f"kept answers disagree: {said}")
+        entry["moderator"] = {"method": mod_method, "agreement": round(share, 4), "agree": agree,
+                              "llm_output": llm_reply, "stop": bool(decision and not last), "reason": reason}
         prev = kept_texts
+        agreed = agree and cfg.moderator != "never"
         if decision and not last:
             stopped_early = True
             break
 
+    if cfg.mode == "smoa" and agreed:
+        # The kept answers state the same answer: an aggregator can only reword it (measured:
+        # it also rewrote correct agreed answers into wrong ones), so the cluster's answer is final.
+        trace["aggregator"] = {"skipped": True, "reason": "kept answers agree; their answer is final"}
+        trace["answer"] = prev[0]
+        trace["stopped_early"] = stopped_early
+        trace["totals"] = _totals(calls)
+        return trace
     (agg,) = yield [gen(cfg.aggregator_model, aggregate_messages(query, prev), 0.3)]
     account("aggregator", agg)
     trace["aggregator"] = _gen_dict(agg)
@@ -362,7 +441,7 @@ def run_local(query: str, cfg: MoAConfig, generators: Mapping[str | None, Any] |
     Args:
         generators: maps a proposer's ``model`` (None = default) to a TextGenerator, or a
             callable ``model -> TextGenerator`` (e.g. a lazy loader).
-        embedder: needed for ``smoa`` (judge and moderator work in embedding space).
+        embedder: needed only for ``smoa`` with judge ``centrality`` (embedding space).
         on_step: called with a short description before each call (progress display).
 
     Returns:
@@ -383,7 +462,7 @@ def run_local(query: str, cfg: MoAConfig, generators: Mapping[str | None, Any] |
                     results.append(get(e.model).generate(e.messages, e.params))
                 elif isinstance(e, Embed):
                     if embedder is None:
-                        raise MoAConfigError("smoa needs an embedder")
+                        raise MoAConfigError("the centrality judge needs an embedder")
                     if on_step:
                         on_step(f"embed {len(e.texts)} texts")
                     results.append(embedder.embed_with_stats(list(e.texts)))

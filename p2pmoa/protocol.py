@@ -26,6 +26,8 @@ Query path (Distributed MoA, Mitra et al. 2024; see docs/protocol.md for the dia
      own centrality". A primary proposing anything else is voted down by a view change.
    * ``vote``: each member sends a :class:`ScoreVote`; the originator sums trust-weighted
      scores ``S(r) = Σ w_i s_i(r)``.
+   * ``score`` (leaderless scoring): the same score vectors, aggregated by the trust-weighted
+     coordinate median over members (robust to members holding < 1/2 of the weight).
    * ``averaging``: each member runs a :class:`consensus.averaging.AveragingNode` (robust
      coordinate-median aggregator, trust weights) over :class:`AvgVector` messages for at
      most ``avg_rounds`` rounds; the answer is the candidate nearest the agreed vector.
@@ -60,7 +62,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from consensus import averaging, pbft
+from consensus import averaging, pbft, voting
 from consensus.trust import TrustBook
 from p2pmoa import quota, seats
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
@@ -81,6 +83,7 @@ from p2pmoa.effects import (
     SetTimer,
 )
 from p2pmoa.memory_share import MemoryAgent, MemoryHooks
+from p2pmoa import agreement
 from p2pmoa.moa import aggregate_messages, centrality
 from p2pmoa.judging import JudgeBudget
 from p2pmoa.round_start import Attendance, proposers_for
@@ -509,6 +512,10 @@ class _Member:
         self.domain: bytes | None = None
         self.sent: dict[tuple, Any] = {}
         self.helped: dict[PeerId, int] = {}
+        self.question = ""
+        self.canon: list[str] = []
+        self.clusters: list[agreement.Cluster] = []
+        self.valid: set[int] = set()
 
 
 # --------------------------------------------------------------------------- the machine
@@ -909,7 +916,8 @@ class PeerProtocol(MemoryHooks):
                         self.cfg.space_id, vector_to_f32(vec),
                         int(getattr(g, "prompt_tokens", 0) or 0),
                         int(getattr(g, "completion_tokens", 0) or 0),
-                        min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0))
+                        min(float(getattr(g, "llm_s", 0.0) or 0.0), 3600.0),
+                        canonical=_clip_utf8(agreement.canonical_answer(st.text), 512))
         st.proposal = prop
         self._proposed[qid] = [prop, None]
         while len(self._proposed) > self.cfg.remember_max:
@@ -1379,6 +1387,7 @@ class PeerProtocol(MemoryHooks):
             self._reject("bad_bundle")
             return
         m = _Member(rs, origin, cands)
+        m.question = self._question(qid)
         self._members[qid] = m
         self._finish_answer_soft(qid)
         job = f"memb:{qid}"
@@ -1403,7 +1412,7 @@ class PeerProtocol(MemoryHooks):
             self._members.pop(qid, None)
             return
         m.vectors = v
-        m.rank = seats.ranking(v, self._cand_weights(m))  # weight-0 answers are no references
+        self._judge_candidates(m, v)
         method = m.rs.method
         o = self._origins.get(qid)
         if o is not None and o.judging and o.phase == "round":
@@ -1413,12 +1422,75 @@ class PeerProtocol(MemoryHooks):
             return
         if method == "pbft":
             self._pbft_start(qid, m)
-        elif method == "vote":
+        elif method in ("vote", "score"):
             self._vote_send(qid, m)
         elif method == "averaging":
             self._avg_start(qid, m)
         elif method == "aggregate":
             pass  # originator-only; the ranking serves the fallback and the trace
+
+    # ------------------------------------------------------------------ answer agreement
+
+    def _question(self, qid: QueryId) -> str:
+        for src in (self._origins.get(qid), self._answers.get(qid)):
+            if src is not None:
+                return src.ann.prompt
+        rec = self.buffer.get(qid)
+        return rec.announce.prompt if rec is not None else ""
+
+    def _judge_candidates(self, m: _Member, v: np.ndarray) -> None:
+        """Order the bundle by answer agreement (p2pmoa.agreement): heaviest cluster of
+        equivalent canonical answers first (trust weights of the proposers); centrality only
+        breaks ties between equally heavy clusters; inside a cluster a hash of (query,
+        proposer) decides, so no proposer wins ties by where its peer id sorts. ``m.valid``:
+        the candidates PBFT accepts (the winning clusters; top-k by that order if no two
+        answers agree at all); a proposer this node has quarantined weighs 0 and is never valid."""
+        qid = m.rs.query_id
+        weight = dict(zip(m.rs.members, m.rs.weights))
+        props = [p for _, p in m.cands]
+        m.canon = [agreement.signed_canonical(p.canonical, p.answer, m.question) for p in props]
+        fair = [hashlib.sha256(f"{qid}\x00{p.proposer}".encode()).digest() for p in props]
+        bad = {i for i, p in enumerate(props) if self.trust.is_quarantined(p.proposer)}
+        m.rank, m.clusters = agreement.order_candidates(
+            m.canon, m.question, [0.0 if i in bad else float(weight.get(p.proposer, 0))
+                                  for i, p in enumerate(props)], centrality(v), fair)
+        m.rank = [i for i in m.rank if i not in bad] + [i for i in m.rank if i in bad]
+        if max(len(c.members) for c in m.clusters) > 1:
+            m.valid = agreement.winning_members(m.clusters) - bad
+        else:
+            m.valid = set(m.rank[: self._top_k(len(m.cands))]) - bad
+
+    def _support(self, m: _Member) -> list[float]:
+        total = sum(c.weight for c in m.clusters) or 1.0
+        share = [0.0] * len(m.cands)
+        for c in m.clusters:
+            for i in c.members:
+                share[i] = c.weight / total
+        return share
+
+    def _agreement_quality(self, m: _Member) -> list[float] | None:
+        """Each candidate's answer quality as this node observed it: the share of the round's
+        weight, *other than its own proposer's*, whose answers are equivalent to it
+        (p2pmoa.agreement clusters; weights from the RoundStart, so weight-0 newcomers vouch for
+        nobody, not even each other). 1.0: everyone else agrees; 0.0: nobody with weight does.
+        None when the candidates were never judged."""
+        if not m.clusters:
+            return None
+        weight = dict(zip(m.rs.members, m.rs.weights))
+        total = float(sum(weight.get(p.proposer, 0) for _, p in m.cands))
+        quality = [0.0] * len(m.cands)
+        for c in m.clusters:
+            for i in c.members:
+                own = float(weight.get(m.cands[i][1].proposer, 0))
+                others = total - own
+                quality[i] = max(0.0, (c.weight - own) / others) if others > 0 else 0.0
+        return quality
+
+    def _avg_pick(self, m: _Member, vec: np.ndarray) -> int:
+        """Averaging's answer: the candidate of a winning cluster nearest the agreed vector."""
+        valid = sorted(m.valid) or list(range(len(m.cands)))
+        x = np.asarray(vec, np.float64)
+        return max(valid, key=lambda i: (round(float(m.vectors[i].astype(np.float64) @ x), 9), -i))
 
     # ------------------------------------------------------------------ PBFT
 
@@ -1450,7 +1522,7 @@ class PeerProtocol(MemoryHooks):
     def _pbft_start(self, qid: QueryId, m: _Member) -> None:
         rs = m.rs
         weights = {pbft.MemberId(p): w for p, w in zip(rs.members, rs.weights)}
-        top = set(m.rank[: self._top_k(len(m.cands))])
+        top = m.valid
 
         def validity(value: bytes) -> bool:
             i = self._index_of_value(m, value)
@@ -1625,17 +1697,16 @@ class PeerProtocol(MemoryHooks):
 
     # ------------------------------------------------------------------ score voting
 
-    @staticmethod
-    def _cand_weights(m: _Member) -> list[int]:
-        """Round weight of each candidate's proposer (RoundStart: the same at every member)."""
-        w = dict(zip(m.rs.members, m.rs.weights))
-        return [w.get(p.proposer, 0) for _, p in m.cands]
-
     def _scores(self, m: _Member) -> tuple[int, ...]:
-        c = seats.weighted_centrality(m.vectors, self._cand_weights(m))
+        """0..1000 per candidate: 900 × the weight share of its cluster of equivalent answers,
+        plus up to 99 by its place in this member's order (ties inside a cluster: fair hash)."""
+        n = len(m.cands)
         if self.cfg.fault == "garbage":
-            return tuple(self.rng.randint(0, 1000) for _ in c)
-        return tuple(int(round(1000 * min(1.0, max(0.0, (float(x) + 1) / 2)))) for x in c)
+            return tuple(self.rng.randint(0, 1000) for _ in range(n))
+        share = self._support(m)
+        pos = {i: r for r, i in enumerate(m.rank)}
+        return tuple(int(round(900 * share[i] + 99 * (n - 1 - pos[i]) / max(1, n - 1)))
+                     for i in range(n))
 
     def _vote_send(self, qid: QueryId, m: _Member) -> None:
         vote = ScoreVote(qid, self._scores(m))
@@ -1646,7 +1717,7 @@ class PeerProtocol(MemoryHooks):
 
     def _on_vote(self, sender: PeerId, v: ScoreVote) -> None:
         o = self._origins.get(v.query_id)
-        if o is None or o.round is None or o.phase != "round" or o.round.method != "vote":
+        if o is None or o.round is None or o.phase != "round" or o.round.method not in ("vote", "score"):
             self._reject("unexpected_vote")
             return
         if sender != self.me:
@@ -1667,6 +1738,18 @@ class PeerProtocol(MemoryHooks):
             self._fail_origin(o, "originator could not judge the bundle")
             return
         weight = dict(zip(rs.members, rs.weights))
+        if rs.method == "score":
+            # leaderless scoring: trust-weighted coordinate median over the members' score
+            # vectors, robust to members holding less than half the weight
+            voters = sorted(o.votes)
+            res = voting.median_score_vote([o.votes[v] for v in voters],
+                                           [float(weight.get(v, 0)) for v in voters])
+            totals = [round(t, 3) for t in res.totals]
+            best = res.winner
+            o.notes.append(f"score: {len(o.votes)} of {len(rs.members)} members scored; "
+                           f"weighted medians {totals}")
+            self._origin_decides(o, m, best, "score")
+            return
         totals = [0] * len(rs.bundle)
         for voter, scores in o.votes.items():
             for i, s in enumerate(scores):
@@ -1714,7 +1797,7 @@ class PeerProtocol(MemoryHooks):
                     self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, r))
                 case averaging.Finished(round=r, vector=vec, converged=conv):
                     self._cancel_timer(f"avg:{qid}")
-                    best = averaging.nearest_candidate(vec, m.vectors)
+                    best = self._avg_pick(m, vec)
                     m.avg_choice = best
                     if m.origin == self.me:
                         o = self._origins.get(qid)
@@ -1783,7 +1866,8 @@ class PeerProtocol(MemoryHooks):
             if qid not in self._origins and m.vectors is not None:
                 # members judge the round too: one trust model everyone computes (issue 12)
                 seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
-                                    m.vectors, d.chosen, self._now, policy=self.seats)
+                                    self._agreement_quality(m), d.chosen, self._now,
+                                    policy=self.seats)
         self._count("decisions")
         log.info("query %s: decided %s (%s, view %d)", qid, d.digest.hex()[:12], d.method, d.view)
         if qid not in self._origins:
@@ -1872,7 +1956,7 @@ class PeerProtocol(MemoryHooks):
         o.notes.append(f"round timeout after {self.cfg.round_timeout_s:.1f}s: decided by the "
                        f"originator's own ranking (fallback)")
         self._count("round_timeouts")
-        if method == "vote" and o.votes:
+        if method in ("vote", "score") and o.votes:
             m = self._members.get(o.ann.query_id)
             if m is not None:
                 self._decide_vote(o)
@@ -1923,8 +2007,8 @@ class PeerProtocol(MemoryHooks):
         silent = ()
         if o.round is not None and o.round.method in ("pbft", "averaging"):
             silent = [p for p in o.round.members if p != self.me and p not in m.spoke]
-        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands], m.vectors,
-                            d.chosen, self._now, silent, self.seats)
+        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
+                            self._agreement_quality(m), d.chosen, self._now, silent, self.seats)
 
     def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
         rs = o.round
@@ -1938,6 +2022,7 @@ class PeerProtocol(MemoryHooks):
                 "llm_s": p.llm_s, "completion_tokens": p.completion_tokens,
                 "arrived_s": round(at - o.started, 6),
                 "centrality": None if cent is None or idx is None else round(float(cent[idx]), 6),
+                "canonical": m.canon[idx] if m is not None and idx is not None and m.canon else p.canonical,
                 "in_round": idx is not None,
             })
         return {
@@ -1948,6 +2033,7 @@ class PeerProtocol(MemoryHooks):
             "weights": dict(zip(rs.members, rs.weights)) if rs else {},
             "votes": {k: list(v) for k, v in o.votes.items()},
             "decision": {"proposer": d.chosen, "digest": d.digest.hex(), "view": d.view},
+            "clusters": [[m.cands[i][1].proposer for i in c.members] for c in m.clusters] if m else [],
             "nacks": dict(o.nacks),
             "timings": {"collect_s": round((o.round_at or self._now) - o.started, 6),
                         "round_s": round(self._now - (o.round_at or self._now), 6),

@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Protocol, Sequence
 
-import numpy as np
 
 
 HISTORY_MIN = 3
@@ -168,63 +167,25 @@ class SeatPolicy:
         return out
 
 
-def observe_round(trust: _Trust, me: str, proposers: Sequence[str], vectors,
-                  chosen: str, now: float, silent: Iterable[str] = (),
-                  policy: Optional["SeatPolicy"] = None) -> None:
+def observe_round(trust: _Trust, me: str, proposers: Sequence[str],
+                  quality: Sequence[float] | None, chosen: str, now: float,
+                  silent: Iterable[str] = (), policy: Optional["SeatPolicy"] = None) -> None:
     """What a node learns from a round it took part in, as originator *or member* (every
-    member can compute it from the bundle): each candidate's agreement with the *reference*
-    candidates (mean cosine similarity, clipped at 0: an unrelated answer scores 0, not the
-    neutral 0.5) as its quality, a good event for the chosen proposer, a bad event for each
-    member that stayed silent. References are this node's own answer and the established
-    peers' (all candidates while none is established): newcomers cannot vouch for each
-    other, so a crowd of identical sybil answers does not lift its own quality. A node whose
-    answers are garbage loses score at every member within a few rounds, not only at
-    originators whose judging finished in time."""
-    if vectors is not None and len(proposers) == len(vectors) and len(proposers) >= 2:
-        v = np.asarray(vectors, dtype=np.float64)
-        ref = [i for i, p in enumerate(proposers)
-               if p == me or policy is None or policy.established(trust, p, now)]
-        if len(ref) < 2:
-            ref = list(range(len(proposers)))
-        sims = v @ v[ref].T
-        for i, p in enumerate(proposers):
+    member can compute it from the bundle): each candidate's answer quality (the caller's
+    agreement measure, in [0, 1]: the protocol passes the weight share of the *other*
+    proposers whose answers are equivalent, p2pmoa.agreement, with weight-0 newcomers vouching
+    for nobody), a good event for the chosen proposer, a bad event for each member that stayed
+    silent. A node whose answers are garbage loses score at every member within a few rounds,
+    not only at originators whose judging finished in time. ``policy`` is kept for callers that
+    pass it; the references are already in ``quality``."""
+    if quality is not None and len(proposers) == len(quality):
+        for p, q in zip(proposers, quality):
             if p == me:
                 continue
-            others = [j for j, r in enumerate(ref) if r != i]
-            q = float(np.mean(sims[i, others])) if others else 0.0
-            trust.quality(p, min(1.0, max(0.0, q)), now)
+            trust.quality(p, min(1.0, max(0.0, float(q))), now)
             if p == chosen:
                 trust.good(p, now)
     for p in silent:
         if p != me:
             trust.bad(p, "silent_in_round", now)
     trust.end_round(now)
-
-
-def weighted_centrality(vectors, weights: Sequence[float]) -> np.ndarray:
-    """Each candidate's mean cosine similarity to the *other* candidates, weighted by their
-    proposers' round weights: answers of weight-0 (new) identities are not references, so a
-    crowd of identical sybil answers does not make itself central. With equal weights this
-    is exactly :func:`p2pmoa.moa.centrality`; a candidate with no weighted other candidate
-    scores 1 if it carries weight itself (it agrees with every reference: itself), else the
-    plain mean; all weights 0 fall back to the plain centrality."""
-    v = np.asarray(vectors, dtype=np.float64)
-    n = len(v)
-    w = np.asarray([max(0.0, float(x)) for x in weights], dtype=np.float64)
-    sims = v @ v.T
-    if n <= 1:
-        return np.ones(n)
-    if w.shape[0] != n or w.sum() <= 0:
-        return (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
-    num = sims @ w - np.diag(sims) * w
-    den = w.sum() - w
-    plain = (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(w > 0, 1.0, plain))
-
-
-def ranking(vectors, weights: Sequence[float]) -> list[int]:
-    """Candidate indices by decreasing :func:`weighted_centrality`; ties (e.g. the same answer
-    from several proposers) to a proposer with vote weight, then to the lower index."""
-    c = weighted_centrality(vectors, weights)
-    w = list(weights) if len(weights) == len(c) else [1] * len(c)
-    return sorted(range(len(c)), key=lambda i: (-round(float(c[i]), 6), w[i] <= 0, i))

@@ -55,7 +55,7 @@ def test_smoa_stops_early_when_kept_answers_agree():
 
 def test_smoa_keeps_k_and_continues_when_answers_disagree():
     answers = iter(["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu"] * 10)
-    trace = moa.run_local("Q?", _cfg("smoa", layers=2, agreement_threshold=0.99),
+    trace = moa.run_local("Q?", _cfg("smoa", layers=2),
                           {None: StandInGenerator(reply=lambda m, p: next(answers))}, HashingEmbedder())
     assert len(trace["layers"]) == 2 and trace["stopped_early"] is False
     assert len(trace["layers"][0]["judge"]["kept"]) == 2
@@ -69,14 +69,14 @@ def test_never_moderator_runs_all_layers():
     assert len(trace["layers"]) == 2
 
 
-def test_llm_judge_unparseable_output_falls_back_to_centrality_not_random():
+def test_llm_judge_unparseable_output_falls_back_to_agreement_not_random():
     # the judge prompt gets a reply with no numbers at all
     def reply(messages, params):
         return "I like them all" if "grade answers" in messages[0].content else f"answer {params.seed}"
     runs = [moa.run_local("Q?", _cfg("smoa", judge="llm", moderator="never"),
                           {None: StandInGenerator(reply=reply)}, HashingEmbedder()) for _ in range(2)]
     j = runs[0]["layers"][0]["judge"]
-    assert j["method"] == "centrality-fallback"
+    assert j["method"] == "agreement-fallback"
     assert runs[0]["layers"][0]["judge"]["kept"] == runs[1]["layers"][0]["judge"]["kept"]
 
 
@@ -140,6 +140,10 @@ def test_any_judge_output_gives_k_distinct_valid_picks(text, rows, k):
     assert all(0 <= i < len(vecs) for i in kept)
     assert method in {"llm", "llm+centrality", "centrality-fallback"}
     assert kept == moa.select(vecs, k, text)[0]               # deterministic
+    texts = [f"answer {int(r[0] * 3)}" for r in rows]
+    kept2, method2 = moa.select(None, k, text, texts, "Q?")
+    assert len(kept2) == k == len(set(kept2)) and all(0 <= i < len(texts) for i in kept2)
+    assert method2 in {"llm", "llm+agreement", "agreement-fallback"}
 
 
 @settings(max_examples=300, deadline=None)
@@ -151,11 +155,86 @@ def test_any_moderator_output_is_a_decision_or_documented_fallback(text):
 @given(st.lists(st.integers(1, 4), min_size=2, max_size=2, unique=True))
 def test_judge_parser_reads_common_formats(picks):
     a, b = picks
-    for text in (f"Best: {a}, {b}", f"[{a},{b}]", f'{{"best": [{a}, {b}]}}', f"Response {a} and Response {b}"):
+    for text in (f"Best: {a}, {b}", f"[{a},{b}]", f'{{"best": [{a}, {b}]}}', f"Response {a} and Response {b}",
+                 f"{a} and {b}"):
         assert moa.parse_judge_output(text, 4, 2) == [a - 1, b - 1]
+
+
+def test_judge_parser_takes_no_digits_from_copied_answer_text():
+    copied = "Response text: 16 + 59 = 75. The sum 1 + 2 = 3 is also right."
+    assert moa.parse_judge_output(copied, 4, 2) == []
+    assert moa.parse_judge_output("The answer is 3 apples; 2 were eaten.", 4, 2) == []
+    assert moa.parse_judge_output("I checked 4 answers.\nBest: 2, 3", 4, 2) == [1, 2]
 
 
 def test_moderator_parser_examples():
     assert moa.parse_moderator_output("Yes, they agree.") is True
-    assert moa.parse_moderator_output("No. Continue the discussion") is False
+    assert moa.parse_moderator_output("**No** - continue the discussion") is False
     assert moa.parse_moderator_output("¯\\_(ツ)_/¯") is None
+    # "yes" counts only as the answer, not words inside copied or evasive text
+    assert moa.parse_moderator_output("The final answer: they agree, we are done.") is None
+    assert moa.parse_moderator_output("Response 1: Paris. Response 2: yes, Paris.") is None
+    assert moa.parse_moderator_output("Yesterday it rained.") is None
+
+
+# ------------------------------------------------------------------ agreement in the pipeline
+
+CONTRADICTIONS = [  # issue 11: the kept answers the old moderator called agreeing
+    ("How many legs does a spider have?", ["8", "no legs", "It is subjective.", "a pair"]),
+    ("In what year did World War II end?", ["2022", "1945", "1945", "1918"]),
+    ("What is the largest planet in the solar system?",
+     ["Jupiter is the largest planet.", "Neptune is the largest planet.", "Saturn.", "Mars."]),
+    ("What is the capital of Australia?", ["Canberra.", "Sydney is the capital of Australia.", "Sydney.", "Perth."]),
+    ("At what temperature does water boil at sea level?", ["100 °C", "50 °C", "212 °F", "90 °C"]),
+]
+
+
+@pytest.mark.parametrize("query,answers", CONTRADICTIONS)
+def test_agreement_moderator_does_not_stop_on_contradicting_answers(query, answers):
+    it = iter(answers * 3)
+    trace = moa.run_local(query, _cfg("smoa", layers=2, k=2),
+                          {None: StandInGenerator(reply=lambda m, p: next(it))})
+    first = trace["layers"][0]
+    kept = [answers[i] for i in first["judge"]["kept"]]
+    from p2pmoa import agreement
+    if not agreement.all_agree(kept, query):
+        assert first["moderator"]["stop"] is False and "disagree" in first["moderator"]["reason"]
+        assert len(trace["layers"]) == 2
+    # the judge keeps the largest agreeing cluster first: 1945 twice beats 2022 and 1918
+    if "World War" in query:
+        assert sorted(first["judge"]["kept"]) == [1, 2]
+        assert first["moderator"]["stop"] is True and trace["answer"] == "1945"
+        assert trace["aggregator"]["skipped"] is True
+
+
+def test_agreement_moderator_stops_when_kept_answers_say_the_same_in_other_words():
+    answers = iter(["Jupiter.", "The largest planet is Jupiter.", "Saturn.", "It's Jupiter, a gas giant."] * 3)
+    trace = moa.run_local("What is the largest planet in the solar system?", _cfg("smoa"),
+                          {None: StandInGenerator(reply=lambda m, p: next(answers))})
+    first = trace["layers"][0]
+    assert first["judge"]["kept"] == [0, 1] and first["judge"]["clusters"][0] == [0, 1, 3]
+    assert first["moderator"]["stop"] is True and "agree" in first["moderator"]["reason"]
+    assert trace["answer"] == "Jupiter." and trace["totals"]["calls"] == 4   # no aggregator call
+
+
+def test_llm_moderator_reason_is_the_llm_reply_not_the_embedding_rule():
+    def reply(messages, params):
+        if "discussion is finished" in messages[0].content:
+            return "No, they differ."
+        return "Jupiter."
+    trace = moa.run_local("Largest planet?", _cfg("smoa", moderator="llm"), {None: StandInGenerator(reply=reply)})
+    m = trace["layers"][0]["moderator"]
+    assert m["method"] == "llm" and m["stop"] is False and "No, they differ." in m["reason"]
+
+
+def test_cascade_answers_from_the_cheap_tier_when_it_agrees_and_escalates_otherwise():
+    cfg = moa.MoAConfig(mode="cascade", proposers=moa.make_proposers(4, [None], moa.DEFAULT_ROLES))
+    it = iter(["Paris", "It is Paris.", "Lyon", "Lyon"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 1 and t["answer"] == "Paris" and t["totals"]["calls"] == 2
+    it = iter(["Paris", "Lyon", "Lyon", "Marseille"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 2 and t["answer"] == "Lyon" and t["totals"]["calls"] == 4
+    it = iter(["Paris", "Lyon", "Nice", "Marseille"])
+    t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert t["exit_level"] == 3 and t["totals"]["calls"] == 4

@@ -99,14 +99,25 @@ def test_seniority_ends_bootstrap_but_gives_no_seat_by_itself():
 
 
 def test_weight_zero_answers_are_no_references_when_ranking():
-    import numpy as np
+    """The protocol orders candidates by clusters of equivalent answers weighted by round
+    weight (p2pmoa.agreement.order_candidates): two identical sybil answers at weight 0 lose to
+    one answer of an established proposer; with equal weights the larger cluster wins."""
+    from p2pmoa import agreement
 
-    mine = np.array([1.0, 0.0])
-    sybil = np.array([0.0, 1.0])
-    v = np.vstack([sybil, sybil, mine])
-    assert seats.ranking(v, [0, 0, 5])[0] == 2  # plain centrality would pick a sybil answer
-    assert seats.ranking(v, [1, 1, 1])[0] == 0
-    assert list(seats.weighted_centrality(v, [1, 1, 1])) == [0.5, 0.5, 0.0]
+    answers = ["Answer: Lyon", "Answer: Lyon", "Answer: Paris"]
+    q = "What is the capital of France?"
+    assert agreement.order_candidates(answers, q, [0, 0, 5])[0][0] == 2
+    assert agreement.order_candidates(answers, q, [1, 1, 1])[0][0] in (0, 1)
+
+
+def test_a_members_observed_quality_is_agreement_of_the_others():
+    """seats.observe_round records the caller's agreement quality (not embedding closeness):
+    the chosen proposer gets a good event, silent members a bad one, the node itself nothing."""
+    trust = TrustBookPort()
+    seats.observe_round(trust, "me", ["me", "a", "b"], [1.0, 1.0, 0.0], "a", 0.0,
+                        silent=["c"])
+    assert trust.answer_quality("a") > trust.answer_quality("b")
+    assert "me" not in trust.members()
 
 
 def test_rostered_peers_count_as_known_without_history():

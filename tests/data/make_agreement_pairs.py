@@ -1,0 +1,226 @@
+"""Writes tests/data/agreement_pairs.json from the hand-written facts below (run once; the JSON
+is what tests read). Each fact: a question, three answers that agree (worded differently) and
+three wrong answers worded like the right ones, position by position.
+
+Pairs: ``agree`` = two different right answers; ``contradict`` = right answer i vs wrong answer
+i (same wording, different answer) and a wrong-vs-wrong pair; ``paraphrase`` = the same right
+answer reworded lightly; ``unrelated`` = answers to two different questions.
+"""
+import itertools
+import json
+import random
+from pathlib import Path
+
+F = [
+ ("What is the largest planet in the solar system?",
+  ["Jupiter.", "The biggest planet we have is Jupiter.", "It's Jupiter, a gas giant over 300 times Earth's mass."],
+  ["Saturn.", "The biggest planet we have is Neptune.", "It's Saturn, a gas giant with bright rings."]),
+ ("What is the capital of Australia?",
+  ["Canberra", "Australia's capital city is Canberra.", "The capital is Canberra, not Sydney as many think."],
+  ["Sydney", "Australia's capital city is Sydney.", "The capital is Melbourne, not Canberra as many think."]),
+ ("At what temperature does water boil at sea level?",
+  ["100 °C", "It boils at 100 degrees Celsius.", "Water boils at 212 °F at sea level."],
+  ["50 °C", "It boils at 90 degrees Celsius.", "Water boils at 100 °F at sea level."]),
+ ("How many legs does a spider have?",
+  ["8", "A spider has eight legs.", "Spiders walk on four pairs of legs, so 8 in total."],
+  ["6", "A spider has six legs.", "Spiders walk on three pairs of legs, so 6 in total."]),
+ ("In what year did World War II end?",
+  ["1945", "The war ended in 1945.", "It came to an end in 1945 with Japan's surrender."],
+  ["1918", "The war ended in 1944.", "It came to an end in 1939 with Japan's surrender."]),
+ ("Who wrote Romeo and Juliet?",
+  ["William Shakespeare.", "It was written by Shakespeare.", "Shakespeare wrote it in the 1590s."],
+  ["Charles Dickens.", "It was written by Marlowe.", "Chaucer wrote it in the 1590s."]),
+ ("What is the chemical symbol for gold?",
+  ["Au", "Gold's symbol is Au.", "The symbol is Au, from the Latin aurum."],
+  ["Ag", "Gold's symbol is Go.", "The symbol is Gd, from the Latin aurum."]),
+ ("What is 7 times 8?",
+  ["56", "7 × 8 = 56", "Seven eights make fifty-six."],
+  ["54", "7 × 8 = 64", "Seven eights make forty-eight."]),
+ ("What is 15 plus 27?",
+  ["42", "15 + 27 = 42", "Adding them gives forty-two."],
+  ["32", "15 + 27 = 43", "Adding them gives fifty-two."]),
+ ("What is 100 divided by 4?",
+  ["25", "100 / 4 = 25", "A quarter of a hundred is twenty-five."],
+  ["20", "100 / 4 = 40", "A quarter of a hundred is fifty."]),
+ ("Is the Sun a star?",
+  ["Yes.", "Yes, the Sun is a star.", "Correct, our Sun is a medium-sized star."],
+  ["No.", "No, the Sun is a planet.", "Incorrect, our Sun is not a star."]),
+ ("Is a whale a fish?",
+  ["No.", "No, whales are mammals.", "Not at all: a whale is a mammal that breathes air."],
+  ["Yes.", "Yes, whales are fish.", "Yes indeed: a whale is a fish that breathes through gills."]),
+ ("Can penguins fly?",
+  ["No.", "No, penguins cannot fly.", "Penguins can't fly; they swim instead."],
+  ["Yes.", "Yes, penguins can fly.", "Penguins can fly short distances like chickens."]),
+ ("What is the chemical formula of water?",
+  ["H2O", "Water is H2O.", "Its formula is H2O: two hydrogens and one oxygen."],
+  ["CO2", "Water is H2O2.", "Its formula is HO2: one hydrogen and two oxygens."]),
+ ("Which planet is known as the Red Planet?",
+  ["Mars", "That would be Mars.", "Mars, because of iron oxide on its surface."],
+  ["Venus", "That would be Jupiter.", "Mercury, because of iron oxide on its surface."]),
+ ("What is the capital of Canada?",
+  ["Ottawa", "Canada's capital is Ottawa.", "The capital city is Ottawa, in Ontario."],
+  ["Toronto", "Canada's capital is Montreal.", "The capital city is Toronto, in Ontario."]),
+ ("What is the capital of Japan?",
+  ["Tokyo", "Japan's capital is Tokyo.", "The capital is Tokyo, the largest city in Japan."],
+  ["Kyoto", "Japan's capital is Osaka.", "The capital is Kyoto, the largest city in Japan."]),
+ ("What is the capital of Poland?",
+  ["Warsaw.", "Poland's capital is Warsaw.", "Warsaw is the capital and largest city of Poland."],
+  ["Krakow.", "Poland's capital is Gdansk.", "Krakow is the capital and largest city of Poland."]),
+ ("What is the capital of Brazil?",
+  ["Brasília", "Brazil's capital is Brasilia.", "The capital is Brasília, built in the 1950s."],
+  ["Rio de Janeiro", "Brazil's capital is Sao Paulo.", "The capital is Rio de Janeiro, built in the 1950s."]),
+ ("What is the capital of Turkey?",
+  ["Ankara", "Turkey's capital is Ankara.", "It is Ankara, not Istanbul."],
+  ["Istanbul", "Turkey's capital is Izmir.", "It is Istanbul, not Ankara."]),
+ ("How many days are in a leap year?",
+  ["366", "A leap year has 366 days.", "Three hundred sixty-six days."],
+  ["365", "A leap year has 364 days.", "Three hundred sixty-five days."]),
+ ("How many minutes are in an hour?",
+  ["60", "An hour has sixty minutes.", "There are 60 minutes in one hour."],
+  ["100", "An hour has fifty minutes.", "There are 30 minutes in one hour."]),
+ ("How many continents are there?",
+  ["Seven.", "There are 7 continents.", "Most people count seven continents on Earth."],
+  ["Five.", "There are 6 continents.", "Most people count nine continents on Earth."]),
+ ("Who painted the Mona Lisa?",
+  ["Leonardo da Vinci", "It was painted by Leonardo.", "Da Vinci painted it in the early 1500s."],
+  ["Michelangelo", "It was painted by Raphael.", "Van Gogh painted it in the early 1500s."]),
+ ("What gas do plants absorb from the air for photosynthesis?",
+  ["Carbon dioxide.", "Plants take in CO2.", "They absorb carbon dioxide and release oxygen."],
+  ["Oxygen.", "Plants take in nitrogen.", "They absorb oxygen and release carbon dioxide."]),
+ ("What is the freezing point of water in Fahrenheit?",
+  ["32 °F", "It freezes at thirty-two degrees Fahrenheit.", "Water freezes at 32 F, which is 0 °C."],
+  ["0 °F", "It freezes at twelve degrees Fahrenheit.", "Water freezes at 40 F, which is 4 °C."]),
+ ("How many kilometres are in a mile?",
+  ["About 1.609 km.", "One mile is 1.609 kilometres.", "A mile equals roughly 1.609 km."],
+  ["About 1.2 km.", "One mile is 2.5 kilometres.", "A mile equals roughly 0.8 km."]),
+ ("How many grams are in a kilogram?",
+  ["1000", "A kilogram is 1,000 grams.", "One thousand grams."],
+  ["100", "A kilogram is 10,000 grams.", "One hundred grams."]),
+ ("What is the square root of 81?",
+  ["9", "The square root of 81 is nine.", "It is 9, since 9 × 9 = 81."],
+  ["8", "The square root of 81 is eighteen.", "It is 7, since 7 × 7 = 81."]),
+ ("What is the tallest mountain on Earth?",
+  ["Mount Everest.", "Everest is the tallest.", "It's Everest, on the border of Nepal and China."],
+  ["K2.", "Kilimanjaro is the tallest.", "It's Mont Blanc, on the border of Nepal and China."]),
+ ("What is the longest river in the world?",
+  ["The Nile.", "The Nile is usually named the longest.", "Most sources say the Nile, in Africa."],
+  ["The Amazon.", "The Danube is usually named the longest.", "Most sources say the Mississippi, in Africa."]),
+ ("Which ocean is the largest?",
+  ["The Pacific Ocean.", "The Pacific is the largest.", "It's the Pacific, covering about a third of Earth."],
+  ["The Atlantic Ocean.", "The Indian is the largest.", "It's the Arctic, covering about a third of Earth."]),
+ ("Who was the first person to walk on the Moon?",
+  ["Neil Armstrong.", "Armstrong was first, in 1969.", "It was Neil Armstrong of Apollo 11."],
+  ["Buzz Aldrin.", "Gagarin was first, in 1969.", "It was Yuri Gagarin of Apollo 11."]),
+ ("What color is the sky on a clear day?",
+  ["Blue.", "It looks blue.", "The clear sky is blue because of Rayleigh scattering."],
+  ["Green.", "It looks red.", "The clear sky is white because of Rayleigh scattering."]),
+ ("What do bees make?",
+  ["Honey.", "Bees make honey.", "They produce honey from flower nectar."],
+  ["Milk.", "Bees make silk.", "They produce wax from flower nectar, not anything else."]),
+ ("What is the hardest natural substance?",
+  ["Diamond.", "Diamond is the hardest.", "It's diamond, a form of carbon."],
+  ["Gold.", "Quartz is the hardest.", "It's graphite, a form of carbon."]),
+ ("How many sides does a hexagon have?",
+  ["6", "A hexagon has six sides.", "Six, like a honeycomb cell."],
+  ["8", "A hexagon has five sides.", "Seven, like a honeycomb cell."]),
+ ("How many hours are in a day?",
+  ["24", "A day has twenty-four hours.", "There are 24 hours in one day."],
+  ["12", "A day has twenty hours.", "There are 36 hours in one day."]),
+ ("What is the boiling point of water in Kelvin?",
+  ["373 K", "About 373 kelvin.", "Roughly 373.15 K at sea level."],
+  ["273 K", "About 100 kelvin.", "Roughly 473.15 K at sea level."]),
+ ("What language is mainly spoken in Brazil?",
+  ["Portuguese.", "Brazilians speak Portuguese.", "The main language there is Portuguese."],
+  ["Spanish.", "Brazilians speak Spanish.", "The main language there is English."]),
+ ("What is the smallest prime number?",
+  ["2", "The smallest prime is two.", "It's 2, the only even prime."],
+  ["1", "The smallest prime is three.", "It's 1, the only odd prime."]),
+ ("What is the currency of Japan?",
+  ["The yen.", "Japan uses the yen.", "Its currency is the Japanese yen."],
+  ["The won.", "Japan uses the yuan.", "Its currency is the Japanese dollar."]),
+ ("Which organ pumps blood through the body?",
+  ["The heart.", "The heart does that.", "It is the heart, a muscular organ."],
+  ["The liver.", "The lungs do that.", "It is the brain, a muscular organ."]),
+ ("What is the closest star to Earth?",
+  ["The Sun.", "Our Sun is the closest star.", "It is the Sun, about 150 million km away."],
+  ["Proxima Centauri.", "Sirius is the closest star.", "It is Alpha Centauri, about 150 million km away."]),
+ ("How many bones are in the adult human body?",
+  ["206", "An adult has 206 bones.", "Two hundred and six bones."],
+  ["300", "An adult has 212 bones.", "Two hundred and eight bones."]),
+ ("Is Tokyo the capital of Japan?",
+  ["Yes.", "Yes, Tokyo is Japan's capital.", "That's right, it is the capital."],
+  ["No.", "No, Kyoto is Japan's capital.", "That's wrong, it is not the capital."]),
+ ("Is 17 a prime number?",
+  ["Yes.", "Yes, 17 is prime.", "Correct: its only divisors are 1 and 17."],
+  ["No.", "No, 17 is not prime.", "Incorrect: 17 is divisible by 3."]),
+ ("Do fish breathe with gills?",
+  ["Yes.", "Yes, most fish use gills.", "True, gills take oxygen from the water."],
+  ["No.", "No, fish use lungs.", "False, fish do not have gills."]),
+ ("How long does light from the Sun take to reach Earth?",
+  ["About 8 minutes.", "Roughly eight minutes.", "It takes about 500 seconds."],
+  ["About 8 seconds.", "Roughly eight hours.", "It takes about 50 seconds."]),
+ ("How much is a dozen?",
+  ["12", "A dozen is twelve.", "Twelve items make a dozen."],
+  ["10", "A dozen is twenty.", "Six items make a dozen."]),
+ ("What is the main ingredient of guacamole?",
+  ["Avocado.", "It's made mostly from avocados.", "Mashed avocado is the base."],
+  ["Tomato.", "It's made mostly from peas.", "Mashed potato is the base."]),
+ ("What is the largest mammal?",
+  ["The blue whale.", "Blue whales are the largest mammals.", "It's the blue whale, up to 30 m long."],
+  ["The elephant.", "Sperm whales are the largest mammals.", "It's the giraffe, up to 30 m long."]),
+ ("Who developed the theory of relativity?",
+  ["Albert Einstein.", "Einstein developed it.", "It was Einstein, in 1905 and 1915."],
+  ["Isaac Newton.", "Bohr developed it.", "It was Newton, in 1905 and 1915."]),
+ ("What is the speed of light in vacuum, approximately?",
+  ["About 300,000 km/s.", "Roughly 300000 kilometres per second.", "Close to 3 × 10^8 m/s, i.e. 300,000 km per second."],
+  ["About 30,000 km/s.", "Roughly 150000 kilometres per second.", "Close to 3 × 10^6 m/s, i.e. 3,000 km per second."]),
+ ("How many players are on a soccer team on the field?",
+  ["11", "Each side fields eleven players.", "Eleven, including the goalkeeper."],
+  ["9", "Each side fields ten players.", "Twelve, including the goalkeeper."]),
+ ("What is the opposite of hot?",
+  ["Cold.", "The opposite is cold.", "Cold is the opposite of hot."],
+  ["Warm.", "The opposite is wet.", "Dry is the opposite of hot."]),
+ ("Which metal is liquid at room temperature?",
+  ["Mercury.", "Mercury is liquid at room temperature.", "It's mercury, symbol Hg."],
+  ["Iron.", "Lead is liquid at room temperature.", "It's tin, symbol Hg."]),
+ ("What is the capital of Italy?",
+  ["Rome", "Italy's capital is Rome.", "Rome, the Eternal City."],
+  ["Milan", "Italy's capital is Venice.", "Florence, the Eternal City."]),
+]
+
+# extra contradiction examples reported in issue 11 (wording as the models produced it)
+EXTRA_CONTRA = [
+ ("How many legs does a spider have?", "8", "no legs"),
+ ("How many legs does a spider have?", "A spider has 8 legs.", "It is subjective."),
+ ("How many legs does a spider have?", "8 legs", "a pair"),
+ ("In what year did World War II end?", "2022", "1945"),
+ ("What is 7 × 2?", "7 × 2 = 14", "7 × 2 = 7 × 2 + 2 ="),
+ ("What is the capital of Poland?", "Warsaw.", "Poland is the capital of Poland."),
+ ("At what temperature does water boil at sea level?", "212 °F", "100 °F"),
+]
+
+
+def build(seed: int = 11) -> list[dict]:
+    rng = random.Random(seed)
+    pairs = []
+    for q, right, wrong in F:
+        for i, j in itertools.combinations(range(3), 2):
+            pairs.append({"question": q, "a": right[i], "b": right[j], "label": "agree"})
+        for i in range(3):
+            pairs.append({"question": q, "a": right[i], "b": wrong[i], "label": "contradict"})
+        pairs.append({"question": q, "a": right[1], "b": right[1].rstrip(".") + " indeed.",
+                      "label": "paraphrase"})
+    for q, a, b in EXTRA_CONTRA:
+        pairs.append({"question": q, "a": a, "b": b, "label": "contradict"})
+    for _ in range(60):
+        (q1, r1, _), (q2, r2, _) = rng.sample(F, 2)
+        pairs.append({"question": q1, "a": rng.choice(r1), "b": rng.choice(r2), "label": "unrelated"})
+    return pairs
+
+
+if __name__ == "__main__":
+    out = Path(__file__).with_name("agreement_pairs.json")
+    pairs = build()
+    out.write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n")
+    from collections import Counter
+    print(out, Counter(p["label"] for p in pairs))
