@@ -831,8 +831,11 @@ class PeerProtocol(MemoryHooks):
     def _generate(self, job: str, ann: QueryAnnounce) -> None:
         tokens = ann.max_tokens if ann.origin == self.me else min(
             ann.max_tokens, self.cfg.gen_params.max_tokens)  # bounded work for others
+        # each node samples with its own seed derived from the query's: two nodes with the same
+        # model must not produce the same sample, or their "agreement" is one vote counted twice
+        node_seed = int.from_bytes(hashlib.sha256(f"{ann.seed}\x00{self.me}".encode()).digest()[:4], "big")
         params = GenParams(max_tokens=tokens, temperature=ann.temperature,
-                           top_p=self.cfg.gen_params.top_p, seed=ann.seed)
+                           top_p=self.cfg.gen_params.top_p, seed=node_seed & 0x7FFFFFFF)
         msgs = (self.mem.messages(ann.query_id, self.cfg.role, ann.prompt) if self.mem is not None
                 else (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt)))
         self._emit(Generate(job, msgs, params))
