@@ -206,8 +206,26 @@ def question_keys(text: str) -> QuestionKeys:
     return QuestionKeys(tuple(numbers), frozenset(content), tuple(names), frozenset(kinds))
 
 
-_WHO = re.compile(r"\s*who(?:m)?\s+(do|does|did)?", re.I)
-"""A "who" question with do-support asks for the object of the verb, without it the subject."""
+_AUX = frozenset("""is are was were be been am has have had do does did can could will would
+shall should may might must""".split())
+_DO = frozenset({"do", "does", "did"})
+
+
+def asked_role(text: str) -> str | None:
+    """"object" for a wh-question with do-support ("Who did Aristotle teach?", "What animals
+    do wolves eat?"), "subject" when the wh-word (and for what/which one noun) is followed by a
+    main verb ("Who taught Aristotle?", "What animals eat wolves?"), None otherwise (copula or
+    modal questions such as "What is ...", which the content keys handle)."""
+    w = [t.lower() for t in _TOKEN.findall(canonical(text))[:3]]
+    if len(w) < 2 or w[0] not in ("who", "whom", "what", "which"):
+        return None
+    if w[1] in _DO or (w[0] in ("what", "which") and len(w) > 2 and w[2] in _DO):
+        return "object"
+    if w[1] in _AUX:
+        return None
+    if w[0] in ("who", "whom"):
+        return "subject"
+    return "subject" if len(w) > 2 and w[2] not in _AUX else None
 
 
 def same_question(a: str, b: str) -> bool:
@@ -225,7 +243,7 @@ def same_question(a: str, b: str) -> bool:
       of France?") or a hedge ("credited with"): an added modifier ("largest *hot* desert")
       or subject ("the *smallest* planet" vs "how many planets") is a different question;
     * they share at least one content word;
-    * two "who" questions ask for the same role: "Who taught Aristotle?" (the subject) is not
+    * two wh-questions ask for the same role (:func:`asked_role`): "Who taught Aristotle?" (the subject) is not
       "Who did Aristotle teach?" (the object).
 
     Before the keys are taken the text is put in a canonical form (:func:`canonical`:
@@ -238,8 +256,8 @@ def same_question(a: str, b: str) -> bool:
     the cosine alone cannot tell "capital of France" from "capital of Germany"; this guard can.
     """
     ka, kb = question_keys(a), question_keys(b)
-    wa, wb = _WHO.match(a), _WHO.match(b)
-    if wa and wb and bool(wa.group(1)) != bool(wb.group(1)):
+    ra, rb = asked_role(a), asked_role(b)
+    if ra and rb and ra != rb:
         return False  # "Who taught Aristotle?" asks the subject, "Who did Aristotle teach?" the object
     if ka.numbers != kb.numbers:
         return False
@@ -262,4 +280,4 @@ def near_duplicate(query: str, cos: float, entry_query: str, threshold: float) -
 
 
 
-__all__ = ["QuestionKeys", "near_duplicate", "question_keys", "same_question"]
+__all__ = ["QuestionKeys", "asked_role", "canonical", "near_duplicate", "question_keys", "same_question"]
