@@ -85,9 +85,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20, help="questions per set (default 20)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     from p2pmoa.llm import LlamaGenerator
-    gen = LlamaGenerator.from_name(args.model, n_threads=2)
+    # one thread: llama.cpp's worker threads spin while they wait for each other, which on a
+    # busy shared machine burns CPU without progress
+    gen = LlamaGenerator.from_name(args.model, n_threads=args.threads)
     work = json.loads(WORKLOAD.read_text())["queries"]
     V = np.load(VECTORS)["vectors"].astype(np.float32)
     params = GenParams(max_tokens=args.max_tokens, temperature=0.0, seed=0)
@@ -106,12 +109,11 @@ def main() -> int:
                 rows.append({"set": name, "cond": cond, "q": q["text"], "gold": q["answer"],
                              "note": [e.query for e, _ in (*r.private, *r.shared)] if ret else [],
                              "answer": g.text, "correct": ok})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         k = max(1, len(items))
         out[name] = {"questions": len(items), "accuracy_with_notes": round(acc["with"] / k, 3),
                      "accuracy_without_notes": round(acc["without"] / k, 3),
                      "prompt_tokens_with": ptok["with"], "prompt_tokens_without": ptok["without"]}
-    for row in rows:
-        print(json.dumps(row), file=sys.stderr)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["load_avg_1m"] = os.getloadavg()[0]
     print(json.dumps(out))
