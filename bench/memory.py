@@ -16,8 +16,10 @@ Figures (ONE JSON object, last line of stdout):
 * ``false_hit_rate``: look-alike queries answered from memory with an answer that differs from
   their own reference answer / look-alike queries (target <= 0.02). Also
   ``false_hits_all_queries`` (wrong memory answers / all queries) and the same rule on the
-  held-out pairs ``tests/data/memory_pairs_heldout.json`` (written after the rule was frozen):
-  ``heldout_lookalike_accept`` and ``heldout_paraphrase_accept``.
+  held-out pairs ``tests/data/memory_pairs_heldout.json`` (written after the first rule was
+  frozen): ``heldout_lookalike_accept`` and ``heldout_paraphrase_accept``, and the second set
+  ``tests/data/memory_pairs_heldout2.json`` (written before the canonical-form rewrite):
+  ``heldout2_*``.
 * ``tokens_saved_ratio``: tokens with memory on / memory off (target <= 0.75). Cost model: a
   round costs ``members * (prompt tokens + completion tokens)`` of generation plus the
   embedding input the protocol spends on it (each member embeds its answer, then every
@@ -40,7 +42,7 @@ Figures (ONE JSON object, last line of stdout):
   mesh running the production peer protocol with Ed25519 (target 0).
 
 Usage: python bench/memory.py [--limit N] [--embedder hashing] [--record-vectors FILE]
-                              [--workload FILE] [--pairs FILE]
+                              [--workload FILE] [--pairs FILE] [--pairs2 FILE] [--vectors FILE]
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ from p2pmoa.memory import (PRIVATE, SHARED, Memory, MemoryConfig, MemoryEntry,  
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "data" / "memory_workload.json"
 HELDOUT = ROOT / "tests" / "data" / "memory_pairs_heldout.json"
+HELDOUT2 = ROOT / "tests" / "data" / "memory_pairs_heldout2.json"
 ROLE = "a helpful, concise assistant"
 
 
@@ -135,17 +138,18 @@ def retrieval_ms_p50(V, texts, n_entries: int, rng: np.random.Generator) -> tupl
     return statistics.median(wall), statistics.median(cpu)
 
 
-def heldout(embedder, cfg: MemoryConfig, path: Path = HELDOUT) -> dict:
+def heldout(embedder, cfg: MemoryConfig, path: Path = HELDOUT, prefix: str = "heldout") -> dict:
     pairs = json.loads(path.read_text())["pairs"]
     out = {"paraphrase": [0, 0], "lookalike": [0, 0]}
-    for p in pairs:
-        a, b = embedder.embed([p["a"], p["b"]])
+    V = embedder.embed([t for p in pairs for t in (p["a"], p["b"])])
+    for i, p in enumerate(pairs):
+        a, b = V[2 * i], V[2 * i + 1]
         ok = near_duplicate(p["b"], float(a @ b), p["a"], cfg.near_dup_cos)
         out[p["label"]][0] += ok
         out[p["label"]][1] += 1
-    return {"heldout_paraphrase_accept": out["paraphrase"][0] / out["paraphrase"][1],
-            "heldout_lookalike_accept": out["lookalike"][0] / out["lookalike"][1],
-            "heldout_pairs": len(pairs)}
+    return {f"{prefix}_paraphrase_accept": out["paraphrase"][0] / out["paraphrase"][1],
+            f"{prefix}_lookalike_accept": out["lookalike"][0] / out["lookalike"][1],
+            f"{prefix}_pairs": len(pairs)}
 
 
 def poisoning(n_trials: int) -> int:
@@ -203,6 +207,11 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="replay only the first N queries (0: all)")
     ap.add_argument("--workload", type=Path, default=WORKLOAD, help="workload JSON (same format as the shipped one)")
     ap.add_argument("--pairs", type=Path, default=HELDOUT, help="labelled pairs JSON for the held-out figures")
+    ap.add_argument("--pairs2", type=Path, default=HELDOUT2, help="second labelled pairs JSON (heldout2_* figures)")
+    ap.add_argument("--no-heldout", action="store_true", help="skip the held-out pair figures "
+                    "(they embed 408 more texts; the guard alone is checked on them in tests/p2pmoa/test_memory.py)")
+    ap.add_argument("--vectors", type=Path, help="reuse workload embeddings recorded with --record-vectors "
+                    "(must be of the same embedding space) instead of embedding the workload again")
     ap.add_argument("--embedder", default="gemma3-270m", help="embedding model (default: the real mesh default); 'hashing' = stand-in")
     ap.add_argument("--members", type=int, default=4, help="round members in the cost model (default 4)")
     ap.add_argument("--completion-tokens", type=int, default=96, help="completion tokens per generation in the cost model (default 96, the node's max_tokens)")
@@ -227,7 +236,13 @@ def main() -> int:
         def count_tokens(text: str) -> int:
             return len(emb._llm.tokenize(text.encode("utf-8"), add_bos=False))
     texts = [q["text"] for q in work]
-    V = emb.embed(texts)
+    if args.vectors:
+        rec = np.load(args.vectors)
+        if str(rec["space_id"]) != emb.space_id or list(rec["ids"][: len(work)]) != [q["id"] for q in work]:
+            raise SystemExit(f"--vectors {args.vectors}: other space or workload than {emb.space_id}")
+        V = rec["vectors"][: len(work)].astype(np.float32)
+    else:
+        V = emb.embed(texts)
     embed_s = time.perf_counter() - t0
     print(f"embedded {len(texts)} queries in {embed_s:.1f} s ({emb.space_id})", file=sys.stderr)
     if args.record_vectors:
@@ -240,13 +255,21 @@ def main() -> int:
         r = replay(work, V, MemoryConfig(near_dup_cos=th), count_tokens, args.members,
                    args.completion_tokens)
         sweep[str(th)] = {k: round(r[k], 4) for k in ("hit_rate", "false_hit_rate", "tokens_saved_ratio")}
-    result.update(heldout(emb, cfg, args.pairs))
+    notes = {}
+    for k in (0, 1):
+        r = replay(work, V, MemoryConfig(k_priv=k, k_shared=k), count_tokens, args.members,
+                   args.completion_tokens)
+        notes[f"k={k}"] = {n: round(r[n], 4) for n in ("tokens_saved_ratio", "generation_tokens_saved_ratio")}
+    if not args.no_heldout:
+        result.update(heldout(emb, cfg, args.pairs))
+        result.update(heldout(emb, cfg, args.pairs2, "heldout2"))
     result["retrieval_ms_p50"], result["retrieval_cpu_ms_p50"] = retrieval_ms_p50(
         V, texts, args.entries, np.random.default_rng(0))
     result["load_avg_1m"] = os.getloadavg()[0]
     result["poisoned_entries_accepted"] = poisoning(args.poison_trials)
     out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
-    out.update({"near_dup_cos_sweep": sweep, "queries": len(work),
+    out.update({"near_dup_cos_sweep": sweep, "notes_k_sweep": notes,
+                "workload_vectors": str(args.vectors) if args.vectors else "embedded in this run", "queries": len(work),
                 "paraphrases": sum(q["kind"] == "paraphrase" for q in work),
                 "lookalikes": sum(q["kind"] == "lookalike" for q in work),
                 "embedder": emb.space_id, "entries": args.entries,

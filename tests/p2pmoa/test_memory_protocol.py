@@ -71,7 +71,7 @@ def test_a_look_alike_runs_a_round_and_an_opt_out_is_respected():
 
 def test_retrieved_notes_reach_the_local_model_prompt():
     seen = []
-    mesh, ids, mems = mesh_with_memory(answer_from_memory=False, retrieve_min_cos=-1.0)
+    mesh, ids, mems = mesh_with_memory(answer_from_memory=False, retrieve_min_cos=-1.0, k_priv=1, k_shared=1)
     gen = mesh.nodes[ids[0]].generator
     real = gen.generate
 
