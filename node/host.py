@@ -462,18 +462,6 @@ def conn_addr(t, peer: str) -> str:
     return (direct or addrs or [""])[0]
 
 
-def remote_addr(stream) -> str:
-    """The remote transport address of ``stream``'s connection, or '' (diagnostics only)."""
-    try:
-        for a in stream.muxed_conn.get_transport_addresses():
-            return str(a)
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        host, port = stream.get_remote_address()
-        return f"/ip4/{host}/tcp/{port}"
-    except Exception:  # noqa: BLE001
-        return ""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,3 +29,25 @@ class AgentError(SimulationError):
 
 class ExperimentError(SimulationError):
     """An experiment is unknown, misconfigured, or needs a component that is not available."""
+
+
+def parse_list(text: str, name: str, lo: float, hi: float, kind: type = float) -> list:
+    """A comma-separated experiment argument (``--n-values 1,3,5``) as a list of ``kind``.
+
+    Args:
+        text: the flag's value.
+        name: the flag's name without dashes, for the error message.
+        lo, hi: inclusive bounds every value must lie in.
+        kind: ``int`` or ``float``.
+
+    Raises:
+        ExperimentError: an empty list, a value that is not a number, or one out of bounds.
+    """
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        noun = "integers" if kind is int else "numbers"
+        raise ExperimentError(f"--{name} must be a comma list of {noun}") from exc
+    if not values or any(not (lo <= v <= hi) for v in values):
+        raise ExperimentError(f"--{name} values must be in [{lo}, {hi}]")
+    return values

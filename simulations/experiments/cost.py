@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.errors import ExperimentError
+from simulations.errors import ExperimentError, parse_list
 from simulations.mesh import MeshSpec, run_mesh
 from simulations.network import TopologySpec, build_topology, topology_report
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
@@ -54,20 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=1, help="seeds per point (default 1)")
 
 
-def _ints(s: str, name: str, lo: int, hi: int) -> list[int]:
-    try:
-        v = [int(x) for x in s.split(",") if x.strip()]
-    except ValueError as exc:
-        raise ExperimentError(f"--{name} must be a comma list of integers") from exc
-    if not v or any(not (lo <= x <= hi) for x in v):
-        raise ExperimentError(f"--{name} values must be in [{lo}, {hi}]")
-    return v
-
-
 def build_tasks(args: argparse.Namespace) -> list[dict]:
-    ns = _ints(args.n_values, "n-values", 10, 5000)
-    ks = _ints(args.k_values, "k-values", 2, 50)
-    ms = _ints(args.committees, "committees", 2, 32)
+    ns = parse_list(args.n_values, "n-values", 10, 5000, int)
+    ks = parse_list(args.k_values, "k-values", 2, 50, int)
+    ms = parse_list(args.committees, "committees", 2, 32, int)
     if args.queries < 1 or args.trials < 1:
         raise ExperimentError("--queries and --trials must be >= 1")
     tasks = []

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.agents import SyntheticAgent
-from simulations.errors import ExperimentError
+from simulations.errors import ExperimentError, parse_list
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
                                 write_summary)
 
@@ -118,20 +118,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=4, help="answers per question (default 4)")
 
 
-def _floats(s: str, name: str, lo: float, hi: float) -> list[float]:
-    try:
-        v = [float(x) for x in s.split(",") if x.strip()]
-    except ValueError as exc:
-        raise ExperimentError(f"--{name} must be a comma list of numbers") from exc
-    if not v or any(not (lo <= x <= hi) for x in v):
-        raise ExperimentError(f"--{name} values must be in [{lo}, {hi}]")
-    return v
-
-
 def build_tasks(args: argparse.Namespace) -> list[dict]:
-    ns = [int(x) for x in _floats(args.n_values, "n-values", 1, 1001)]
-    eps = _floats(args.eps_values, "eps-values", 0.0, 1.0)
-    cs = _floats(args.correlations, "correlations", 0.0, 1.0)
+    ns = [int(x) for x in parse_list(args.n_values, "n-values", 1, 1001)]
+    eps = parse_list(args.eps_values, "eps-values", 0.0, 1.0)
+    cs = parse_list(args.correlations, "correlations", 0.0, 1.0)
     if not (1 <= args.trials <= TRIALS_MAX):
         raise ExperimentError(f"--trials must be in [1, {TRIALS_MAX}]")
     if not (2 <= args.candidates <= 10):

@@ -49,7 +49,7 @@ import numpy as np
 from p2pmoa.memory import Memory, MemoryConfig
 from p2pmoa.memory_share import MemoryAgent, entry_id_of
 from p2pmoa.messages import Decision, MemoryShare
-from simulations.errors import ExperimentError
+from simulations.errors import ExperimentError, parse_list
 from simulations.report import run_sweep, save_figure, task_seed, write_csv, write_summary
 
 NAME = "memory"
@@ -239,17 +239,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--byzantine", default="0,0.1,0.2,0.3", help="fractions of Byzantine writers")
     p.add_argument("--trials", type=int, default=3, help="seeds per point (default 3)")
 
-
-def _floats(s: str, name: str, lo: float, hi: float) -> list[float]:
-    try:
-        v = [float(x) for x in s.split(",") if x.strip()]
-    except ValueError as exc:
-        raise ExperimentError(f"--{name} must be a comma list of numbers") from exc
-    if not v or any(not (lo <= x <= hi) for x in v):
-        raise ExperimentError(f"--{name} values must be in [{lo}, {hi}]")
-    return v
-
-
 EVICTION = ((1.0, 0.0), (0.0, 600.0), (1.0, 60.0), (1.0, 600.0), (1.0, 6000.0))
 """(alpha, beta) pairs compared at a small capacity (C = 16)."""
 
@@ -265,13 +254,13 @@ def build_tasks(args: argparse.Namespace) -> list[dict]:
             "byzantine": 0.0, "alpha": d.alpha, "beta": d.beta}
     tasks = []
     for t in range(args.trials):
-        for c in _floats(args.capacities, "capacities", 1, 1e6):
+        for c in parse_list(args.capacities, "capacities", 1, 1e6):
             tasks.append({**base, "part": "capacity", "capacity": int(c), "seed": task_seed(args.seed, "c", c, t)})
-        for tau in _floats(args.taus, "taus", -1, 1):
+        for tau in parse_list(args.taus, "taus", -1, 1):
             tasks.append({**base, "part": "tau", "tau": tau, "seed": task_seed(args.seed, "tau", tau, t)})
-        for r in _floats(args.repeats, "repeats", 0, 1):
+        for r in parse_list(args.repeats, "repeats", 0, 1):
             tasks.append({**base, "part": "repeat", "repeat": r, "seed": task_seed(args.seed, "r", r, t)})
-        for b in _floats(args.byzantine, "byzantine", 0, 0.49):
+        for b in parse_list(args.byzantine, "byzantine", 0, 0.49):
             tasks.append({**base, "part": "byzantine", "byzantine": b, "seed": task_seed(args.seed, "b", b, t)})
         for a, be in EVICTION:
             tasks.append({**base, "part": "eviction", "capacity": 16, "alpha": a, "beta": be,

@@ -32,7 +32,7 @@ import networkx as nx
 from p2pmoa.effects import ChatMessage, Deliver, Generate, PeerId, QueryId, Send
 from simulations.agents import SyntheticAgent
 from simulations.engine import (Engine, External, GenerateDone, Received, ServiceModel, SimEvent)
-from simulations.errors import ExperimentError
+from simulations.errors import ExperimentError, parse_list
 from simulations.network import LinkModel, NetworkConditions
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
                                 write_summary)
@@ -202,21 +202,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity", type=int, default=8, help="PromptBuffer capacity of the admission variant")
 
 
-def _ints(s: str, name: str, lo: int, hi: int) -> list[int]:
-    try:
-        vals = [int(x) for x in s.split(",") if x.strip()]
-    except ValueError as exc:
-        raise ExperimentError(f"--{name} must be a comma list of integers") from exc
-    if not vals or any(not (lo <= v <= hi) for v in vals):
-        raise ExperimentError(f"--{name} values must be in [{lo}, {hi}]")
-    return vals
-
-
 def build_tasks(args: argparse.Namespace) -> list[dict]:
     if not (2 <= args.n <= N_MAX):
         raise ExperimentError(f"--n must be in [2, {N_MAX}]")
-    ms = _ints(args.layers, "layers", 1, 10)
-    ks = _ints(args.proposers, "proposers", 1, args.n - 1)
+    ms = parse_list(args.layers, "layers", 1, 10, int)
+    ks = parse_list(args.proposers, "proposers", 1, args.n - 1, int)
     try:
         loads = [float(x) for x in args.loads.split(",") if x.strip()]
     except ValueError as exc:
