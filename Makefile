@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-net demo test bench clean
-setup: $(STAMP) $(CHROMIUM)
+setup: $(STAMP)
 
 # Debian's headless Chromium for the web page's browser tests (Playwright drives it; its own
 # browser downloads are never used). Installed only when missing.
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/p2pmoa demo
 
-test: setup setup-net
+test: setup setup-net $(CHROMIUM)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup

@@ -239,6 +239,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--byzantine", default="0,0.1,0.2,0.3", help="fractions of Byzantine writers")
     p.add_argument("--trials", type=int, default=3, help="seeds per point (default 3)")
 
+
 EVICTION = ((1.0, 0.0), (0.0, 600.0), (1.0, 60.0), (1.0, 600.0), (1.0, 6000.0))
 """(alpha, beta) pairs compared at a small capacity (C = 16)."""
 
