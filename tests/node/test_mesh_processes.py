@@ -55,7 +55,7 @@ def mesh():
             nodes.append(NodeProcess(
                 f"n{i}", base / f"n{i}", model=f"stand-in:m{i % 2}", role=roles[i],
                 bootstrap=[nodes[0].addr] if nodes else [],
-                extra=["--proposers-max", "5", "--deadline-s", "2", "--round-timeout-s", "20"]))
+                extra=["--proposers-max", "5", "--deadline-s", "6", "--round-timeout-s", "20"]))
         for n in nodes:
             n.start()
         for n in nodes:
@@ -106,7 +106,7 @@ def test_fault_node_does_not_change_the_honest_decision(mesh, fault):
     honest = {n.peer_id for n in mesh}
     bad = NodeProcess(fault, Path(tempfile.mkdtemp(prefix="p2pmoa-bad-")), model="stand-in:m0",
                       fault=fault, bootstrap=[mesh[0].addr],
-                      extra=["--proposers-max", "5", "--deadline-s", "2"])
+                      extra=["--proposers-max", "5", "--deadline-s", "6"])
     bad.start()
     try:
         bad.wait_ready(60)
