@@ -1471,24 +1471,6 @@ class PeerProtocol(MemoryHooks):
                 share[i] = c.weight / total
         return share
 
-    def _agreement_quality(self, m: _Member) -> list[float] | None:
-        """Each candidate's answer quality as this node observed it: the share of the round's
-        weight, *other than its own proposer's*, whose answers are equivalent to it
-        (p2pmoa.agreement clusters; weights from the RoundStart, so weight-0 newcomers vouch for
-        nobody, not even each other). 1.0: everyone else agrees; 0.0: nobody with weight does.
-        None when the candidates were never judged."""
-        if not m.clusters:
-            return None
-        weight = dict(zip(m.rs.members, m.rs.weights))
-        total = float(sum(weight.get(p.proposer, 0) for _, p in m.cands))
-        quality = [0.0] * len(m.cands)
-        for c in m.clusters:
-            for i in c.members:
-                own = float(weight.get(m.cands[i][1].proposer, 0))
-                others = total - own
-                quality[i] = max(0.0, (c.weight - own) / others) if others > 0 else 0.0
-        return quality
-
     def _avg_pick(self, m: _Member, vec: np.ndarray) -> int:
         """Averaging's answer: the candidate of a winning cluster nearest the agreed vector."""
         valid = sorted(m.valid) or list(range(len(m.cands)))
@@ -1869,8 +1851,7 @@ class PeerProtocol(MemoryHooks):
             if qid not in self._origins and m.vectors is not None:
                 # members judge the round too: one trust model everyone computes (issue 12)
                 seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
-                                    self._agreement_quality(m), d.chosen, self._now,
-                                    policy=self.seats)
+                                    m.vectors, d.chosen, self._now, policy=self.seats)
         self._count("decisions")
         log.info("query %s: decided %s (%s, view %d)", qid, d.digest.hex()[:12], d.method, d.view)
         if qid not in self._origins:
@@ -2010,8 +1991,8 @@ class PeerProtocol(MemoryHooks):
         silent = ()
         if o.round is not None and o.round.method in ("pbft", "averaging"):
             silent = [p for p in o.round.members if p != self.me and p not in m.spoke]
-        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands],
-                            self._agreement_quality(m), d.chosen, self._now, silent, self.seats)
+        seats.observe_round(self.trust, self.me, [p.proposer for _, p in m.cands], m.vectors,
+                            d.chosen, self._now, silent, self.seats)
 
     def _trace(self, o: _Origin, m: _Member | None, d: Decision) -> dict:
         rs = o.round

@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Protocol, Sequence
 
+import numpy as np
+
 
 
 HISTORY_MIN = 3
@@ -167,22 +169,38 @@ class SeatPolicy:
         return out
 
 
-def observe_round(trust: _Trust, me: str, proposers: Sequence[str],
-                  quality: Sequence[float] | None, chosen: str, now: float,
-                  silent: Iterable[str] = (), policy: Optional["SeatPolicy"] = None) -> None:
+def observe_round(trust: _Trust, me: str, proposers: Sequence[str], vectors,
+                  chosen: str, now: float, silent: Iterable[str] = (),
+                  policy: Optional["SeatPolicy"] = None) -> None:
     """What a node learns from a round it took part in, as originator *or member* (every
-    member can compute it from the bundle): each candidate's answer quality (the caller's
-    agreement measure, in [0, 1]: the protocol passes the weight share of the *other*
-    proposers whose answers are equivalent, p2pmoa.agreement, with weight-0 newcomers vouching
-    for nobody), a good event for the chosen proposer, a bad event for each member that stayed
-    silent. A node whose answers are garbage loses score at every member within a few rounds,
-    not only at originators whose judging finished in time. ``policy`` is kept for callers that
-    pass it; the references are already in ``quality``."""
-    if quality is not None and len(proposers) == len(quality):
-        for p, q in zip(proposers, quality):
+    member can compute it from the bundle): each candidate's closeness to the *reference*
+    candidates (mean cosine similarity, clipped at 0: an unrelated answer scores 0, not the
+    neutral 0.5) as its quality, a good event for the chosen proposer, a bad event for each
+    member that stayed silent. References are this node's own answer and the established
+    peers' (all candidates while none is established): newcomers cannot vouch for each
+    other, so a crowd of identical sybil answers does not lift its own quality. A node whose
+    answers are garbage loses score at every member within a few rounds, not only at
+    originators whose judging finished in time.
+
+    Why embedding closeness here while decisions use answer agreement (p2pmoa.agreement): this
+    quality asks "does this node answer the question at all" (on topic vs garbage or unrelated
+    text), which the embedding space separates well; it must not ask "did it give the winning
+    answer", or on open-ended questions (where no two answers are canonically equivalent)
+    every honest peer would score 0, none would become established, and rounds would shrink
+    to the new-identity bound. Which answer wins is decided by agreement clusters."""
+    if vectors is not None and len(proposers) == len(vectors) and len(proposers) >= 2:
+        v = np.asarray(vectors, dtype=np.float64)
+        ref = [i for i, p in enumerate(proposers)
+               if p == me or policy is None or policy.established(trust, p, now)]
+        if len(ref) < 2:
+            ref = list(range(len(proposers)))
+        sims = v @ v[ref].T
+        for i, p in enumerate(proposers):
             if p == me:
                 continue
-            trust.quality(p, min(1.0, max(0.0, float(q))), now)
+            others = [j for j, r in enumerate(ref) if r != i]
+            q = float(np.mean(sims[i, others])) if others else 0.0
+            trust.quality(p, min(1.0, max(0.0, q)), now)
             if p == chosen:
                 trust.good(p, now)
     for p in silent:

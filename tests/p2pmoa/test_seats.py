@@ -110,12 +110,15 @@ def test_weight_zero_answers_are_no_references_when_ranking():
     assert agreement.order_candidates(answers, q, [1, 1, 1])[0][0] in (0, 1)
 
 
-def test_a_members_observed_quality_is_agreement_of_the_others():
-    """seats.observe_round records the caller's agreement quality (not embedding closeness):
-    the chosen proposer gets a good event, silent members a bad one, the node itself nothing."""
+def test_observed_quality_is_closeness_to_established_answers_not_to_newcomers():
+    """seats.observe_round: an answer close to the established references scores high, an
+    unrelated one 0; the chosen proposer gets a good event, silent members a bad one, the node
+    itself nothing."""
+    import numpy as np
+
     trust = TrustBookPort()
-    seats.observe_round(trust, "me", ["me", "a", "b"], [1.0, 1.0, 0.0], "a", 0.0,
-                        silent=["c"])
+    v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    seats.observe_round(trust, "me", ["me", "a", "b"], v, "a", 0.0, silent=["c"])
     assert trust.answer_quality("a") > trust.answer_quality("b")
     assert "me" not in trust.members()
 
