@@ -488,6 +488,20 @@ def build_app(service: NodeService, body_bytes_max: int = 64 * 1024,
     return app
 
 
+def api_allowed_hosts(bind_host: str) -> list[str] | None:
+    """The Host header values the API answers when bound to ``bind_host`` (others get 400).
+
+    Bound to one address (the default, loopback): that address and the loopback names, so a
+    site that rebinds its DNS name to 127.0.0.1 cannot drive the API from a browser. Bound to
+    a wildcard (``0.0.0.0``, ``::``): None, any Host, since the user chose to expose it (put an
+    authenticating proxy in front, README "The web page").
+    """
+    h = bind_host.strip("[]")
+    if h in ("", "0.0.0.0", "::"):
+        return None
+    return sorted({h, "127.0.0.1", "localhost", "::1"})
+
+
 async def serve_api(app: Starlette, host: str, port: int, shutdown: trio.Event,
                     task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set.
@@ -497,6 +511,12 @@ async def serve_api(app: Starlette, host: str, port: int, shutdown: trio.Event,
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
+    allowed = api_allowed_hosts(host)
+    if allowed is not None:
+        # DNS rebinding: a web page in the user's browser may resolve its own name to
+        # 127.0.0.1 and talk to this API; refusing any Host that is not this address stops it.
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app = TrustedHostMiddleware(app, allowed_hosts=allowed)
     cfg = Config()
     cfg.bind = [f"{host}:{port}"]
     cfg.accesslog = None
