@@ -212,6 +212,9 @@ class PeerCard:
 
     peer_id: str
     addr: str = ""
+    first_addr: str = ""
+    """The address of the connection the first greeting went over (kept: a relayed peer
+    shows its circuit here even after hole punching made ``addr`` direct)."""
     model: str = ""
     space: str = ""
     role: str = ""
@@ -223,7 +226,7 @@ class PeerCard:
     greeted_at: float = 0.0
 
     def public(self) -> dict:
-        return {"addr": self.addr, "model": self.model, "embedding_space": self.space,
+        return {"addr": self.addr, "first_addr": self.first_addr or self.addr, "model": self.model, "embedding_space": self.space,
                 "role": self.role, "clock_skew_s": self.clock_skew_s,
                 "skew_seen_by_peer_s": self.skew_seen_by_peer_s, "refused": self.refused or None}
 
@@ -264,6 +267,7 @@ class Greeter:
         card.space = str(msg.get("space", ""))[:200]
         card.role = str(msg.get("role", ""))[:200]
         card.addr = addr or card.addr
+        card.first_addr = card.first_addr or addr
         card.greeted_at = time.monotonic()
         if skew_s is not None:
             card.clock_skew_s = round(skew_s, 3)
@@ -380,11 +384,12 @@ async def handle_hello(t, stream) -> None:
 async def greet(t, peer: str) -> None:
     """Greet ``peer``: learn its card and clock (RTT/2 corrected), hear how it sees ours."""
     from node.transport import HELLO_PROTOCOL as proto
+    addr = conn_addr(t, peer)  # the connection as it is when we greet, before any upgrade
     t0 = t.greeter.local.clock()
     raw = await t.request(peer, t.greeter.hello(), protocol=proto)
     t1 = t.greeter.local.clock()
     msg = decode_hello(raw)
-    card = t.greeter.check(peer, msg, conn_addr(t, peer), float(msg["time_s"]) - (t0 + t1) / 2)
+    card = t.greeter.check(peer, msg, addr, float(msg["time_s"]) - (t0 + t1) / 2)
     if isinstance(msg.get("seen_skew_s"), (int, float)):
         t.greeter.note_reported_skew(peer, float(msg["seen_skew_s"]))
     if msg.get("refused") and not card.refused:

@@ -633,7 +633,6 @@ class Libp2pTransport(_Base):
         from node.host import conn_addr
         card = self.greeter.public(str(peer))
         if card:
-            card["first_addr"] = card["addr"]  # the connection the greeting went over
             card["addr"] = conn_addr(self, str(peer)) or card["addr"]  # now: direct if any
         return card
 
