@@ -24,7 +24,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consensus.averaging import average_graph, normalise  # noqa: E402
-from consensus.pbft import BroadcastMsg, Decided, Receive, Replica, Request, SendMsg  # noqa: E402
+from consensus.pbft import Broadcast, Decided, Receive, Replica, Request, Send  # noqa: E402
 
 
 def pbft_throughput(n: int, decisions: int) -> dict:
@@ -42,11 +42,11 @@ def pbft_throughput(n: int, decisions: int) -> dict:
         nonlocal decided
         for e in effects:
             t = type(e)
-            if t is BroadcastMsg:
+            if t is Broadcast:
                 msg = e.msg
                 q.extend((d, msg) for d in ids if d != src)
-            elif t is SendMsg:
-                q.append((e.member, e.msg))
+            elif t is Send:
+                q.append((e.peer, e.msg))
             elif t is Decided:
                 decided += 1
 
@@ -79,13 +79,13 @@ def pbft_one_shot(rounds: int) -> dict:
         q: deque = deque()
         for m in ids:
             for e in reps[m].handle(Request(b"chosen answer %d" % k)):
-                if type(e) is BroadcastMsg:
+                if type(e) is Broadcast:
                     q.extend((d, e.msg) for d in ids if d != m)
         while q:
             dst, msg = q.popleft()
             msgs += 1
             for e in reps[dst].handle(Receive(msg)):
-                if type(e) is BroadcastMsg:
+                if type(e) is Broadcast:
                     q.extend((d, e.msg) for d in ids if d != dst)
         assert all(r.decided_value(1) == b"chosen answer %d" % k for r in reps.values())
     dt = time.process_time() - c0

@@ -14,10 +14,10 @@ from .averaging import (
     weighted_mean,
 )
 from .pbft import (
-    NULL_DIGEST, NULL_VALUE, BroadcastMsg, Checkpoint, Commit, CommitProof, Decided,
+    NULL_DIGEST, NULL_VALUE, Broadcast, Checkpoint, Commit, CommitProof, Decided,
     EquivocationDetected, MalformedMessage, MemberId, NewView, PbftConfigError, PbftError,
-    PreparedCert, PrePrepare, Prepare, Receive, Replica, ReplicaStatistics, Request, SendMsg,
-    StartTimer, StateTransferNeeded, StopTimer, TimerExpired, ViewChange, decode, digest_of,
+    PreparedCert, PrePrepare, Prepare, Receive, Replica, ReplicaStatistics, Request, Send,
+    SetTimer, StateTransferNeeded, CancelTimer, TimerExpired, ViewChange, decode, digest_of,
     encode, signing_bytes, with_signature,
 )
 from .trust import WEIGHT_SCALE, TrustBook, TrustError

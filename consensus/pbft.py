@@ -1,8 +1,8 @@
 """PBFT (Castro & Liskov 1999) as a sans-I/O replica state machine with weighted quorums.
 
 A :class:`Replica` consumes events (:class:`Request`, :class:`Receive`, :class:`TimerExpired`)
-and returns effects (:class:`BroadcastMsg`, :class:`SendMsg`, :class:`StartTimer`,
-:class:`StopTimer`, :class:`Decided`, :class:`EquivocationDetected`,
+and returns effects (:class:`Broadcast`, :class:`Send`, :class:`SetTimer`,
+:class:`CancelTimer`, :class:`Decided`, :class:`EquivocationDetected`,
 :class:`StateTransferNeeded`). It never touches the network, a clock or a random generator:
 the caller delivers messages, runs timers and (optionally) signs and verifies.
 
@@ -80,6 +80,9 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, NewType, Optional, Union
+
+from .effects import MEMBERS, Broadcast, CancelTimer, Send, SetTimer
+from .quorum import ONE_THIRD, TWO_THIRDS, Quorum
 
 logger = logging.getLogger(__name__)
 
@@ -232,34 +235,6 @@ Event = Union[Request, Receive, TimerExpired]
 
 
 @dataclass(frozen=True, slots=True)
-class BroadcastMsg:
-    """Send ``msg`` to every other member."""
-
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SendMsg:
-    """Send ``msg`` to one member."""
-
-    member: MemberId
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimer:
-    """Deliver ``TimerExpired(name)`` after ``delay_s`` seconds (names are never reused)."""
-
-    name: str
-    delay_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class StopTimer:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
 class Decided:
     """``value`` is final at ``seq`` (``value == b""`` is a no-op filling a gap)."""
 
@@ -290,7 +265,7 @@ class StateTransferNeeded:
     state_digest: bytes
 
 
-Effect = Union[BroadcastMsg, SendMsg, StartTimer, StopTimer, Decided, EquivocationDetected,
+Effect = Union[Broadcast, Send, SetTimer, CancelTimer, Decided, EquivocationDetected,
                StateTransferNeeded]
 
 
@@ -438,7 +413,8 @@ class Replica:
         if not isinstance(me, str) or me not in weights:
             raise PbftConfigError(f"{me!r:.60} is not a member")
         self.total_weight = sum(weights.values())
-        self._two_total = 2 * self.total_weight  # quorum: 3 * weight > 2 * total
+        self._quorum = Quorum(weights, TWO_THIRDS)  # the one quorum test (consensus.quorum)
+        self._weak = Quorum(weights, ONE_THIRD)
         if self.total_weight <= 0:
             raise PbftConfigError("total weight must be positive")
         if (not _is_int(checkpoint_interval) or not _is_int(watermark_window)
@@ -534,8 +510,7 @@ class Replica:
         self._n_bad_proposals = 0
         self._n_refused = 0
         self._buffered_by: dict[MemberId, int] = {}
-        q = self.total_weight
-        assert 3 * self._quorum_min() > 2 * q, "quorum threshold must exceed 2/3 of the weight"
+        assert self._quorum.reached(self._quorum_min()), "quorum threshold must exceed 2/3 of the weight"
 
     # ---------------------------------------------------------------- quorum arithmetic
 
@@ -545,11 +520,11 @@ class Replica:
 
     def is_quorum(self, weight: int) -> bool:
         """True when ``weight`` is strictly more than two thirds of the total weight."""
-        return 3 * weight > 2 * self.total_weight
+        return self._quorum.reached(weight)
 
     def is_weak(self, weight: int) -> bool:
         """True when ``weight`` is strictly more than one third (contains an honest member)."""
-        return 3 * weight > self.total_weight
+        return self._weak.reached(weight)
 
     def primary(self, view: int) -> MemberId:
         """The primary of ``view``: :attr:`primary_order` round robin (weight-0 members are
@@ -627,7 +602,7 @@ class Replica:
             return False
 
     def _broadcast(self, msg) -> None:
-        self._out.append(BroadcastMsg(msg))
+        self._out.append(Broadcast(MEMBERS, msg))
 
     # ---------------------------------------------------------------- requests
 
@@ -840,7 +815,7 @@ class Replica:
         if slot.prepared or pp is None:
             return
         w = self.weights[pp.sender] + slot.prep_weight.get(pp.digest, 0)
-        if 3 * w <= self._two_total:
+        if not self._quorum.reached(w):
             return
         slot.prepared = True
         best = self._certs.get(seq)
@@ -870,7 +845,7 @@ class Replica:
         slot.commits[c.sender] = c
         d = c.digest
         w = slot.commit_weight[d] = slot.commit_weight.get(d, 0) + self.weights[c.sender]
-        if 3 * w > self._two_total:
+        if self._quorum.reached(w):
             self._try_decide(c.view, c.seq, d)
 
     def _try_decide(self, view: int, seq: int, digest: bytes) -> None:
@@ -1081,11 +1056,11 @@ class Replica:
             self._timer_kind = want
             exp = self._backoff + (self._wait_backoff if want == "wait" else 0)
             delay = self.view_timeout_s * (1 << min(exp, 16))
-            self._out.append(StartTimer(self._timer, delay))
+            self._out.append(SetTimer(self._timer, delay))
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
-            self._out.append(StopTimer(self._timer))
+            self._out.append(CancelTimer(self._timer))
             self._timer = self._timer_kind = None
 
     def _best_certs(self) -> tuple[PreparedCert, ...]:
@@ -1201,7 +1176,7 @@ class Replica:
             for seq in vc.missing:
                 proof = self._proof(seq)
                 if proof is not None:
-                    self._out.append(SendMsg(vc.sender, proof))
+                    self._out.append(Send(vc.sender, proof))
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
             # the sender is behind: show it where we are (and the view change it asks for)
             self._n_stale += 1
@@ -1210,12 +1185,12 @@ class Replica:
             nv = self._new_view
             if self.active:
                 if nv is not None and nv.view == self.view:
-                    self._out.append(SendMsg(vc.sender, nv))
+                    self._out.append(Send(vc.sender, nv))
             else:
                 for v in sorted({vc.new_view, self.view}):
                     mine = self._my_vcs.get(v)
                     if mine is not None:
-                        self._out.append(SendMsg(vc.sender, mine))
+                        self._out.append(Send(vc.sender, mine))
             return
         if vc.new_view > self.view + 1024:
             self._n_stale += 1
@@ -1227,7 +1202,7 @@ class Replica:
             # short of a quorum): make sure it has ours.
             mine = self._my_vcs.get(self.view)
             if mine is not None:
-                self._out.append(SendMsg(vc.sender, mine))
+                self._out.append(Send(vc.sender, mine))
         if vc.sender in per:
             return
         per[vc.sender] = vc
@@ -1258,11 +1233,11 @@ class Replica:
         wanted += [n for n in vc.missing if n in self._old_proofs or n in self._decided]
         if vc.stable_seq < self.low:
             for ck in self._stable_proof:  # let it adopt our stable checkpoint too
-                self._out.append(SendMsg(vc.sender, ck))
+                self._out.append(Send(vc.sender, ck))
         for seq in wanted:
             proof = self._proof(seq)
             if proof is not None:
-                self._out.append(SendMsg(vc.sender, proof))
+                self._out.append(Send(vc.sender, proof))
 
     def _proof(self, seq: int) -> Optional[CommitProof]:
         """A commit proof for a seq this replica decided, if it still holds the commits."""

@@ -32,9 +32,9 @@ import random
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
-from .pbft import (BroadcastMsg, Checkpoint, Commit, MemberId,
-                   PrePrepare, Prepare, Receive, Replica, Request, SendMsg, StartTimer,
-                   StopTimer, TimerExpired)
+from .pbft import (Broadcast, Checkpoint, Commit, MemberId,
+                   PrePrepare, Prepare, Receive, Replica, Request, Send, SetTimer,
+                   CancelTimer, TimerExpired)
 from .testing import BEHAVIOURS as HARNESS_BEHAVIOURS
 from .testing import Cluster, RunResult, harness_validity
 
@@ -129,17 +129,17 @@ class ScenarioCluster(Cluster):
     def _apply_twin_b(self, m: MemberId, effects) -> None:
         for e in effects:
             match e:
-                case BroadcastMsg(msg=msg):
+                case Broadcast(msg=msg):
                     for dst in self.members:
                         if dst != m and (dst in self.byzantine or self._side(dst) == "B"):
                             self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
-                case SendMsg(member=dst, msg=msg):
+                case Send(peer=dst, msg=msg):
                     if dst in self.members and dst != m and (
                             dst in self.byzantine or self._side(dst) == "B"):
                         self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
-                case StartTimer(name=name, delay_s=d):
+                case SetTimer(name=name, delay_s=d):
                     self.timers[(m, _TWIN_B + name)] = self.now + d
-                case StopTimer(name=name):
+                case CancelTimer(name=name):
                     self.timers.pop((m, _TWIN_B + name), None)
                 case _:
                     pass  # a Byzantine twin's decisions and evidence are not checked

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional
 
 from .pbft import (
-    BroadcastMsg, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected, MemberId,
-    NewView, PreparedCert, PrePrepare, Prepare, Receive, Replica, Request, SendMsg,
-    StartTimer, StateTransferNeeded, StopTimer, TimerExpired, ViewChange, digest_of,
+    Broadcast, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected, MemberId,
+    NewView, PreparedCert, PrePrepare, Prepare, Receive, Replica, Request, Send,
+    SetTimer, StateTransferNeeded, CancelTimer, TimerExpired, ViewChange, digest_of,
     signing_bytes,
 )
 
@@ -211,16 +211,16 @@ class Cluster:
         member = self.members[m]
         for e in effects:
             match e:
-                case BroadcastMsg(msg=msg):
+                case Broadcast(msg=msg):
                     for dst in self.members:
                         if dst != m:
                             self._send(m, dst, msg)
-                case SendMsg(member=dst, msg=msg):
+                case Send(peer=dst, msg=msg):
                     if dst in self.members and dst != m:
                         self._send(m, dst, msg)
-                case StartTimer(name=name, delay_s=d):
+                case SetTimer(name=name, delay_s=d):
                     self.timers[(m, name)] = self.now + d
-                case StopTimer(name=name):
+                case CancelTimer(name=name):
                     self.timers.pop((m, name), None)
                 case Decided(seq=seq, value=value):
                     if member.behaviour is None:

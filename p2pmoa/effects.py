@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NewType, Union
 
+from consensus.effects import Broadcast, CancelTimer, Send, SetTimer  # the one vocabulary
+
 PeerId = NewType("PeerId", str)
 """A node's identity: the libp2p peer id string (base58 of the Ed25519 public key)."""
 
@@ -36,35 +38,6 @@ class GenParams:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send ``msg`` to one peer over a direct (request/response) stream."""
-
-    peer: PeerId
-    msg: Any
-
-
-@dataclass(frozen=True)
-class Broadcast:
-    """Publish ``msg`` on a gossip topic (the mesh floods it to every subscriber)."""
-
-    topic: str
-    msg: Any
-
-
-@dataclass(frozen=True)
-class SetTimer:
-    """Fire a ``TimerFired(name)`` event after ``delay_s`` seconds (replaces a timer of that name)."""
-
-    name: str
-    delay_s: float
-
-
-@dataclass(frozen=True)
-class CancelTimer:
-    name: str
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from typing import Any, Protocol, Sequence, Union
 import numpy as np
 
 from consensus import averaging, pbft, voting
+from consensus.quorum import ONE_THIRD, Quorum, Won
 from consensus.trust import TrustBook
 from p2pmoa import quota, seats
 from p2pmoa.buffer import Busy, MemoryStore, PromptBuffer, QueryState
@@ -1612,15 +1613,15 @@ class PeerProtocol(MemoryHooks):
             return
         for eff in effects:
             match eff:
-                case pbft.BroadcastMsg(msg=msg):
+                case pbft.Broadcast(msg=msg):
                     for peer in m.rs.members:
                         if peer != self.me:
                             self._pbft_out(qid, m, peer, msg)
-                case pbft.SendMsg(member=peer, msg=msg):
+                case pbft.Send(peer=peer, msg=msg):
                     self._pbft_out(qid, m, PeerId(peer), msg)
-                case pbft.StartTimer(name=name, delay_s=d):
+                case pbft.SetTimer(name=name, delay_s=d):
                     self._set_timer(f"pbft:{qid}:{name}", d, ("pbft", qid, name))
-                case pbft.StopTimer(name=name):
+                case pbft.CancelTimer(name=name):
                     self._cancel_timer(f"pbft:{qid}:{name}")
                 case pbft.Decided(seq=_, view=view, value=value, digest=_):
                     self._pbft_decided(qid, m, view, value)
@@ -1884,9 +1885,8 @@ class PeerProtocol(MemoryHooks):
                 return
             votes = o.tally.setdefault(d.digest, {})
             votes[env.sender] = d
-            w = dict(zip(o.round.members, o.round.weights))
-            total = sum(o.round.weights)
-            if 3 * sum(w.get(s, 0) for s in votes) > total:
+            weak = Quorum(dict(zip(o.round.members, o.round.weights)), ONE_THIRD)
+            if weak.vote_result(votes) is Won:
                 o.notes.append(f"decision learned from members weighing > 1/3 ({len(votes)})")
                 self._record_decision(qid, m, d)
                 self._finish_origin(o, d)

@@ -5,7 +5,7 @@ production machine has its own event and effect types. An adapter translates in 
 directions and adds nothing else, so that what runs is the production code:
 
 * :class:`PbftMachine` -- one ``consensus.pbft.Replica`` per node (a one-shot PBFT instance
-  over a fixed membership, as the daemon runs per query). ``BroadcastMsg`` becomes one direct
+  over a fixed membership, as the daemon runs per query). ``Broadcast`` becomes one direct
   ``Send`` per other member (PBFT's all-to-all, O(N**2) messages), timers map one to one,
   ``Decided`` becomes ``Deliver``. The adapter checks that a message's ``sender`` is the peer
   it came from (the envelope authentication the daemon does with signatures).
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import msgpack
 
-from p2pmoa.effects import CancelTimer, Deliver, PeerId, QueryId, Send, SetTimer
+from p2pmoa.effects import Broadcast, CancelTimer, Deliver, PeerId, QueryId, Send, SetTimer
 from simulations.engine import External, Received, Recovered, SimEvent, Started, TimerFired
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,10 @@ class PbftMachine:
         effects: list = []
         for e in out:
             match e:
-                case pbft.BroadcastMsg(msg=m):
+                case Broadcast(msg=m):  # to the group: one direct send per other member
                     effects.extend(Send(PeerId(p), m) for p in self.others)
-                case pbft.SendMsg(member=p, msg=m):
-                    effects.append(Send(PeerId(p), m))
-                case pbft.StartTimer(name=name, delay_s=d):
-                    effects.append(SetTimer(name, d))
-                case pbft.StopTimer(name=name):
-                    effects.append(CancelTimer(name))
+                case Send() | SetTimer() | CancelTimer():  # the same vocabulary: pass through
+                    effects.append(e)
                 case pbft.Decided(seq=seq, view=view, value=value):
                     self.decisions.append(PbftDecision(self.me, seq, view, value, now))
                     effects.append(Deliver(QueryId(f"seq{seq}"), value.decode("utf-8", "replace"),
@@ -197,17 +193,17 @@ class SplitBrainPbft:
         effects: list = []
         for e in out:
             match e:
-                case pbft.BroadcastMsg(msg=m):
+                case pbft.Broadcast(msg=m):
                     effects.extend(Send(PeerId(p), m) for p in self.half[world])
                     effects.extend(Send(PeerId(p), (world, m)) for p in self.byz)
-                case pbft.SendMsg(member=p, msg=m):
+                case pbft.Send(peer=p, msg=m):
                     if p in self.byz:
                         effects.append(Send(PeerId(p), (world, m)))
                     elif self.world_of.get(p) == world:
                         effects.append(Send(PeerId(p), m))
-                case pbft.StartTimer(name=name, delay_s=d):
+                case pbft.SetTimer(name=name, delay_s=d):
                     effects.append(SetTimer(f"{world}:{name}", d))
-                case pbft.StopTimer(name=name):
+                case pbft.CancelTimer(name=name):
                     effects.append(CancelTimer(f"{world}:{name}"))
                 case _:
                     pass

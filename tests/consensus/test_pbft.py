@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from consensus.pbft import (
-    BroadcastMsg, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected,
+    Broadcast, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected,
     MalformedMessage, NewView, PbftConfigError, PreparedCert, PrePrepare, Prepare, Receive,
-    Replica, Request, SendMsg, StartTimer, StopTimer, TimerExpired, ViewChange, decode,
+    Replica, Request, Send, SetTimer, CancelTimer, TimerExpired, ViewChange, decode,
     digest_of, encode, signing_bytes, with_signature,
 )
 from consensus.testing import Cluster, KeyedHashAuthStandIn
@@ -39,12 +39,12 @@ def pump(reps, effects_by_member, *, drop=lambda src, dst, msg: False, rounds_ma
     def emit(src, effects):
         for e in effects:
             seen.append((src, e))
-            if isinstance(e, BroadcastMsg):
+            if isinstance(e, Broadcast):
                 for dst in reps:
                     if dst != src:
                         q.append((src, dst, e.msg))
-            elif isinstance(e, SendMsg):
-                q.append((src, e.member, e.msg))
+            elif isinstance(e, Send):
+                q.append((src, e.peer, e.msg))
 
     for m, effs in effects_by_member.items():
         emit(m, effs)
@@ -71,11 +71,11 @@ def test_four_replicas_decide_the_primarys_value_in_view_zero():
     decided, seen = pump(reps, request_all(reps, b"answer"))
     assert decided == {m: {1: b"answer"} for m in reps}
     # normal case: 3 pre-prepares + 3*3 prepares + 4*3 commits delivered
-    sends = sum(1 for _, e in seen if isinstance(e, BroadcastMsg))
+    sends = sum(1 for _, e in seen if isinstance(e, Broadcast))
     assert sends == 1 + 3 + 4
     # timers started for the pending request were stopped once it was decided
-    started = {e.name for _, e in seen if isinstance(e, StartTimer)}
-    stopped = {e.name for _, e in seen if isinstance(e, StopTimer)}
+    started = {e.name for _, e in seen if isinstance(e, SetTimer)}
+    stopped = {e.name for _, e in seen if isinstance(e, CancelTimer)}
     assert started and started <= stopped
 
 
@@ -132,7 +132,7 @@ def test_hand_built_messages_with_wrong_field_types_are_ignored_not_fatal(bad, f
     assert r.statistics().ignored_invalid + r.statistics().ignored_stale >= 1
     # and the replica still works
     out = r.handle(Receive(PrePrepare(0, 1, digest_of(b"ok"), b"ok", "m0")))
-    assert any(isinstance(e, BroadcastMsg) and isinstance(e.msg, Prepare) for e in out)
+    assert any(isinstance(e, Broadcast) and isinstance(e.msg, Prepare) for e in out)
 
 
 def test_garbage_from_the_primary_is_voted_down_and_replaced():
@@ -145,7 +145,7 @@ def test_garbage_from_the_primary_is_voted_down_and_replaced():
     for m in ["m1", "m2", "m3"]:
         effects[m] += reps[m].handle(Receive(pp))
     for m in ["m1", "m2", "m3"]:
-        kinds = [type(e.msg).__name__ for e in effects[m] if isinstance(e, BroadcastMsg)]
+        kinds = [type(e.msg).__name__ for e in effects[m] if isinstance(e, Broadcast)]
         assert "Prepare" not in kinds and "ViewChange" in kinds
     primary.handle(Request(b"good answer"))
     decided, _ = pump(reps, effects)
@@ -166,7 +166,7 @@ def test_equivocating_primary_is_reported_with_both_messages():
     ev = [e for e in out if isinstance(e, EquivocationDetected)]
     assert ev == [EquivocationDetected("m0", p1, p2)]
     # and it is evidence against the primary: the backup starts a view change
-    assert any(isinstance(e, BroadcastMsg) and isinstance(e.msg, ViewChange) for e in out)
+    assert any(isinstance(e, Broadcast) and isinstance(e.msg, ViewChange) for e in out)
 
 
 def test_equivocating_backup_votes_are_reported():
@@ -190,7 +190,7 @@ def test_a_value_decided_in_one_view_survives_the_view_change():
     reps["m1"].handle(Request(b"other"))
     effects = {}
     for m in ("m2", "m3"):
-        timers = [e for e in reps[m].handle(Request(b"other")) if isinstance(e, StartTimer)]
+        timers = [e for e in reps[m].handle(Request(b"other")) if isinstance(e, SetTimer)]
         name = reps[m]._timer
         effects[m] = reps[m].handle(TimerExpired(name))
     decided2, _ = pump(reps, effects)
@@ -220,7 +220,7 @@ def test_primary_stops_at_the_high_watermark_until_a_checkpoint_is_stable():
     out = []
     for i in range(6):
         out += p.handle(Request(b"r%d" % i))
-    pps = [e.msg for e in out if isinstance(e, BroadcastMsg) and isinstance(e.msg, PrePrepare)]
+    pps = [e.msg for e in out if isinstance(e, Broadcast) and isinstance(e.msg, PrePrepare)]
     assert [x.seq for x in pps] == [1, 2, 3, 4]
 
 
@@ -234,7 +234,7 @@ def test_unequal_weights_need_more_than_two_thirds_of_weight():
     effects = {m: r.handle(Request(b"v")) for m, r in reps.items() if m != "zbig"}
     decided, seen = pump(reps, effects, drop=silent)
     assert decided == {}
-    assert any(isinstance(e, BroadcastMsg) and isinstance(e.msg, Prepare) for _, e in seen)
+    assert any(isinstance(e, Broadcast) and isinstance(e.msg, Prepare) for _, e in seen)
     # with it they can
     reps = {m: Replica(m, weights, **U) for m in weights}
     decided, _ = pump(reps, request_all(reps, b"v"))
