@@ -92,7 +92,8 @@ def test_any_two_quorums_overlap_in_more_than_a_third(ws):
     weights = {f"m{i}": w for i, w in enumerate(ws)}
     r = Replica("m0", weights, **U)
     total = sum(ws)
-    q = r._quorum_min()
+    q = next(w for w in range(total + 1) if r.is_quorum(w))  # the smallest quorum weight
+    assert all(r.is_quorum(w) for w in range(q, total + 1))
     assert 3 * q > 2 * total and 3 * (q - 1) <= 2 * total
     # two quorums of minimal weight overlap in at least 2q - W > W/3
     assert 3 * (2 * q - total) > total
@@ -191,7 +192,7 @@ def test_a_value_decided_in_one_view_survives_the_view_change():
     effects = {}
     for m in ("m2", "m3"):
         timers = [e for e in reps[m].handle(Request(b"other")) if isinstance(e, SetTimer)]
-        name = reps[m]._timer
+        name = reps[m].timer.name
         effects[m] = reps[m].handle(TimerExpired(name))
     decided2, _ = pump(reps, effects)
     for m in ("m2", "m3"):
@@ -209,7 +210,7 @@ def test_checkpoints_truncate_the_log_and_bound_memory():
         st_ = r.statistics()
         assert st_.decided == 40
         assert st_.low_watermark == 40 and st_.last_executed == 40
-        assert len(r._slots) <= 8  # only the window above the stable checkpoint
+        assert len(r.log.slots) <= 8  # only the window above the stable checkpoint
     digests = {r.statistics().state_digest for r in reps.values()}
     assert len(digests) == 1
 
@@ -262,7 +263,7 @@ def test_forged_certificate_in_a_view_change_is_rejected():
     before = r.statistics().ignored_invalid
     r.handle(Receive(vc))
     assert r.statistics().ignored_invalid == before + 1
-    assert 1 not in r._vcs
+    assert 1 not in r._votes.by_view
 
 
 # ---------------------------------------------------------------- codec

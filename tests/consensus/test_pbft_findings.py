@@ -52,7 +52,7 @@ def test_one_member_cannot_fill_the_future_view_buffer():
 def _in_view_one(me: str = "m1", **kw) -> Replica:
     r = Replica(me, W4, unauthenticated=True, **kw)
     r.handle(Request(b"pending"))
-    r.handle(TimerExpired(r._timer))  # the view-0 primary is suspected: view 1
+    r.handle(TimerExpired(r.timer.name))  # the view-0 primary is suspected: view 1
     assert r.view == 1
     return r
 
