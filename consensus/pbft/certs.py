@@ -120,7 +120,10 @@ def compute_new_view(view: int, view_changes: Iterable[ViewChange],
     """The (unsigned) pre-prepares ``primary`` must send for ``view``: for every seq between
     the highest stable checkpoint and the highest prepared seq in ``view_changes``, the value
     of the highest-view certificate, or the no-op ``b""``. Deterministic: any order of the
-    same view changes gives the same tuple."""
+    same view changes gives the same tuple (two certificates of one view and seq with
+    different digests cannot both be valid -- their quorums would share an honest member
+    that prepared both -- but if they come anyway, the larger digest wins, whatever the
+    order)."""
     vcs = tuple(view_changes)
     min_s = max(vc.stable_seq for vc in vcs)
     chosen: dict[int, PrePrepare] = {}
@@ -130,7 +133,7 @@ def compute_new_view(view: int, view_changes: Iterable[ViewChange],
             if pp.seq <= min_s:
                 continue
             cur = chosen.get(pp.seq)
-            if cur is None or cur.view < pp.view:
+            if cur is None or (cur.view, cur.digest) < (pp.view, pp.digest):
                 chosen[pp.seq] = pp
     max_s = max(chosen, default=min_s)
     out = []
