@@ -85,8 +85,9 @@ class Counters:
                  "stale", "equivocations", "bad_proposals", "refused")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.decided = self.view_changes = self.new_views = self.received = 0
+        self.non_member = self.invalid = self.stale = self.equivocations = 0
+        self.bad_proposals = self.refused = 0
 
     def snapshot(self, me, view, active, primary, log, pending, buffered) -> ReplicaStatistics:
         return ReplicaStatistics(

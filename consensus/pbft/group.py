@@ -47,7 +47,7 @@ class Group:
         PbftConfigError: on impossible or wrongly typed weights or parameters.
     """
 
-    __slots__ = ("weights", "members", "total_weight", "quorum", "weak", "order",
+    __slots__ = ("weights", "members", "total_weight", "quorum", "_weak", "order",
                  "checkpoint_interval", "watermark_window", "value_bytes_max")
 
     def __init__(self, weights: Mapping[MemberId, int], *, checkpoint_interval: int = 16,
@@ -64,7 +64,7 @@ class Group:
             if not isinstance(m, str) or not (1 <= len(m) <= MEMBER_ID_CHARS_MAX):
                 raise PbftConfigError(f"member ids must be strings of 1..{MEMBER_ID_CHARS_MAX} "
                                       f"chars, got {m!r:.60}")
-            if not _is_int(w) or not (0 <= w <= INT_MAX):
+            if type(w) is not int or not (0 <= w <= INT_MAX):
                 raise PbftConfigError(f"weight of {m!r} must be an int >= 0, got {w!r:.40}")
         if sum(weights.values()) <= 0:
             raise PbftConfigError("total weight must be positive")
@@ -81,11 +81,18 @@ class Group:
         self.members: tuple[MemberId, ...] = tuple(sorted(self.weights))
         self.total_weight = sum(self.weights.values())
         self.quorum = Quorum(self.weights, TWO_THIRDS)
-        self.weak = Quorum(self.weights, ONE_THIRD)
+        self._weak: Optional[Quorum] = None  # built on first use (rarely needed)
         self.order: tuple[MemberId, ...] = primary_order(self.weights, order_seed)
         self.checkpoint_interval = checkpoint_interval
         self.watermark_window = watermark_window
         self.value_bytes_max = value_bytes_max
+
+    @property
+    def weak(self) -> Quorum:
+        """The weak-certificate test: strictly more than one third of the weight."""
+        if self._weak is None:
+            self._weak = Quorum(self.weights, ONE_THIRD)
+        return self._weak
 
     def primary(self, view: int) -> MemberId:
         """The primary of ``view``: :attr:`order` round robin (weight-0 members never lead)."""

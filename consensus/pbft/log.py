@@ -63,6 +63,7 @@ class Log:
         self.skipped: set[int] = set()  # seqs <= low decided by others, not seen here
         self.old_proofs: dict[int, tuple] = {}  # (view, digest, value, slot) below low
         self.proof_commits: dict[int, tuple[Commit, ...]] = {}  # seqs decided by a proof
+        self._done = False  # all_done() became true
 
     # ---------------------------------------------------------------- watermarks, slots
 
@@ -72,9 +73,18 @@ class Log:
         return h if self.seq_max is None else min(h, self.seq_max)
 
     def all_done(self) -> bool:
-        """With a ``seq_max``: every seq up to it is decided or below the stable checkpoint."""
-        return self.seq_max is not None and all(
-            s in self.decided or s <= self.low for s in range(1, self.seq_max + 1))
+        """With a ``seq_max``: every seq up to it is decided or below the stable checkpoint
+        (once true it stays true: decisions are final and ``low`` only grows)."""
+        if self._done:
+            return True
+        if self.seq_max is None:
+            return False
+        decided, low = self.decided, self.low
+        for s in range(1, self.seq_max + 1):
+            if s not in decided and s > low:
+                return False
+        self._done = True
+        return True
 
     def slot(self, view: int, seq: int) -> Slot:
         key = (view, seq)

@@ -176,24 +176,24 @@ class Replica:
     def handle(self, event: Event) -> list[Effect]:
         """Apply one event and return the effects the caller must execute, in order."""
         self._out = out = []
-        match event:
-            case Receive(msg=msg):
-                self.counts.received += 1
-                try:
-                    self._receive(msg)
-                except (TypeError, AttributeError, ValueError) as exc:
-                    # a hand-built message with fields of the wrong type (decode() never
-                    # produces one): ignore and count it like any other invalid message
-                    self.counts.invalid += 1
-                    logger.info("%s: ignored malformed %s: %s", self.me, type(msg).__name__, exc)
-            case Request(value=value):
-                self._on_request(value)
-            case TimerExpired(name=name):
-                kind = self.timer.fired(name)
-                if kind is not None:
-                    self._on_timeout(kind)
-            case _:
-                raise PbftError(f"unknown event {type(event).__name__}")
+        if type(event) is Receive or isinstance(event, Receive):  # hot path: type() first
+            self.counts.received += 1
+            try:
+                self._receive(event.msg)
+            except (TypeError, AttributeError, ValueError) as exc:
+                # a hand-built message with fields of the wrong type (decode() never
+                # produces one): ignore and count it like any other invalid message
+                self.counts.invalid += 1
+                logger.info("%s: ignored malformed %s: %s", self.me,
+                            type(event.msg).__name__, exc)
+        elif isinstance(event, Request):
+            self._on_request(event.value)
+        elif isinstance(event, TimerExpired):
+            kind = self.timer.fired(event.name)
+            if kind is not None:
+                self._on_timeout(kind)
+        else:
+            raise PbftError(f"unknown event {type(event).__name__}")
         # fast path: nothing to change when no work is pending and no timer runs
         if self.timer.name is not None or self._pending or self._inflight or not self.active:
             self.timer.want(self._timer_wanted(), self.view, out)
@@ -268,19 +268,11 @@ class Replica:
         if self.unauthenticated and carries_others(msg):
             self.counts.refused += 1
             return
-        match msg:
-            case PrePrepare() | Prepare() | Commit():
-                self._on_normal(msg)
-            case Checkpoint():
-                self._on_checkpoint(msg)
-            case ViewChange():
-                self._on_view_change(msg)
-            case NewView():
-                self._on_new_view(msg)
-            case CommitProof():
-                self._on_commit_proof(msg)
-            case _:
-                self.counts.invalid += 1
+        on = _DISPATCH.get(type(msg))
+        if on is None:
+            self.counts.invalid += 1
+        else:
+            on(self, msg)
 
     def _on_normal(self, msg) -> None:
         view, seq = msg.view, msg.seq
@@ -686,3 +678,10 @@ class Replica:
         # retransmit while someone needs this view change to complete: us (pending work)
         # or others who asked for the same view
         return "wait" if self._pending or len(self._votes.of(self.view)) > 1 else None
+
+
+_DISPATCH = {PrePrepare: Replica._on_normal, Prepare: Replica._on_normal,
+             Commit: Replica._on_normal, Checkpoint: Replica._on_checkpoint,
+             ViewChange: Replica._on_view_change, NewView: Replica._on_new_view,
+             CommitProof: Replica._on_commit_proof}
+"""Received message type -> handler (exact types: ``decode`` never builds subclasses)."""
