@@ -1,14 +1,16 @@
 """consensus: pure agreement algorithms for p2pmoa (no I/O, no clock, no hidden randomness).
 
-* :mod:`consensus.pbft` -- PBFT replica state machine with trust-weighted quorums.
+* :mod:`consensus.effects` -- the one effect vocabulary (Send, Broadcast, SetTimer, CancelTimer).
+* :mod:`consensus.quorum` -- the one weighted quorum test (Pending / Won / Lost).
+* :mod:`consensus.pbft` -- PBFT with trust-weighted quorums (a package, see its docstring).
 * :mod:`consensus.trust` -- answer quality + protocol reputation -> integer weights.
 * :mod:`consensus.averaging` -- embedding-averaging consensus, robust aggregators.
 * :mod:`consensus.voting` -- majority, weighted and score voting with normalisers.
 * :mod:`consensus.testing` -- a seeded in-memory PBFT cluster with Byzantine members.
 """
 from .averaging import (
-    AGGREGATORS, AveragingError, AveragingNode, AveragingResult, AwaitRound, Finished,
-    InvalidVector, NeighbourVector, RoundTimeout, SendVector, VectorMsg, aggregate,
+    AGGREGATORS, AveragingError, AveragingNode, AveragingResult, Finished,
+    InvalidVector, NeighbourVector, RoundTimeout, VectorMsg, aggregate,
     average_graph, check_vectors, consensus_limit, coordinate_median, filtered_mean,
     geometric_median, medoid, mixing_matrix, nearest_candidate, normalise, trimmed_mean,
     weighted_mean,

@@ -43,6 +43,8 @@ from typing import Hashable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .effects import MEMBERS, Broadcast, CancelTimer, SetTimer
+
 logger = logging.getLogger(__name__)
 
 AGGREGATORS = ("mean", "trimmed_mean", "median", "geometric_median", "medoid", "filtered")
@@ -513,28 +515,22 @@ class NeighbourVector:
 
 @dataclass(frozen=True)
 class RoundTimeout:
-    """Event: the caller's deadline for ``round`` passed; go on with the vectors received."""
+    """Event: the caller's deadline for ``round`` passed; go on with the vectors received.
 
-    round: int
-
-
-@dataclass(frozen=True)
-class SendVector:
-    """Effect: send ``msg`` to every neighbour."""
-
-    msg: VectorMsg
-
-
-@dataclass(frozen=True)
-class AwaitRound:
-    """Effect: start a deadline for ``round``; deliver ``RoundTimeout(round)`` when it passes."""
+    It is also the *name* of the round's timer: the node emits
+    ``SetTimer(RoundTimeout(t), round_timeout_s)`` and the driver hands the name back to
+    :meth:`AveragingNode.handle` when the timer fires."""
 
     round: int
 
 
 @dataclass(frozen=True)
 class Finished:
-    """Effect: the node stopped at ``round`` with ``vector`` (``converged``: by eps)."""
+    """Domain output: the node stopped at ``round`` with ``vector`` (``converged``: by eps).
+
+    The node's transport effects are the project's one vocabulary (:mod:`consensus.effects`):
+    ``Broadcast(MEMBERS, VectorMsg)`` to every neighbour, ``SetTimer``/``CancelTimer`` named
+    by :class:`RoundTimeout`."""
 
     round: int
     vector: np.ndarray
@@ -565,6 +561,8 @@ class AveragingNode:
         vector: its initial proposal (L2-normalised).
         neighbours: neighbour id -> trust weight (>= 0).
         alpha, eps, rounds_max, aggregator: as in :func:`average_graph`.
+        round_timeout_s: how long to wait for the neighbours' vectors of one round before
+            going on with those received (the delay of its ``SetTimer``; default 2.0).
         norm_tolerance: received vectors with norm above ``1 + norm_tolerance``, NaN/Inf or
             the wrong dimension are rejected and counted.
     """
@@ -572,13 +570,17 @@ class AveragingNode:
     def __init__(self, me: NodeId, vector, neighbours: Mapping[NodeId, float], *,
                  alpha: float = 0.5, eps: float = 1e-3, rounds_max: int = 100,
                  aggregator: str = "mean", norm_tolerance: float = NORM_TOLERANCE,
-                 **aggregator_options) -> None:
+                 round_timeout_s: float = 2.0, **aggregator_options) -> None:
         if not (0.0 < alpha <= 1.0):
             raise AveragingError("alpha must be in (0, 1]")
         if aggregator not in AGGREGATORS:
             raise AveragingError(f"unknown aggregator {aggregator!r}")
         if rounds_max < 1:
             raise AveragingError("rounds_max must be >= 1")
+        if (isinstance(round_timeout_s, bool) or not isinstance(round_timeout_s, (int, float))
+                or not 0 < round_timeout_s < math.inf):
+            raise AveragingError(f"round_timeout_s must be a positive finite number, got "
+                                 f"{round_timeout_s!r:.40}")
         self.me = me
         self.r = check_vectors(vector, norm_tolerance=norm_tolerance)[0]
         self.dim = self.r.shape[0]
@@ -587,6 +589,7 @@ class AveragingNode:
         self.alpha, self.eps, self.rounds_max = alpha, eps, rounds_max
         self.aggregator, self.options = aggregator, aggregator_options
         self.norm_tolerance = norm_tolerance
+        self.round_timeout_s = float(round_timeout_s)
         self.round = 0
         self.finished = False
         self._settled = False
@@ -601,7 +604,7 @@ class AveragingNode:
         if not self.neighbours:
             self.finished = True
             return [Finished(0, self.r.copy(), True)]
-        return [SendVector(self._msg()), AwaitRound(0)]
+        return [Broadcast(MEMBERS, self._msg()), SetTimer(RoundTimeout(0), self.round_timeout_s)]
 
     def _msg(self, final: bool = False) -> VectorMsg:
         return VectorMsg(self.me, self.round, tuple(float(v) for v in self.r),
@@ -667,15 +670,17 @@ class AveragingNode:
         neighbours_settled = all(s in got and (got[s].settled or got[s].final)
                                  for s in self.neighbours) if self.round > 0 else False
         self._inbox.pop(self.round, None)
+        done_timer = CancelTimer(RoundTimeout(self.round))
         self.round += 1
         self._settled = self._delta < self.eps
         if (self._settled and neighbours_settled) or self.round >= self.rounds_max:
             self.finished = True
             logger.info("averaging node %s finished at round %d (delta %.3g)",
                         self.me, self.round, self._delta)
-            return [SendVector(self._msg(final=True)),
+            return [done_timer, Broadcast(MEMBERS, self._msg(final=True)),
                     Finished(self.round, self.r.copy(), self._settled)]
-        out = [SendVector(self._msg()), AwaitRound(self.round)]
+        out = [done_timer, Broadcast(MEMBERS, self._msg()),
+               SetTimer(RoundTimeout(self.round), self.round_timeout_s)]
         if self._complete():
             out += self._advance()
         return out

@@ -1757,7 +1757,8 @@ class PeerProtocol(MemoryHooks):
         try:
             m.avg = averaging.AveragingNode(self.me, x0, neighbours, alpha=self.cfg.avg_alpha,
                                             rounds_max=max(1, m.rs.avg_rounds),
-                                            aggregator="median")
+                                            aggregator="median",
+                                            round_timeout_s=m.rs.view_timeout_s)
         except averaging.AveragingError as exc:
             self._count("avg_failed")
             log.warning("query %s: cannot start averaging: %s", qid, exc)
@@ -1771,7 +1772,7 @@ class PeerProtocol(MemoryHooks):
     def _avg_effects(self, qid: QueryId, m: _Member, effects: list) -> None:
         for eff in effects:
             match eff:
-                case averaging.SendVector(msg=vm):
+                case Broadcast(msg=vm):  # topic MEMBERS: every other member of the round
                     vec = np.asarray(vm.vector, np.float64)
                     if self.cfg.fault == "garbage":
                         vec = -vec
@@ -1779,10 +1780,11 @@ class PeerProtocol(MemoryHooks):
                     for peer in m.rs.members:
                         if peer != self.me:
                             self._send(peer, out)
-                case averaging.AwaitRound(round=r):
-                    self._set_timer(f"avg:{qid}", m.rs.view_timeout_s, ("avg", qid, r))
-                case averaging.Finished(round=r, vector=vec, converged=conv):
+                case SetTimer(name=averaging.RoundTimeout(round=r), delay_s=d):
+                    self._set_timer(f"avg:{qid}", d, ("avg", qid, r))
+                case CancelTimer():
                     self._cancel_timer(f"avg:{qid}")
+                case averaging.Finished(round=r, vector=vec, converged=conv):
                     best = self._avg_pick(m, vec)
                     m.avg_choice = best
                     if m.origin == self.me:

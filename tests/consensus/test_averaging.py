@@ -8,11 +8,12 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from consensus.averaging import (
-    AveragingError, AveragingNode, AwaitRound, Finished, InvalidVector, NeighbourVector,
-    RoundTimeout, SendVector, VectorMsg, average_graph, check_vectors, consensus_limit,
+    AveragingError, AveragingNode, Finished, InvalidVector, NeighbourVector,
+    RoundTimeout, VectorMsg, average_graph, check_vectors, consensus_limit,
     coordinate_median, filtered_mean, geometric_median, medoid, nearest_candidate, normalise,
     trimmed_mean,
 )
+from consensus.effects import MEMBERS, Broadcast, CancelTimer, SetTimer
 
 SET = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -206,7 +207,7 @@ def drive_lockstep(g, x, rounds, **kw):
 
     def emit(i, effects):
         for e in effects:
-            if isinstance(e, SendVector):
+            if isinstance(e, Broadcast):
                 q.extend((j, e.msg) for j in g.neighbors(i))
             elif isinstance(e, Finished):
                 done[i] = e
@@ -239,7 +240,7 @@ def test_node_stops_early_when_it_and_its_neighbours_settle():
 
     def emit(i, effects):
         for e in effects:
-            if isinstance(e, SendVector):
+            if isinstance(e, Broadcast):
                 q.extend((j, e.msg) for j in g.neighbors(i))
             elif isinstance(e, Finished):
                 done[i] = e
@@ -254,13 +255,52 @@ def test_node_stops_early_when_it_and_its_neighbours_settle():
 
 
 def test_node_goes_on_without_a_silent_neighbour_after_timeout():
-    n = AveragingNode("a", [1.0, 0.0], {"b": 1.0, "c": 1.0}, alpha=0.5, rounds_max=5)
-    assert [type(e) for e in n.start()] == [SendVector, AwaitRound]
+    n = AveragingNode("a", [1.0, 0.0], {"b": 1.0, "c": 1.0}, alpha=0.5, rounds_max=5,
+                      round_timeout_s=0.25)
+    send, timer = n.start()
+    assert send == Broadcast(MEMBERS, VectorMsg("a", 0, (1.0, 0.0)))
+    assert timer == SetTimer(RoundTimeout(0), 0.25)
     n.handle(NeighbourVector(VectorMsg("b", 0, (0.0, 1.0))))
-    out = n.handle(RoundTimeout(0))
+    out = n.handle(timer.name)  # the timer's name is the event to deliver when it fires
     assert n.round == 1
-    assert np.allclose(out[0].msg.vector, [0.5, 0.5])
+    assert out[0] == CancelTimer(RoundTimeout(0))
+    assert type(out[1]) is Broadcast and out[1].topic == MEMBERS
+    assert np.allclose(out[1].msg.vector, [0.5, 0.5])
+    assert out[2] == SetTimer(RoundTimeout(1), 0.25)
     assert n.statistics().missing_neighbours == 1
+    assert n.handle(RoundTimeout(0)) == []  # a late timer of a past round changes nothing
+
+
+def test_node_speaks_only_the_one_effect_vocabulary_and_cancels_its_last_timer():
+    g = nx.complete_graph(3)
+    x = unit(np.random.default_rng(3), 3, 4)
+    nodes = {i: AveragingNode(i, x[i], {j: 1.0 for j in g.neighbors(i)}, rounds_max=4,
+                              eps=0.0) for i in g.nodes}
+    seen, q, timers = [], [], {i: set() for i in g.nodes}
+
+    def emit(i, effects):
+        for e in effects:
+            seen.append(type(e))
+            if isinstance(e, Broadcast):
+                q.extend((j, e.msg) for j in g.neighbors(i))
+            elif isinstance(e, SetTimer):
+                timers[i].add(e.name)
+            elif isinstance(e, CancelTimer):
+                timers[i].discard(e.name)
+    for i, n in nodes.items():
+        emit(i, n.start())
+    while q:
+        j, msg = q.pop(0)
+        emit(j, nodes[j].handle(NeighbourVector(msg)))
+    assert set(seen) == {Broadcast, SetTimer, CancelTimer, Finished}
+    assert all(n.finished for n in nodes.values())
+    assert all(not t for t in timers.values())  # no timer left running after Finished
+
+
+def test_node_refuses_an_impossible_round_timeout():
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "2"):
+        with pytest.raises(AveragingError):
+            AveragingNode("a", [1.0, 0.0], {"b": 1.0}, round_timeout_s=bad)
 
 
 def test_node_rejects_bad_vectors_from_neighbours():
