@@ -10,7 +10,9 @@ The baseline is checked out with ``git worktree add --detach`` into a temporary 
 directory and first on ``PYTHONPATH``, so ``import consensus`` finds each tree's own code; a
 leading ``python`` is replaced by this interpreter (both trees share its installed
 dependencies). Runs alternate baseline, current, baseline, current... so a change of machine
-load hits both sides alike. Works for any benchmark that prints one JSON object as the last
+load hits both sides alike. With ``--harness-from-current`` this tree's ``bench/`` directory
+is copied over the baseline's first, so both sides run the same harness (and options it
+gained since) against their own library code. Works for any benchmark that prints one JSON object as the last
 line of stdout (``bench/consensus.py``, ``bench/sim.py``, ``bench/node.py``...).
 
 Every numeric leaf of that object is flattened to a dotted key (``pbft.4.decisions_per_s``);
@@ -18,7 +20,7 @@ per key the figure is the median over ``--rounds`` runs, and
 ``ratio = current / baseline`` (so for a rate, above 1 is faster; for a duration, below 1 is
 faster). The last line of stdout is one JSON object:
 ``{"baseline_rev", "baseline_commit", "baseline_tree", "current_commit", "current_dirty",
-"command", "rounds", "baseline", "current", "ratio", "runs"}`` with ``baseline``/``current``/``ratio`` mapping keys to numbers
+"command", "rounds", "harness", "baseline", "current", "ratio", "runs"}`` with ``baseline``/``current``/``ratio`` mapping keys to numbers
 (only the ``--key`` ones if given). Exit code 2 on a usage error or a benchmark that fails.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,7 +89,7 @@ def git(*args: str) -> str:
 
 
 def compare(rev: str, command: list[str], rounds: int, keys: list[str],
-            timeout_s: float) -> dict:
+            timeout_s: float, harness_from_current: bool = False) -> dict:
     base_commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
     head_commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
@@ -94,6 +97,9 @@ def compare(rev: str, command: list[str], rounds: int, keys: list[str],
         tree = Path(tmp) / "tree"
         git("worktree", "add", "--detach", str(tree), base_commit)
         try:
+            if harness_from_current:
+                shutil.copytree(ROOT / "bench", tree / "bench", dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
             runs: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
             for i in range(rounds):
                 for side, where in (("baseline", tree), ("current", ROOT)):
@@ -118,6 +124,7 @@ def compare(rev: str, command: list[str], rounds: int, keys: list[str],
     return {"baseline_rev": rev, "baseline_commit": base_commit, "baseline_tree": str(tree),
             "current_commit": head_commit,
             "current_dirty": dirty, "command": shlex.join(command), "rounds": rounds,
+            "harness": "current" if harness_from_current else "each tree's own",
             "baseline": med["baseline"], "current": med["current"], "ratio": ratio,
             "runs": {side: [{k: r[k] for k in sorted(common)} for r in rs]
                      for side, rs in runs.items()}}
@@ -133,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--key", action="append", default=[],
                     help="dotted key of a figure to report (repeatable; default: all numeric)")
     ap.add_argument("--timeout-s", type=float, default=3600.0, help="per run (3600)")
+    ap.add_argument("--harness-from-current", action="store_true",
+                    help="copy this tree's bench/ over the baseline's before running")
     ap.add_argument("command", nargs=argparse.REMAINDER,
                     help="the benchmark command, after --")
     args = ap.parse_args(argv)
@@ -144,7 +153,8 @@ def main(argv=None) -> int:
         print("compare: error: --rounds must be >= 1", file=sys.stderr)
         return 2
     try:
-        out = compare(args.baseline_rev, command, args.rounds, args.key, args.timeout_s)
+        out = compare(args.baseline_rev, command, args.rounds, args.key, args.timeout_s,
+                      args.harness_from_current)
     except (CompareError, subprocess.TimeoutExpired) as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2

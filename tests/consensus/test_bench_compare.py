@@ -59,3 +59,16 @@ def test_usage_errors_exit_2():
     assert run("--baseline-rev", "HEAD").returncode == 2  # no command
     bad = run("--baseline-rev", "no-such-rev-xyz", "--", "python", "-c", "print(1)")
     assert bad.returncode == 2 and "no-such-rev-xyz" in bad.stderr
+
+
+def test_harness_from_current_copies_this_trees_bench_directory_into_the_baseline():
+    bench = ("import json, os; "
+             "print(json.dumps({'has_compare': float(os.path.exists('bench/compare.py'))}))")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), "--baseline-rev",
+                           "759d05d", "--rounds", "1", "--harness-from-current", "--",
+                           "python", "-c", bench],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["harness"] == "current"
+    assert out["baseline"]["has_compare"] == 1.0 and out["ratio"]["has_compare"] == 1.0
