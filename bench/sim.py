@@ -34,12 +34,22 @@ import numpy as np  # noqa: E402
 
 def events_per_s(n: int = 1000, floods: int = 200) -> tuple[float, int]:
     from p2pmoa.effects import Broadcast
-    from simulations.engine import Engine, External
+    from simulations.engine import Engine
+    from simulations.machines import ProtocolEvents
     from simulations.network import TopologySpec, build_topology
 
-    class Flood:
+    class Flood(ProtocolEvents):
+        """A trivial machine that publishes what it is given (its own adapter)."""
+
+        def __init__(self):
+            super().__init__()
+            self.machine = self
+
+        def on_input(self, payload, now):
+            return (payload,)
+
         def handle(self, ev):
-            return [Broadcast("t", ev.payload)] if isinstance(ev, External) else []
+            return [Broadcast("t", ev)] if isinstance(ev, int) else []
 
     g = build_topology(TopologySpec(kind="regular", n=n, degree=4), 1)
     eng = Engine(g, [Flood() for _ in range(n)], seed=1)

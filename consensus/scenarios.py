@@ -32,9 +32,8 @@ import random
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
-from .pbft import (Broadcast, Checkpoint, Commit, MemberId,
-                   PrePrepare, Prepare, Receive, Replica, Request, Send, SetTimer,
-                   CancelTimer, TimerExpired)
+from .driver import Driver, FunctionAdapter, Node
+from .pbft import (Checkpoint, Commit, MemberId, PrePrepare, Prepare, Replica, Request)
 from .testing import BEHAVIOURS as HARNESS_BEHAVIOURS
 from .testing import Cluster, RunResult, harness_validity
 
@@ -98,9 +97,12 @@ class ScenarioCluster(Cluster):
         self.rng.shuffle(honest)
         self.side_a = frozenset(honest[: len(honest) // 2])
         self.twins: dict[MemberId, Replica] = {}
+        self._twin_nodes: dict[MemberId, Node] = {}
+        self._twin_of: dict[str, MemberId] = {}  # driver address of twin B -> its member
         kwargs = dict(view_timeout_s=1.0, checkpoint_interval=4, watermark_window=8)
         kwargs.update(replica_kw)
         self._replica_kw = kwargs
+        ids = list(self.members)
         for m, x in self.members.items():
             if x.behaviour == "twins":
                 self.twins[m] = Replica(
@@ -108,6 +110,15 @@ class ScenarioCluster(Cluster):
                     sign=self._signer(m) if self.authenticate else None,
                     verify=self._verify if self.authenticate else None,
                     unauthenticated=not self.authenticate, **kwargs)
+                # twin B is a second node of the driver under a tagged address; what it sends
+                # reaches only side B (and the Byzantine members), its timers are tagged
+                addr = MemberId(m + _B_TAG)
+                self._twin_of[addr] = m
+                self._twin_nodes[m] = self.driver.add(
+                    addr, self.twins[m],
+                    FunctionAdapter(on_message=self._adapter(m).on_message,
+                                    on_timer=self._adapter(m).on_timer),
+                    members=[o for o in ids if o != m])
         self.lost_to_partition = 0
         self.hop_s = hop_s
         self.in_flight_max = 0
@@ -118,31 +129,39 @@ class ScenarioCluster(Cluster):
         """Like :meth:`Cluster.request_all`; twin B gets the requests in reverse order."""
         values = list(values)
         super().request_all(values)
-        for m, twin in self.twins.items():
+        for m in self.twins:
             for v in reversed(values):
-                self._apply_twin_b(m, twin.handle(Request(v)))
+                self.driver.dispatch(self._twin_nodes[m], Request(v))
 
     def _side(self, m: MemberId) -> str:
         """The twin side of an honest member."""
         return "A" if m in self.side_a else "B"
 
     def _apply_twin_b(self, m: MemberId, effects) -> None:
-        for e in effects:
-            match e:
-                case Broadcast(msg=msg):
-                    for dst in self.members:
-                        if dst != m and (dst in self.byzantine or self._side(dst) == "B"):
-                            self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
-                case Send(peer=dst, msg=msg):
-                    if dst in self.members and dst != m and (
-                            dst in self.byzantine or self._side(dst) == "B"):
-                        self.in_flight.append((MemberId(m + _B_TAG), dst, msg))
-                case SetTimer(name=name, delay_s=d):
-                    self.timers[(m, _TWIN_B + name)] = self.now + d
-                case CancelTimer(name=name):
-                    self.timers.pop((m, _TWIN_B + name), None)
-                case _:
-                    pass  # a Byzantine twin's decisions and evidence are not checked
+        """Execute twin B's effects (a Byzantine twin's decisions and evidence are not checked)."""
+        self.driver.execute(self._twin_nodes[m], effects)
+
+    def send(self, driver: Driver, src: Node, dst: Node, msg, topic) -> None:
+        m = self._twin_of.get(src.addr)
+        if m is None:
+            super().send(driver, src, dst, msg, topic)
+        elif dst.addr != m and dst.addr in self.members and (
+                dst.addr in self.byzantine or self._side(dst.addr) == "B"):
+            self.in_flight.append((src.addr, dst.addr, msg))
+
+    def set_timer(self, driver: Driver, node: Node, name, delay_s: float) -> None:
+        m = self._twin_of.get(node.addr)
+        if m is None:
+            super().set_timer(driver, node, name, delay_s)
+        else:
+            self.timers[(m, _TWIN_B + name)] = self.now + delay_s
+
+    def cancel_timer(self, driver: Driver, node: Node, name) -> None:
+        m = self._twin_of.get(node.addr)
+        if m is None:
+            super().cancel_timer(driver, node, name)
+        else:
+            self.timers.pop((m, _TWIN_B + name), None)
 
     def _send(self, src: MemberId, dst: MemberId, msg) -> None:
         if src in self.crashed:
@@ -197,7 +216,7 @@ class ScenarioCluster(Cluster):
             super()._deliver(src, dst, msg)
         if "B" in side:
             self.delivered += 1
-            self._apply_twin_b(dst, twin.handle(Receive(msg)))
+            self.driver.deliver(self._twin_nodes[dst], src, msg, None)
 
     def _fire(self, key) -> None:
         m, name = key
@@ -208,7 +227,7 @@ class ScenarioCluster(Cluster):
             deadline = self.timers.pop(key)
             self.now = max(self.now, deadline)
             self.timers_fired += 1
-            self._apply_twin_b(m, self.twins[m].handle(TimerExpired(name[len(_TWIN_B):])))
+            self.driver.fire_timer(self._twin_nodes[m], name[len(_TWIN_B):])
             return
         super()._fire(key)
 

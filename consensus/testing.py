@@ -21,6 +21,13 @@ Model:
   and corrupt what it sends according to a behaviour: ``silent``, ``equivocate``,
   ``garbage`` (invalid proposals, random digests), ``wrong_view``, ``forge`` (fabricated
   certificates, other members' names) or ``random`` (a mix, chosen per message).
+* **Driver**: the replicas run on the one virtual-time driver (:class:`consensus.driver.Driver`,
+  which the simulator and the protocol tests use too): it hands each replica its own events
+  (``Receive``, ``TimerExpired``, ``Request``) and executes the effects it returns
+  (``Broadcast(MEMBERS)`` = one send per other member). The cluster is the driver's network
+  and clock model: a send goes into the adversary's in-flight pool, a timer into its timer
+  table, and each scheduler step takes one of them out (before GST in an order the seeded
+  adversary picks, since time is not trusted then).
 * **Checks**: :meth:`Cluster.violations` lists safety violations (two honest members decide
   different values at one sequence number, an honest member decides twice or decides an
   invalid value, an honest member is accused of equivocation).
@@ -39,10 +46,11 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional
 
+from .driver import Driver, FunctionAdapter, Node
 from .pbft import (
-    Broadcast, Checkpoint, Commit, CommitProof, Decided, EquivocationDetected, MemberId,
-    NewView, PreparedCert, PrePrepare, Prepare, Receive, Replica, Request, Send,
-    SetTimer, StateTransferNeeded, CancelTimer, TimerExpired, ViewChange, digest_of,
+    Checkpoint, Commit, Decided, EquivocationDetected, MemberId,
+    NewView, PreparedCert, PrePrepare, Prepare, Receive, Replica, Request,
+    StateTransferNeeded, TimerExpired, ViewChange, digest_of,
     signing_bytes,
 )
 
@@ -139,7 +147,8 @@ class Cluster:
                 raise HarnessError(f"byzantine member {m!r} is not a member")
             if b not in BEHAVIOURS:
                 raise HarnessError(f"unknown behaviour {b!r}; choose from {BEHAVIOURS}")
-        self.rng = random.Random(seed)
+        self.driver = Driver(seed, network=self, timers=self)
+        self.rng = self.driver.rng
         self.weights = {MemberId(m): w for m, w in weights.items()}
         self.drop_p, self.dup_p, self.timer_p = drop_p, dup_p, timer_p
         self.authenticate = authenticate
@@ -154,11 +163,15 @@ class Cluster:
                         verify=self._verify if authenticate else None,
                         unauthenticated=not authenticate, **kwargs)
             self.members[m] = _Member(r, byzantine.get(m))
+        ids = list(self.members)
+        self.nodes: dict[MemberId, Node] = {
+            m: self.driver.add(m, x.replica, self._adapter(m),
+                               members=[o for o in ids if o != m])
+            for m, x in self.members.items()}
         self.honest = [m for m, x in self.members.items() if x.behaviour is None]
         self.byzantine = [m for m, x in self.members.items() if x.behaviour is not None]
         self.in_flight: list[tuple[MemberId, MemberId, object]] = []
         self.timers: dict[tuple[MemberId, str], float] = {}
-        self.now = 0.0
         self.requested: list[bytes] = []
         self.evidence: list[EquivocationDetected] = []
         self.accused: list[tuple[MemberId, MemberId]] = []  # (reporter, accused)
@@ -191,52 +204,76 @@ class Cluster:
 
     # ------------------------------------------------------------ driving
 
+    @property
+    def now(self) -> float:
+        """Virtual seconds: advanced by fired timers (and by delivery after GST in subclasses)."""
+        return self.driver.now
+
+    @now.setter
+    def now(self, t: float) -> None:
+        self.driver.now = t
+
+    def _adapter(self, m: MemberId) -> FunctionAdapter:
+        """How the driver speaks to member ``m``'s replica: PBFT's own event types."""
+        return FunctionAdapter(on_message=lambda src, msg, topic, now: Receive(msg),
+                               on_timer=lambda name, now: TimerExpired(name),
+                               on_output=lambda e, now: self._output(m, e))
+
     def request_all(self, values) -> None:
         """Give every member (Byzantine ones too) each client request, reliably."""
         for v in values:
             self.requested.append(v)
             for m in self.members:
-                self._apply(m, self.members[m].replica.handle(Request(v)))
+                self.driver.dispatch(self.nodes[m], Request(v))
 
     def request_one(self, member: str, value: bytes) -> None:
         """Give only ``member`` a request (the daemon's one-shot round: each member asks to
         order its own answer). Not counted by :meth:`live`; pass ``until`` to :meth:`run`."""
-        self._apply(MemberId(member), self.members[MemberId(member)].replica.handle(Request(value)))
+        self.driver.dispatch(self.nodes[MemberId(member)], Request(value))
 
     def all_decided(self, seq: int) -> bool:
         """True when every honest member decided ``seq``."""
         return all(seq in self.members[m].decisions for m in self.honest)
 
     def _apply(self, m: MemberId, effects) -> None:
+        """Execute member ``m``'s effects (through the driver)."""
+        self.driver.execute(self.nodes[m], effects)
+
+    def _output(self, m: MemberId, e) -> None:
+        """A replica's domain outputs: decisions and evidence are checked here."""
         member = self.members[m]
-        for e in effects:
-            match e:
-                case Broadcast(msg=msg):
-                    for dst in self.members:
-                        if dst != m:
-                            self._send(m, dst, msg)
-                case Send(peer=dst, msg=msg):
-                    if dst in self.members and dst != m:
-                        self._send(m, dst, msg)
-                case SetTimer(name=name, delay_s=d):
-                    self.timers[(m, name)] = self.now + d
-                case CancelTimer(name=name):
-                    self.timers.pop((m, name), None)
-                case Decided(seq=seq, value=value):
-                    if member.behaviour is None:
-                        if seq in member.decisions:
-                            self._problems.append(f"{m} decided seq {seq} twice")
-                        member.decisions[seq] = value
-                        if value and not self.validity(value):
-                            self._problems.append(f"{m} decided invalid value at {seq}")
-                case EquivocationDetected(member=acc):
-                    if member.behaviour is None:
-                        self.evidence.append(e)
-                        self.accused.append((m, acc))
-                        if self.members[acc].behaviour is None:
-                            self._problems.append(f"honest {acc} accused by {m}")
-                case StateTransferNeeded():
-                    self.state_transfers.append((m, e))
+        match e:
+            case Decided(seq=seq, value=value):
+                if member.behaviour is None:
+                    if seq in member.decisions:
+                        self._problems.append(f"{m} decided seq {seq} twice")
+                    member.decisions[seq] = value
+                    if value and not self.validity(value):
+                        self._problems.append(f"{m} decided invalid value at {seq}")
+            case EquivocationDetected(member=acc):
+                if member.behaviour is None:
+                    self.evidence.append(e)
+                    self.accused.append((m, acc))
+                    if self.members[acc].behaviour is None:
+                        self._problems.append(f"honest {acc} accused by {m}")
+            case StateTransferNeeded():
+                self.state_transfers.append((m, e))
+
+    # ------------------------------------------------------------ the driver's network and
+    # clock model (consensus.driver.Network / TimerModel): the adversary's pools
+
+    def send(self, driver: Driver, src: Node, dst: Node, msg, topic) -> None:
+        if dst is not src:
+            self._send(src.addr, dst.addr, msg)
+
+    def publish(self, driver: Driver, src: Node, topic: str, msg) -> None:
+        raise HarnessError(f"{src.addr} published on gossip topic {topic!r}: PBFT has none")
+
+    def set_timer(self, driver: Driver, node: Node, name, delay_s: float) -> None:
+        self.timers[(node.addr, name)] = self.now + delay_s
+
+    def cancel_timer(self, driver: Driver, node: Node, name) -> None:
+        self.timers.pop((node.addr, name), None)
 
     def _send(self, src: MemberId, dst: MemberId, msg) -> None:
         b = self.members[src].behaviour
@@ -320,14 +357,14 @@ class Cluster:
 
     def _deliver(self, src: MemberId, dst: MemberId, msg) -> None:
         self.delivered += 1
-        self._apply(dst, self.members[dst].replica.handle(Receive(msg)))
+        self.driver.deliver(self.nodes[dst], src, msg, None)
 
     def _fire(self, key: tuple[MemberId, str]) -> None:
         deadline = self.timers.pop(key)
         self.now = max(self.now, deadline)
         self.timers_fired += 1
         m, name = key
-        self._apply(m, self.members[m].replica.handle(TimerExpired(name)))
+        self.driver.fire_timer(self.nodes[m], name)
 
     # ------------------------------------------------------------ single steps (for
     # hypothesis' RuleBasedStateMachine or hand-written schedules)

@@ -1,23 +1,26 @@
-"""In-memory driver for :class:`~p2pmoa.protocol.PeerProtocol`: the shared fake for tests.
+"""In-memory mesh for :class:`~p2pmoa.protocol.PeerProtocol`: the shared fake for tests.
 
-:class:`InMemoryMesh` runs several peer machines on one virtual clock and executes their
-effects synchronously: ``Send``/``Broadcast`` become ``FrameIn`` events after ``latency_s``
-(full-mesh gossip; optional loss and a drop filter), timers fire on the virtual clock,
-``Generate`` calls the node's :class:`~p2pmoa.llm.TextGenerator` (a ``StandInGenerator`` in
-tests) and ``Embed`` the mesh's embedder (``HashingEmbedder``). It is deterministic for a
-given seed, does no I/O and never sleeps; it is *not* the simulator (simulations/ has the
-real topology, link and fault models) and not the daemon.
+:class:`InMemoryMesh` runs several peer machines on the one virtual-time driver
+(:class:`consensus.driver.Driver`, which the simulator and the PBFT harnesses use too) with a
+full-mesh network: ``Send``/``Broadcast`` become ``FrameIn`` events after ``latency_s``
+(every other node gets a gossip publication; optional loss and a drop filter), timers fire on
+the virtual clock, ``Generate`` calls the node's :class:`~p2pmoa.llm.TextGenerator` (a
+``StandInGenerator`` in tests) and ``Embed`` the mesh's embedder (``HashingEmbedder``). It is
+deterministic for a given seed, does no I/O and never sleeps; it is *not* the simulator
+(simulations/ has the real topology, link and fault models) and not the daemon.
+
+:class:`PeerAdapter` is the one place that turns a message or a timer into the peer
+protocol's own events (``FrameIn``, ``TimerFired``); the simulator's adapters build on it.
 """
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from p2pmoa.effects import Broadcast, CancelTimer, Deliver, Embed, Generate, PeerId, Send, SetTimer
+from consensus.driver import Driver, Node
+from p2pmoa.effects import Deliver, Embed, Generate, PeerId, Send
 from p2pmoa.protocol import (
     Accepted,
     EmbedDone,
@@ -35,14 +38,48 @@ from p2pmoa.protocol import (
     UserQuery,
 )
 
+class PeerAdapter:
+    """Driver adapter of a peer protocol: a message from ``src`` on ``topic`` (``None`` for a
+    direct stream) is ``FrameIn(src, topic, data)``; a timer is ``TimerFired(name)``."""
 
-@dataclass
+    def on_message(self, src: Any, msg: Any, topic: str | None, now: float) -> FrameIn:
+        return FrameIn(PeerId(src), topic, msg, now=now)
+
+    def on_timer(self, name: Any, now: float) -> TimerFired:
+        return TimerFired(name, now=now)
+
+
+class _MeshAdapter(PeerAdapter):
+    def __init__(self, mesh: "InMemoryMesh", peer: PeerId) -> None:
+        self.mesh = mesh
+        self.peer = peer
+
+    def on_output(self, effect: Any, now: float) -> None:
+        self.mesh._output(self.peer, effect)
+
+
+@dataclass(eq=False)
 class _Node:
-    proto: PeerProtocol
+    """A mesh node: the protocol, its generator and its place in the driver."""
+
+    dn: Node
     generator: Any
-    up: bool = True
-    timers: dict = field(default_factory=dict)
-    epoch: int = 0
+
+    @property
+    def proto(self) -> PeerProtocol:
+        return self.dn.machine
+
+    @property
+    def up(self) -> bool:
+        return self.dn.up
+
+    @property
+    def epoch(self) -> int:
+        return self.dn.epoch
+
+    @property
+    def timers(self) -> dict:
+        return self.dn.timers
 
 
 class InMemoryMesh:
@@ -52,8 +89,11 @@ class InMemoryMesh:
         embedder: the mesh's embedder (one space for everyone).
         latency_s: one-way delay of every frame, seconds (default 5 ms).
         loss: probability a frame is dropped (default 0), drawn from ``seed``.
-        seed: seed of the loss draws.
+        seed: seed of the driver's one random generator (the loss draws).
         embed_s: virtual time an embedding takes (default 1 ms).
+
+    A frame in flight to a node that crashes or restarts before it arrives is lost (the
+    connection it came over is gone).
     """
 
     def __init__(self, embedder, *, latency_s: float = 0.005, loss: float = 0.0, seed: int = 0,
@@ -61,12 +101,11 @@ class InMemoryMesh:
         self.embedder = embedder
         self.latency_s = latency_s
         self.loss = loss
-        self.rng = random.Random(seed)
+        self.driver = Driver(seed, network=self, strict_epochs=True)
+        self.driver.send_unknown = self._send_unknown  # type: ignore[method-assign]
+        self.rng = self.driver.rng
         self.embed_s = embed_s
-        self.now = 0.0
         self.nodes: dict[PeerId, _Node] = {}
-        self._q: list = []
-        self._seq = itertools.count()
         self.delivered: dict[tuple[PeerId, str], Deliver] = {}
         self.accepted: list[tuple[PeerId, str]] = []
         self.refused: list[tuple[PeerId, Refused]] = []
@@ -75,73 +114,90 @@ class InMemoryMesh:
         self.drop: Callable[[PeerId, PeerId, bytes], bool] | None = None
         self.tap: Callable[[PeerId, PeerId, bytes], None] | None = None
 
+    @property
+    def now(self) -> float:
+        """Virtual seconds (settable: a test may move the clock forward between runs)."""
+        return self.driver.now
+
+    @now.setter
+    def now(self, t: float) -> None:
+        self.driver.now = t
+
     # ---- topology
 
     def add(self, proto: PeerProtocol, generator, *, peer_events: bool = True) -> PeerId:
         """Add a running node, connected to every other node (``PeerUp`` both ways unless
         ``peer_events=False``, which saves O(n²) events in large meshes)."""
         me = proto.me
-        self.nodes[me] = _Node(proto, generator)
-        self._push(self.now, me, None, lambda: Started(now=self.now))
+        dn = self.driver.add(me, proto, _MeshAdapter(self, me))
+        self.nodes[me] = _Node(dn, generator)
+        self.post(me, lambda: Started(now=self.now))
         for other in (self.nodes if peer_events else ()):
             if other != me:
-                self._push(self.now, me, None, lambda o=other: PeerUp(o, now=self.now))
-                self._push(self.now, other, None, lambda o=me: PeerUp(o, now=self.now))
+                self.post(me, lambda o=other: PeerUp(o, now=self.now))
+                self.post(other, lambda o=me: PeerUp(o, now=self.now))
         return me
 
     def crash(self, peer: PeerId) -> None:
-        """Stop a node abruptly: pending timers and in-flight jobs are lost."""
-        node = self.nodes[peer]
-        node.up = False
-        node.epoch += 1
-        node.timers.clear()
+        """Stop a node abruptly: pending timers, frames in flight to it and jobs are lost."""
+        self.driver.crash(self.nodes[peer].dn)
 
     def restart(self, proto: PeerProtocol, generator) -> None:
         """Replace a crashed node by a fresh machine with the same identity."""
         old = self.nodes.get(proto.me)
-        epoch = old.epoch + 1 if old else 0
-        self.nodes[proto.me] = _Node(proto, generator, epoch=epoch)
-        self._push(self.now, proto.me, None, lambda: Started(now=self.now))
+        if old is None:
+            dn = self.driver.add(proto.me, proto, _MeshAdapter(self, proto.me))
+        else:
+            dn = old.dn
+            self.driver.replace(dn, proto, dn.adapter)
+        self.nodes[proto.me] = _Node(dn, generator)
+        self.post(proto.me, lambda: Started(now=self.now))
 
     # ---- inputs
 
     def ask(self, peer: PeerId, query_id: str, prompt: str, method: str | None = None, *,
             memory: bool = True) -> None:
-        self._push(self.now, peer, None,
-                   lambda: UserQuery(query_id, prompt, method, now=self.now, memory=memory))
+        self.post(peer, lambda: UserQuery(query_id, prompt, method, now=self.now, memory=memory))
 
     def inject(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None = None) -> None:
         """Deliver raw bytes to ``dst`` as if ``src`` had sent them (for hostile-input tests)."""
-        self._push(self.now, dst, None, lambda: FrameIn(src, topic, data, now=self.now))
+        self.post(dst, lambda: FrameIn(src, topic, data, now=self.now))
+
+    def post(self, peer: PeerId, make: Callable[[], Any], at_s: float | None = None) -> None:
+        """Hand the event ``make()`` to ``peer``'s machine at ``at_s`` (default now), unless
+        the node crashed or restarted in between. Unknown peers are ignored."""
+        node = self.nodes.get(peer)
+        if node is not None:
+            self.driver.post(self.now if at_s is None else at_s, node.dn, make)
+
+    def _push(self, t: float, peer: PeerId, epoch: int | None, make) -> None:
+        """Older spelling of :meth:`post` (``epoch`` must be ``None``: the current one)."""
+        assert epoch is None, "pass events for the node's current epoch"
+        self.post(peer, make, at_s=t)
 
     # ---- loop
 
-    def _push(self, t: float, peer: PeerId, epoch: int | None, make) -> None:
-        node = self.nodes.get(peer)
-        ep = node.epoch if node is not None and epoch is None else epoch
-        heapq.heappush(self._q, (t, next(self._seq), peer, ep, make))
-
     def run(self, until_s: float = 120.0, max_events: int = 200_000) -> int:
-        """Process events until the queue is empty, ``until_s`` or ``max_events``."""
-        n = 0
-        while self._q and n < max_events:
-            t, _, peer, epoch, make = self._q[0]
-            if t > until_s:
-                break
-            heapq.heappop(self._q)
-            node = self.nodes.get(peer)
-            if node is None or not node.up or node.epoch != epoch:
-                continue
-            self.now = max(self.now, t)
-            ev = make()
-            if ev is None:
-                continue
-            n += 1
-            for eff in node.proto.handle(ev):
-                self._execute(peer, node, eff)
-        return n
+        """Process events until the queue is empty, ``until_s`` or ``max_events`` events were
+        handed to machines; returns how many were."""
+        before = self.driver.handled
+        self.driver.run(until_s, handled_max=max_events)
+        return self.driver.handled - before
 
-    def _deliver_frame(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None) -> None:
+    # ---- the network model (consensus.driver.Network): a full mesh
+
+    def send(self, driver: Driver, src: Node, dst: Node, msg: Any, topic: str | None) -> None:
+        self._frame(src.addr, dst.addr, msg, topic)
+
+    def publish(self, driver: Driver, src: Node, topic: str, msg: Any) -> None:
+        for dst in self.nodes:
+            if dst != src.addr:
+                self._frame(src.addr, dst, msg, topic)
+
+    def _send_unknown(self, node: Node, eff: Send) -> None:
+        self._frame(node.addr, eff.peer, eff.msg, None)
+
+    def _frame(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None) -> None:
         self.frames_sent += 1
         if self.tap is not None:
             self.tap(src, dst, data)
@@ -149,51 +205,34 @@ class InMemoryMesh:
             return
         if self.loss and self.rng.random() < self.loss:
             return
-        if dst not in self.nodes:
+        node = self.nodes.get(dst)
+        if node is None:
             return
-        self._push(self.now + self.latency_s, dst, None,
-                   lambda: FrameIn(src, topic, data, now=self.now))
+        self.driver.arrive_at(self.now + self.latency_s, node.dn, src, data, topic)
 
-    def _execute(self, peer: PeerId, node: _Node, eff) -> None:
+    # ---- domain effects (the transport effects are the driver's)
+
+    def _output(self, peer: PeerId, eff) -> None:
+        node = self.nodes[peer]
+        now = self.now
         match eff:
-            case Send(peer=dst, msg=data):
-                self._deliver_frame(peer, dst, data, None)
-            case Broadcast(topic=topic, msg=data):
-                for dst in self.nodes:
-                    if dst != peer:
-                        self._deliver_frame(peer, dst, data, topic)
-            case SetTimer(name=name, delay_s=d):
-                token = next(self._seq)
-                node.timers[name] = token
-
-                def fire(name=name, token=token, node=node):
-                    if node.timers.get(name) != token:
-                        return None
-                    del node.timers[name]
-                    return TimerFired(name, now=self.now)
-
-                self._push(self.now + d, peer, None, fire)
-            case CancelTimer(name=name):
-                node.timers.pop(name, None)
             case Generate(job_id=job, messages=msgs, params=params):
                 try:
                     g = node.generator.generate(msgs, params)
                 except Exception as exc:  # the stand-in may refuse a prompt
                     err = f"{type(exc).__name__}: {exc}"
-                    self._push(self.now, peer, None,
-                               lambda: GenerateFailed(job, err, now=self.now))
+                    self.post(peer, lambda: GenerateFailed(job, err, now=self.now))
                     return
-                self._push(self.now + max(0.01, g.llm_s), peer, None,
-                           lambda: GenerateDone(job, g, now=self.now))
+                self.post(peer, lambda: GenerateDone(job, g, now=self.now),
+                          at_s=now + max(0.01, g.llm_s))
             case Embed(job_id=job, texts=texts):
                 try:
                     v = self.embedder.embed(list(texts))
                 except Exception as exc:
                     err = f"{type(exc).__name__}: {exc}"
-                    self._push(self.now, peer, None, lambda: EmbedFailed(job, err, now=self.now))
+                    self.post(peer, lambda: EmbedFailed(job, err, now=self.now))
                     return
-                self._push(self.now + self.embed_s, peer, None,
-                           lambda: EmbedDone(job, v, now=self.now))
+                self.post(peer, lambda: EmbedDone(job, v, now=self.now), at_s=now + self.embed_s)
             case Deliver(query_id=q):
                 self.delivered[(peer, q)] = eff
             case Accepted(query_id=q):

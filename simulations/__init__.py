@@ -4,7 +4,7 @@ Public names are re-exported here; see docs/simulations.md for the model and the
 (``p2pmoa sim --list``). Imports nothing from node/ (checked by tests/test_layering.py).
 """
 from simulations.agents import ReplayAgent, SyntheticAgent
-from simulations.engine import Engine, EngineStatistics, ServiceModel
+from simulations.engine import Engine, EngineStatistics, NodeAdapter, ServiceModel
 from simulations.errors import (AgentError, ExperimentError, FaultSpecError, LinkModelError,
                                 SimulationError, TopologyError)
 from simulations.faults import FaultSpec, FaultyAgent
@@ -14,6 +14,6 @@ from simulations.network import (Crash, LinkModel, NetworkConditions, Partition,
 
 __all__ = ["AgentError", "Crash", "Engine", "EngineStatistics", "ExperimentError", "FaultSpec",
            "FaultSpecError", "FaultyAgent", "LinkModel", "LinkModelError", "MeshSpec",
-           "NetworkConditions", "Partition", "ReplayAgent", "ServiceModel", "SimulationError",
+           "NetworkConditions", "NodeAdapter", "Partition", "ReplayAgent", "ServiceModel", "SimulationError",
            "SyntheticAgent", "TopologyError", "TopologySpec", "build_topology", "run_mesh",
            "topology_report"]

@@ -1,27 +1,35 @@
 """Adapters that let the engine drive the production state machines.
 
-The engine speaks :mod:`simulations.engine` events and :mod:`p2pmoa.effects` effects; each
-production machine has its own event and effect types. An adapter translates in both
-directions and adds nothing else, so that what runs is the production code:
+An adapter (:class:`simulations.engine.NodeAdapter`) holds one production machine and turns
+what happens to its node into that machine's OWN event types; the machine's transport effects
+go straight to the driver, so what runs is the production code:
 
+* :class:`PeerMachine` -- a ``p2pmoa.protocol.PeerProtocol`` (the daemon's state machine):
+  ``FrameIn``, ``TimerFired``, ``GenerateDone``, ``EmbedDone``, ``UserQuery``, ``Started``,
+  ``PeerUp``.
 * :class:`PbftMachine` -- one ``consensus.pbft.Replica`` per node (a one-shot PBFT instance
-  over a fixed membership, as the daemon runs per query). ``Broadcast`` becomes one direct
-  ``Send`` per other member (PBFT's all-to-all, O(N**2) messages), timers map one to one,
-  ``Decided`` becomes ``Deliver``. The adapter checks that a message's ``sender`` is the peer
-  it came from (the envelope authentication the daemon does with signatures).
+  over a fixed membership, as the daemon runs per query): ``Receive``, ``TimerExpired``,
+  ``Request``. Its ``Broadcast(MEMBERS)`` is one direct ``Send`` per other member (PBFT's
+  all-to-all, O(N**2) messages; the driver does that), ``Decided`` becomes ``Deliver``. The
+  adapter checks that a message's ``sender`` is the peer it came from (the envelope
+  authentication the daemon does with signatures).
 * :class:`SplitBrainPbft` -- a Byzantine member (see :mod:`simulations.faults`).
 * :class:`SilentMachine` -- a node that never says anything.
+* :class:`ProtocolEvents` -- the peer protocol's event types for simulator-only machines
+  (the queueing model of ``experiments/queue.py``).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import msgpack
 
-from p2pmoa.effects import Broadcast, CancelTimer, Deliver, PeerId, QueryId, Send, SetTimer
-from simulations.engine import External, Received, Recovered, SimEvent, Started, TimerFired
+from p2pmoa.effects import CancelTimer, Deliver, PeerId, QueryId, Send, SetTimer
+from p2pmoa.testing import PeerAdapter
+from simulations.engine import NodeAdapter
+from simulations.errors import SimulationError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ class PbftDecision:
     at_s: float
 
 
-class PbftMachine:
+class PbftMachine(NodeAdapter):
     """An honest PBFT member running ``consensus.pbft.Replica`` (see module doc).
 
     Args:
@@ -71,62 +79,52 @@ class PbftMachine:
         kw: dict[str, Any] = {"view_timeout_s": view_timeout_s, "seq_max": seq_max}
         if validity is not None:
             kw["validity"] = validity
-        self.replica = pbft.Replica(pbft.MemberId(me), dict(weights), **kw,
-                                    **SIM_AUTH.hooks(me))
+        self.replica = self.machine = pbft.Replica(pbft.MemberId(me), dict(weights), **kw,
+                                                   **SIM_AUTH.hooks(me))
         self.me = me
-        self.others = [m for m in sorted(weights) if m != me]
+        self.members = self.others = [m for m in sorted(weights) if m != me]
         self.decisions: list[PbftDecision] = []
         self.equivocations = 0
         self.forged_dropped = 0
 
-    def handle(self, event: SimEvent) -> list:
+    def on_message(self, src: Any, msg: Any, topic: str | None, now: float) -> Any:
+        if getattr(msg, "sender", None) != src:
+            self.forged_dropped += 1
+            return None
+        return self._pbft.Receive(msg)
+
+    def on_timer(self, name: Any, now: float) -> Any:
+        return self._pbft.TimerExpired(name)
+
+    def on_input(self, payload: Any, now: float) -> Iterable:
+        return (self._pbft.Request(payload),)
+
+    def on_output(self, effect: Any, now: float) -> Iterable | None:
         pbft = self._pbft
-        match event:
-            case Received(src=src, msg=msg):
-                if getattr(msg, "sender", None) != src:
-                    self.forged_dropped += 1
-                    return []
-                out = self.replica.handle(pbft.Receive(msg))
-            case TimerFired(name=name):
-                out = self.replica.handle(pbft.TimerExpired(name))
-            case External(payload=value):
-                out = self.replica.handle(pbft.Request(value))
-            case Started() | Recovered():
-                return []
-            case _:
-                return []
-        return self._effects(event.now, out)
-
-    def _effects(self, now: float, out: list) -> list:
-        pbft = self._pbft
-        effects: list = []
-        for e in out:
-            match e:
-                case Broadcast(msg=m):  # to the group: one direct send per other member
-                    effects.extend(Send(PeerId(p), m) for p in self.others)
-                case Send() | SetTimer() | CancelTimer():  # the same vocabulary: pass through
-                    effects.append(e)
-                case pbft.Decided(seq=seq, view=view, value=value):
-                    self.decisions.append(PbftDecision(self.me, seq, view, value, now))
-                    effects.append(Deliver(QueryId(f"seq{seq}"), value.decode("utf-8", "replace"),
-                                           {"view": view, "member": self.me}))
-                case pbft.EquivocationDetected():
-                    self.equivocations += 1
-                case _:
-                    pass
-        return effects
+        match effect:
+            case pbft.Decided(seq=seq, view=view, value=value):
+                self.decisions.append(PbftDecision(self.me, seq, view, value, now))
+                return (Deliver(QueryId(f"seq{seq}"), value.decode("utf-8", "replace"),
+                                {"view": view, "member": self.me}),)
+            case pbft.EquivocationDetected():
+                self.equivocations += 1
+        return None
 
 
-class SilentMachine:
+class SilentMachine(NodeAdapter):
     """A Byzantine node that receives everything and sends nothing (omission fault)."""
 
     decisions: list = []
 
-    def handle(self, event: SimEvent) -> list:
+    @property
+    def machine(self) -> "SilentMachine":
+        return self
+
+    def handle(self, event: Any) -> list:
         return []
 
 
-class SplitBrainPbft:
+class SplitBrainPbft(NodeAdapter):
     """A Byzantine PBFT member that equivocates: the strongest attack on PBFT safety.
 
     It runs two honest replicas, world ``A`` and world ``B``. Honest members are split into two
@@ -163,25 +161,40 @@ class SplitBrainPbft:
         self.world_of = {m: w for w, ms in self.half.items() for m in ms}
         self.decisions: list = []
 
-    def handle(self, event: SimEvent) -> list:
+    @property
+    def machine(self) -> "SplitBrainPbft":
+        return self
+
+    def on_message(self, src: Any, msg: Any, topic: str | None, now: float) -> Any:
+        return self._pbft.Receive(msg)
+
+    def on_timer(self, name: Any, now: float) -> Any:
+        return self._pbft.TimerExpired(name)
+
+    def on_input(self, payload: Any, now: float) -> Iterable:
+        return (self._pbft.Request(payload),)
+
+    def handle(self, event: Any) -> list:
+        """PBFT's own events, routed to world A or B (the attack); returns direct sends."""
         pbft = self._pbft
         match event:
-            case Received(src=src, msg=msg):
-                if isinstance(msg, tuple):
+            case pbft.Receive(msg=msg):
+                if isinstance(msg, tuple):  # the side channel of the other Byzantine members
                     world, inner = msg
                     if world not in self.replicas:
                         return []
                     return self._effects(world, self.replicas[world].handle(pbft.Receive(inner)))
-                world = self.world_of.get(src)
+                # members sign as themselves (no adapter forges), so sender is the peer
+                world = self.world_of.get(getattr(msg, "sender", None))
                 if world is None:
                     return []
-                return self._effects(world, self.replicas[world].handle(pbft.Receive(msg)))
-            case TimerFired(name=name):
+                return self._effects(world, self.replicas[world].handle(event))
+            case pbft.TimerExpired(name=name):
                 world, _, inner = name.partition(":")
                 if world not in self.replicas:
                     return []
                 return self._effects(world, self.replicas[world].handle(pbft.TimerExpired(inner)))
-            case External():
+            case pbft.Request():
                 out: list = []
                 for w in ("A", "B"):
                     out.extend(self._effects(w, self.replicas[w].handle(pbft.Request(self.value[w]))))
@@ -210,15 +223,46 @@ class SplitBrainPbft:
         return effects
 
 
-class PeerMachine:
+class ProtocolEvents(PeerAdapter, NodeAdapter):
+    """Hands a node the peer protocol's own event types (``p2pmoa.protocol``): ``FrameIn``,
+    ``TimerFired`` (as :class:`p2pmoa.testing.PeerAdapter`, the tests' mesh, does),
+    ``GenerateDone``, ``EmbedDone``; ``UserQuery`` for an injected
+    ``(query_id, prompt, method)``; ``Started`` on start and on recovery.
+
+    The generation handed over is the agent's; ``service_s`` (the seconds the job held the
+    node's LLM server) is dropped here, as the peer protocol reads its own ``llm_s``.
+    """
+
+    def __init__(self) -> None:
+        from p2pmoa import protocol as P
+
+        self.P = P
+
+    def on_input(self, payload: Any, now: float) -> Iterable:
+        qid, prompt, method = payload
+        return (self.P.UserQuery(QueryId(qid), prompt, method, now=now),)
+
+    def on_start(self, now: float) -> Iterable:
+        return (self.P.Started(now=now),)
+
+    def on_recover(self, now: float) -> Iterable:
+        return (self.P.Started(now=now),)
+
+    def on_generate_done(self, job_id: str, generation: Any, service_s: float, now: float) -> Any:
+        return self.P.GenerateDone(job_id, generation, now=now)
+
+    def on_embed_done(self, job_id: str, vectors: Any, now: float) -> Any:
+        return self.P.EmbedDone(job_id, vectors, now=now)
+
+
+class PeerMachine(ProtocolEvents):
     """Drives one production ``p2pmoa.protocol.PeerProtocol`` (the daemon's state machine).
 
-    Event mapping: ``Started`` -> ``Started`` then ``PeerUp`` for every graph neighbour (the
-    peers a libp2p host would be connected to); ``Received`` -> ``FrameIn`` (the engine's ``src``
-    is the transport-authenticated peer); ``TimerFired``/``GenerateDone``/``EmbedDone`` map one
-    to one; ``External((query_id, prompt, method))`` -> ``UserQuery``; ``Recovered`` ->
-    ``Started`` (the protocol resumes its buffered queries). The protocol's extra effects
-    ``Accepted``/``Refused``/``Failed`` are recorded here; every other effect goes to the engine.
+    Events as :class:`ProtocolEvents`; on start the protocol also gets ``PeerUp`` for every
+    graph neighbour (the peers a libp2p host would be connected to); on recovery only
+    ``Started`` (the protocol resumes its buffered queries). ``FrameIn.peer`` is the
+    transport-authenticated sender (for gossip, the publisher). The protocol's extra outputs
+    ``Accepted``/``Refused``/``Failed`` are recorded here.
 
     Args:
         proto: the peer protocol instance.
@@ -226,48 +270,25 @@ class PeerMachine:
     """
 
     def __init__(self, proto: Any, neighbours: Sequence[str]) -> None:
-        from p2pmoa import protocol as P
-
-        self.P = P
-        self.proto = proto
+        super().__init__()
+        self.proto = self.machine = proto
         self.neighbours = list(neighbours)
         self.accepted: list[str] = []
         self.refused: list[Any] = []
         self.failed: list[Any] = []
 
-    def handle(self, event: SimEvent) -> list:
+    def on_start(self, now: float) -> Iterable:
         P = self.P
-        now = event.now
-        match event:
-            case Received(src=src, msg=data, topic=topic):
-                out = self.proto.handle(P.FrameIn(PeerId(src), topic, data, now=now))
-            case TimerFired(name=name):
-                out = self.proto.handle(P.TimerFired(name, now=now))
-            case External(payload=(qid, prompt, method)):
-                out = self.proto.handle(P.UserQuery(QueryId(qid), prompt, method, now=now))
-            case Started():
-                out = list(self.proto.handle(P.Started(now=now)))
-                for p in self.neighbours:
-                    out.extend(self.proto.handle(P.PeerUp(PeerId(p), now=now)))
-            case Recovered():
-                out = self.proto.handle(P.Started(now=now))
-            case _:
-                from simulations.engine import EmbedDone, GenerateDone
+        return [P.Started(now=now), *(P.PeerUp(PeerId(p), now=now) for p in self.neighbours)]
 
-                if isinstance(event, GenerateDone):
-                    out = self.proto.handle(P.GenerateDone(event.job_id, event.generation, now=now))
-                elif isinstance(event, EmbedDone):
-                    out = self.proto.handle(P.EmbedDone(event.job_id, event.vectors, now=now))
-                else:
-                    return []
-        effects = []
-        for e in out:
-            if isinstance(e, P.Accepted):
-                self.accepted.append(e.query_id)
-            elif isinstance(e, P.Refused):
-                self.refused.append(e)
-            elif isinstance(e, P.Failed):
-                self.failed.append(e)
-            else:
-                effects.append(e)
-        return effects
+    def on_output(self, effect: Any, now: float) -> Iterable | None:
+        P = self.P
+        if isinstance(effect, P.Accepted):
+            self.accepted.append(effect.query_id)
+        elif isinstance(effect, P.Refused):
+            self.refused.append(effect)
+        elif isinstance(effect, P.Failed):
+            self.failed.append(effect)
+        else:
+            raise SimulationError(f"the peer protocol returned an unknown effect {effect!r}")
+        return None

@@ -30,8 +30,10 @@ from pathlib import Path
 import networkx as nx
 
 from p2pmoa.effects import ChatMessage, Deliver, Generate, PeerId, QueryId, Send
+from p2pmoa.protocol import FrameIn, GenerateDone, UserQuery
 from simulations.agents import SyntheticAgent
-from simulations.engine import (Engine, External, GenerateDone, Received, ServiceModel, SimEvent)
+from simulations.engine import Engine, ServiceModel
+from simulations.machines import ProtocolEvents
 from simulations.errors import ExperimentError, parse_list
 from simulations.network import LinkModel, NetworkConditions
 from simulations.report import (new_figure, run_sweep, save_figure, task_seed, write_csv,
@@ -55,8 +57,12 @@ def lambda_bound(m_layers: int, k_proposers: int, alpha_max_s: float) -> float:
     return 1.0 / (jobs_per_prompt(m_layers, k_proposers) * alpha_max_s)
 
 
-class DmoaMachine:
+class DmoaMachine(ProtocolEvents):
     """One node of the DMoA model above (not the production peer protocol: the queueing model).
+
+    It is its own machine and speaks the peer protocol's event types (``UserQuery`` for a
+    submitted prompt, ``FrameIn`` for a message, ``GenerateDone`` whose ``llm_s`` is the
+    seconds the job held the LLM server, what a daemon measures).
 
     Args:
         node: this node's index; ``peers``: candidate proposers (the other nodes).
@@ -67,6 +73,8 @@ class DmoaMachine:
 
     def __init__(self, node: int, peers: list[int], peer_ids: list[str], *, m_layers: int,
                  k_proposers: int, seed: int, buffer=None) -> None:
+        super().__init__()
+        self.machine = self
         self.node = node
         self.peers = peers
         self.ids = peer_ids
@@ -79,18 +87,26 @@ class DmoaMachine:
         self.refused = 0
         self.submitted = 0
 
-    def handle(self, ev: SimEvent) -> list:
+    def on_input(self, payload, now: float):
+        return (UserQuery(payload, payload, now=now),)
+
+    def on_generate_done(self, job_id: str, generation, service_s: float, now: float):
+        from dataclasses import replace
+
+        return GenerateDone(job_id, replace(generation, llm_s=service_s), now=now)
+
+    def handle(self, ev) -> list:
         match ev:
-            case External(payload=pid):
+            case UserQuery(query_id=pid):
                 self.submitted += 1
                 if self.buffer is not None and not self._admit(pid, ev.now):
                     self.refused += 1
                     return []
                 self.pending[pid] = [1, 0, ev.now]
                 return self._layer(pid)
-            case Received(src=src, msg=("job", pid, layer, origin)):
+            case FrameIn(data=("job", pid, layer, origin)):
                 return [Generate(f"p|{pid}|{layer}|{origin}", (ChatMessage("user", pid),))]
-            case Received(msg=("res", pid, layer)):
+            case FrameIn(data=("res", pid, layer)):
                 st = self.pending.get(pid)
                 if st is None or st[0] != layer:
                     return []
@@ -98,7 +114,8 @@ class DmoaMachine:
                 if st[1] == self.k:
                     return [Generate(f"a|{pid}|{layer}|", (ChatMessage("user", pid),))]
                 return []
-            case GenerateDone(job_id=job_id, service_s=service_s):
+            case GenerateDone(job_id=job_id, generation=gen):
+                service_s = gen.llm_s
                 if self.buffer is not None:
                     self.buffer.record_generation_time(service_s, ev.now)
                 kind, pid, layer, origin = job_id.split("|")
@@ -171,11 +188,11 @@ def trial(task: dict) -> dict:
             eng.inject(t, v, f"q{v}-{i}")
             i += 1
     eng.run(until_s=horizon / 2)
-    backlog_half = sum(len(s.queue) - s.head + (1 if s.busy else 0) for s in eng._servers) / n
+    backlog_half = sum(eng.backlog(v) for v in range(n)) / n
     eng.run(until_s=horizon)
     qs = eng.queue_statistics()
     lat = [x for mach in machines for x in mach.latencies]
-    backlog = sum(len(s.queue) - s.head + (1 if s.busy else 0) for s in eng._servers) / n
+    backlog = sum(eng.backlog(v) for v in range(n)) / n
     submitted = sum(mach.submitted for mach in machines)
     refused = sum(mach.refused for mach in machines)
     bound = lambda_bound(m, k, task["alpha_max_s"])

@@ -26,7 +26,7 @@ from typing import Any
 
 import networkx as nx
 
-from simulations.engine import Engine, External, ServiceModel, Started
+from simulations.engine import Engine, NodeAdapter, ServiceModel
 from simulations.errors import ExperimentError
 from simulations.network import LinkModel, NetworkConditions
 from simulations.report import run_sweep, task_seed, write_csv, write_summary
@@ -38,8 +38,10 @@ DESCRIPTION = ("Fresh sybil identities (0 to 4x the honest nodes, answering one 
                "a round, open vs rostered mesh.")
 
 
-class LateJoiner:
-    """A machine that does not exist before ``join_s``: every event before it is dropped."""
+class LateJoiner(NodeAdapter):
+    """A node that does not exist before ``join_s``: everything that happens to it before is
+    dropped; the first event at or after ``join_s`` starts its protocol first (``Started``
+    and ``PeerUp`` for its neighbours, as :class:`PeerMachine` does on start)."""
 
     def __init__(self, inner: Any, join_s: float) -> None:
         self.inner = inner
@@ -47,35 +49,92 @@ class LateJoiner:
         self.started = False
         self.decisions: list = []
 
+    @property
+    def machine(self) -> "LateJoiner":
+        return self
+
     def handle(self, event) -> list:
-        if event.now < self.join_s:
-            return []
-        out = []
+        proto = self.inner.proto
+        out: list = []
         if not self.started:
             self.started = True
-            out.extend(self.inner.handle(Started(event.now)))
-        if isinstance(event, Started):
-            return out
-        return out + list(self.inner.handle(event))
+            for ev in self.inner.on_start(event.now):
+                out.extend(proto.handle(ev))
+            if isinstance(event, self.inner.P.Started):
+                return out
+        return out + list(proto.handle(event))
+
+    def on_message(self, src, msg, topic, now):
+        return self.inner.on_message(src, msg, topic, now) if now >= self.join_s else None
+
+    def on_timer(self, name, now):
+        return self.inner.on_timer(name, now) if now >= self.join_s else None
+
+    def on_start(self, now):
+        return self.inner.on_start(now) if now >= self.join_s else ()
+
+    def on_recover(self, now):
+        return self.inner.on_recover(now) if now >= self.join_s else ()
+
+    def on_input(self, payload, now):
+        return self.inner.on_input(payload, now) if now >= self.join_s else ()
+
+    def on_generate_done(self, job_id, generation, service_s, now):
+        return self.inner.on_generate_done(job_id, generation, service_s, now) if now >= self.join_s else None
+
+    def on_embed_done(self, job_id, vectors, now):
+        return self.inner.on_embed_done(job_id, vectors, now) if now >= self.join_s else None
+
+    def on_output(self, effect, now):
+        return self.inner.on_output(effect, now)
 
 
-class MeetsLateJoiners:
-    """An honest node's machine that learns of its sybil neighbours only when they join (the
-    engine would otherwise report every graph neighbour as connected from the start)."""
+class MeetsLateJoiners(NodeAdapter):
+    """An honest node's adapter that tells its protocol of its sybil neighbours only when they
+    join (the engine would otherwise report every graph neighbour as connected from the start)."""
 
     def __init__(self, inner: Any, late: list, join_s: float) -> None:
         self.inner = inner
         self.late = late
         self.join_s = join_s
         self.decisions: list = []
+        self.members = inner.members
+
+    @property
+    def machine(self) -> "MeetsLateJoiners":
+        return self
 
     def handle(self, event) -> list:
+        proto = self.inner.proto
         if self.late and event.now >= self.join_s:
-            P = self.inner.P
             for p in self.late:
-                self.inner.proto.handle(P.PeerUp(p, now=event.now))
+                proto.handle(self.inner.P.PeerUp(p, now=event.now))
             self.late = []
-        return self.inner.handle(event)
+        return proto.handle(event)
+
+    def on_message(self, src, msg, topic, now):
+        return self.inner.on_message(src, msg, topic, now)
+
+    def on_timer(self, name, now):
+        return self.inner.on_timer(name, now)
+
+    def on_start(self, now):
+        return self.inner.on_start(now)
+
+    def on_recover(self, now):
+        return self.inner.on_recover(now)
+
+    def on_input(self, payload, now):
+        return self.inner.on_input(payload, now)
+
+    def on_generate_done(self, job_id, generation, service_s, now):
+        return self.inner.on_generate_done(job_id, generation, service_s, now)
+
+    def on_embed_done(self, job_id, vectors, now):
+        return self.inner.on_embed_done(job_id, vectors, now)
+
+    def on_output(self, effect, now):
+        return self.inner.on_output(effect, now)
 
 
 def _graph(h: int, s: int, links: int, rng: random.Random) -> nx.Graph:

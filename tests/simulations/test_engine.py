@@ -1,4 +1,7 @@
-"""The discrete-event engine: gossip, links, partitions, crashes, timers, LLM servers, determinism."""
+"""The discrete-event engine: gossip, links, partitions, crashes, timers, LLM servers, determinism.
+
+The node machine here records the peer protocol's own events (``p2pmoa.protocol``), which the
+engine's adapters hand to every node: the engine has no event types of its own."""
 from __future__ import annotations
 
 import networkx as nx
@@ -6,27 +9,46 @@ import pytest
 
 from p2pmoa.effects import Broadcast, CancelTimer, ChatMessage, Generate, SetTimer
 from simulations.agents import SyntheticAgent
-from simulations.engine import (Engine, External, GenerateDone, Received, Recovered, ServiceModel,
-                                Started, TimerFired)
+from p2pmoa.protocol import FrameIn, GenerateDone, Started, TimerFired
+from simulations.engine import Engine, ServiceModel
+from simulations.machines import ProtocolEvents
 from simulations.errors import SimulationError
 from simulations.network import (Crash, LinkModel, NetworkConditions, Partition, TopologySpec,
                                  build_topology)
 
 
-class Recorder:
-    """A node machine that broadcasts what it is told to and records what it gets."""
+class Told:
+    """An input telling a :class:`Recorder` which effects to return."""
+
+    def __init__(self, effects):
+        self.effects = list(effects)
+
+
+class Recorder(ProtocolEvents):
+    """A node machine (its own adapter) that returns the effects it is told to and records
+    the events it gets: ``FrameIn``, ``TimerFired``, ``GenerateDone``, ``Started``."""
 
     def __init__(self):
+        super().__init__()
+        self.machine = self
         self.events = []
+        self.recovered_at = []
+
+    def on_input(self, payload, now):
+        return (Told(payload),)
+
+    def on_recover(self, now):
+        self.recovered_at.append(now)
+        return super().on_recover(now)
 
     def handle(self, ev):
         self.events.append(ev)
-        if isinstance(ev, External):
-            return list(ev.payload)
+        if isinstance(ev, Told):
+            return ev.effects
         return []
 
     def received(self):
-        return [e for e in self.events if isinstance(e, Received)]
+        return [e for e in self.events if isinstance(e, FrameIn)]
 
 
 def mesh(n=60, seed=1, **cond):
@@ -52,7 +74,7 @@ def test_partition_blocks_until_it_heals():
     eng.inject(1.0, 0, [Broadcast("t", "during")])
     eng.inject(6.0, 0, [Broadcast("t", "after")])
     eng.run()
-    got = {(v, r.msg) for v, m in enumerate(ms) for r in m.received()}
+    got = {(v, r.data) for v, m in enumerate(ms) for r in m.received()}
     side = part.group_of(0)
     for v in range(1, 40):
         assert ((v, "during") in got) == (part.group_of(v) == side)
@@ -64,7 +86,8 @@ def test_crashed_node_gets_nothing_and_is_told_when_it_recovers():
     eng.inject(1.0, 0, [Broadcast("t", "x")])
     eng.run()
     assert ms[5].received() == []
-    assert any(isinstance(e, Recovered) and e.now == 3.0 for e in ms[5].events)
+    assert ms[5].recovered_at == [3.0]
+    assert any(isinstance(e, Started) and e.now == 3.0 for e in ms[5].events)
 
 
 def test_total_loss_delivers_nothing_and_is_counted():
@@ -91,8 +114,8 @@ def test_llm_server_is_fifo_with_the_node_service_time():
     eng = Engine(g, ms, seed=0, agent=SyntheticAgent(0.0), service=ServiceModel(alpha_s=[1.5, 0.1], distribution="const"))
     eng.inject(0.0, 0, [job(1), job(2), job(3)])
     eng.run()
-    done = [(e.job_id, e.now, e.service_s) for e in ms[0].events if isinstance(e, GenerateDone)]
-    assert done == [("j1", 1.5, 1.5), ("j2", 3.0, 1.5), ("j3", 4.5, 1.5)]
+    done = [(e.job_id, e.now) for e in ms[0].events if isinstance(e, GenerateDone)]
+    assert done == [("j1", 1.5), ("j2", 3.0), ("j3", 4.5)]
     q = eng.queue_statistics()[0]
     assert q["served"] == 3 and q["wait_mean_s"] == pytest.approx(1.5)
 
@@ -113,7 +136,7 @@ def test_same_seed_same_run_different_seed_different_latencies():
         for i in range(5):
             eng.inject(i * 0.1, i, [Broadcast("t", i)])
         st = eng.run()
-        return st, [[(round(r.now, 12), r.msg) for r in m.received()] for m in ms]
+        return st, [[(round(r.now, 12), r.data) for r in m.received()] for m in ms]
 
     assert run(3) == run(3)
     assert run(3) != run(4)
