@@ -36,7 +36,7 @@ import trio
 
 from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
-from node.config import STAND_IN_MODEL, NodeConfig
+from node.config import STAND_IN_MODEL, NodeConfig, protocol_settings
 from node.metrics import (Metrics, record_generation, register_admission, register_build_info,
                           register_process_metrics)
 from node.querylog import observed_query
@@ -48,6 +48,7 @@ from node.transport import (PeerUnreachable, RequestRejected, Transport, Transpo
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
                             PeerId, QueryId, Refused,
                             Send, SetTimer)
+from p2pmoa.settings import protocol_config, select_ppm_for
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +192,26 @@ class Daemon:
             roster = r.peers
             log.info("roster: %d peers, signed by %s", len(r.peers), r.signer)
         self._open_memory()
-        pcfg = P.ProtocolConfig(
-            role=self.cfg.role, model_id=self.local_model,
-            space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
-            collect_timeout_s=self.cfg.deadline_s, round_timeout_s=self.cfg.round_timeout_s,
-            proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
-            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
-            roster=roster)
-        return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
-                              buffer=self.buffer, trust=self.trust, memory=self.memory)
+        self._roster, self._mesh_size = roster, (len(roster) if roster else None)
+        return P.PeerProtocol(self.identity, Ed25519Verifier(), self._protocol_config(),
+                              rng=random.SystemRandom(), buffer=self.buffer, trust=self.trust,
+                              memory=self.memory)
+
+    def _protocol_config(self):
+        """The machine's configuration, through the one path the simulator uses too
+        (p2pmoa/settings.py); the mesh size (roster, live peers) sets ``select_ppm``."""
+        return protocol_config(protocol_settings(self.cfg, self._roster),
+                               model_id=self.local_model, mesh_size=self._mesh_size,
+                               space_id=getattr(self.embedder, "space_id", "unknown"))
+
+    def _resize_mesh(self, live_peers: int) -> None:
+        """The mesh now has about ``1 + live_peers`` nodes (at least the roster's): rebuild
+        the configuration if that changes who is asked to answer (``select_ppm``)."""
+        size = max(len(self._roster or ()), 1 + live_peers)
+        s = self.cfg
+        if select_ppm_for(s.proposers_max, s.proposers_oversample, size) != self.machine.cfg.select_ppm:
+            self._mesh_size = size
+            self.machine.cfg = self._protocol_config()
 
     def _open_memory(self) -> None:
         """Private + shared memory, persisted in ``data_dir/memory.sqlite3`` (docs/memory.md)."""
@@ -594,6 +606,7 @@ class Daemon:
         for p in sorted(known - now_peers):
             self._push_nowait(self.P.PeerDown(p, now=self._now()))
         self._known_peers = now_peers
+        self._resize_mesh(len(now_peers))
 
 
 def prompt_of(messages) -> str:
