@@ -181,6 +181,7 @@ class Daemon:
                                    alpha_window_s=self.cfg.alpha_window_s,
                                    slack=self.cfg.admission_slack)
         self.trust = load_trust(self.store.get_meta("trust"), P.TrustBookPort)
+        self._save_trust()  # an old state, once migrated, is stored in the current format
         roster = None
         if self.cfg.roster:
             from p2pmoa.roster import load_roster
