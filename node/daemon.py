@@ -156,7 +156,8 @@ class Daemon:
         from p2pmoa.memory_store import MemorySQLite
         self.memory_store = MemorySQLite(self.cfg.memory_path)
         self.memory = Memory(memory_config(self.cfg),
-                             on_change=self.journal.deferred(self.memory_store.apply))
+                             on_change=self.journal.deferred(self.memory_store.apply,
+                                                            light=lambda op, e: op == "touch"))
         self.memory.load(self.memory_store.load(), self._now())
         self.journal.flush_sync()
 

@@ -134,6 +134,19 @@ def test_journaled_writes_run_in_a_worker_thread_in_order(tmp_path):
     store.close()
 
 
+def test_light_writes_alone_run_inline_without_a_thread_hop(tmp_path):
+    inner = SQLiteStore(tmp_path / "b.sqlite3")
+    journal = Journal()
+    store = JournaledStore(inner, journal)
+    store.put("q1", "generating", 1.0, b"one", durable=False)
+    trio.run(journal.flush)
+    assert inner.load_all() == [("q1", b"one")] and journal.threaded == 0
+    store.put("q1", "done", 2.0, b"two")  # durable: fsync, off the trio thread
+    trio.run(journal.flush)
+    assert journal.threaded == 1 and journal.flushes == 2
+    store.close()
+
+
 def test_a_cancelled_flush_keeps_its_writes(tmp_path):
     inner = SQLiteStore(tmp_path / "b.sqlite3")
     journal = Journal()
@@ -204,14 +217,15 @@ def test_a_query_is_answered_while_gossip_keeps_the_inbox_full(one_node):
     trio.run(main)
 
 
-def test_an_accepted_query_is_on_disk_before_submit_returns_written_off_the_trio_thread(one_node):
+def test_an_accepted_query_is_on_disk_before_submit_returns_fsynced_off_the_trio_thread(one_node):
     d = one_node
     threads = []
     inner = d.store.inner
     real_put = inner.put
 
     def put(*a, **k):
-        threads.append(threading.current_thread())
+        if k.get("durable", True):  # the writes that fsync
+            threads.append(threading.current_thread())
         real_put(*a, **k)
     inner.put = put
 
