@@ -16,10 +16,10 @@ PBFT/averaging/vote, trust) lives in :mod:`p2pmoa.protocol` as a state machine
 One task (:meth:`Daemon._machine_loop`) owns the machine: events are queued in a two-lane
 inbox and handled one at a time, so the machine never sees concurrency. The daemon's own
 completions (timers, model results) are never dropped; input from peers is bounded (pipes
-wait, gossip is shed and counted). The prompt buffer's and memory's SQLite writes made while
-handling an event run (with their fsyncs) in a worker thread before that event's effects are
-executed: nothing is acknowledged before it is on disk, and the trio thread never waits for
-the disk. See node/execution.py.
+wait, gossip is shed and counted). The prompt buffer's, memory's and trust's SQLite writes
+made while handling an event run before that event's effects are executed (nothing is
+acknowledged before it is on disk), those that fsync in a worker thread (the trio thread
+never waits for the disk). See node/execution.py.
 
 Shutdown: SIGINT/SIGTERM set a shutdown event; the API stops accepting, in-flight work is
 given ``shutdown_grace_s`` to finish, and whatever is unfinished stays in the durable prompt
