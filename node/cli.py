@@ -39,6 +39,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline-s", type=float, help=f"seconds to wait for proposals before deciding (default {d.deadline_s})")
     p.add_argument("--round-timeout-s", type=float, help=f"seconds the aggregation round may take before the originator decides alone (default {d.round_timeout_s})")
     p.add_argument("--proposers-max", type=int, help=f"cap on the proposals one question collects, own included; by default all live peers are asked and the round starts when they have answered (default cap {d.proposers_max})")
+    p.add_argument("--proposers-oversample", type=float, help=f"in a mesh larger than 1 + cap x this, about cap x this peers are asked to answer each question (default {d.proposers_oversample})")
     p.add_argument("--stand-in-delay-s", type=float, help="with --model stand-in only: simulated seconds per generation (load tests)")
     p.add_argument("--admission-window-s", type=float, help=f"seconds over which the admitted arrival rate is measured (default {d.admission_window_s})")
     p.add_argument("--alpha-window-s", type=float, help=f"generation times older than this no longer count in the service time (default {d.alpha_window_s})")
@@ -66,7 +67,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     overrides = {k: getattr(args, k, None) for k in (
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
-        "deadline_s", "round_timeout_s", "proposers_max", "stand_in_delay_s", "buffer_max",
+        "deadline_s", "round_timeout_s", "proposers_max", "proposers_oversample", "stand_in_delay_s", "buffer_max",
         "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
         "clock_offset_s", "roster", "memory",
         "admission_window_s", "alpha_window_s", "admission_slack")}

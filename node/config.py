@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from p2pmoa.memory import MemoryConfig
+from p2pmoa.settings import ProtocolSettings
 
 DEFAULT_API = "127.0.0.1:8700"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/7700"
@@ -69,6 +70,9 @@ class NodeConfig:
             A query asks for ``min(cap, 1 + live peers)``; its round starts as soon as every
             invited live peer has answered or refused (or this many proposals arrived), else
             at ``deadline_s`` with what arrived (p2pmoa/round_start.py).
+        proposers_oversample: in a mesh larger than ``1 + proposers_max * oversample`` nodes,
+            about ``proposers_max * oversample`` peers are asked to answer each query
+            (``select_ppm``, p2pmoa/settings.py; default 2.0, must be >= 1).
         buffer_max: prompt-buffer capacity (queries); when full new queries get busy errors.
         max_tokens: default generation length, tokens.
         connections_target: keep dialling discovered peers until this many connections.
@@ -103,16 +107,17 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     model: str = "smollm2-135m"
     embedder: str = ""
-    role: str = "a helpful, concise assistant"
-    consensus: str = "pbft"
+    role: str = ProtocolSettings.role
+    consensus: str = ProtocolSettings.method
     data_dir: Path = Path("~/.local/share/p2pmoa").expanduser()
     api: str = DEFAULT_API
     fault: str | None = None
-    deadline_s: float = 60.0
-    round_timeout_s: float = 30.0
-    proposers_max: int = 8
+    deadline_s: float = ProtocolSettings.collect_timeout_s
+    round_timeout_s: float = ProtocolSettings.round_timeout_s
+    proposers_max: int = ProtocolSettings.proposers_max
+    proposers_oversample: float = ProtocolSettings.proposers_oversample
     buffer_max: int = 64
-    max_tokens: int = 96
+    max_tokens: int = ProtocolSettings.max_tokens
     connections_target: int = 8
     frame_bytes_max: int = 256 * 1024
     body_bytes_max: int = 64 * 1024
@@ -154,6 +159,8 @@ class NodeConfig:
             raise ConfigError(f"api must be HOST:PORT, not {self.api!r}")
         if self.stand_in_delay_s < 0:
             raise ConfigError("stand_in_delay_s must be >= 0")
+        if not self.proposers_oversample >= 1:
+            raise ConfigError(f"proposers_oversample must be >= 1, not {self.proposers_oversample}")
         if not 0 < self.admission_slack <= 1:
             raise ConfigError(f"admission_slack must be in (0, 1], not {self.admission_slack}")
         for name in ("deadline_s", "round_timeout_s", "admission_window_s", "alpha_window_s"):
@@ -203,6 +210,16 @@ def memory_config(cfg: NodeConfig) -> MemoryConfig:
         raise ConfigError(f"bad memory setting: {exc}") from None
 
 
+def protocol_settings(cfg: NodeConfig, roster: frozenset | None = None) -> ProtocolSettings:
+    """The protocol-relevant part of ``cfg`` (``roster``: the verified roster's peer ids);
+    :func:`p2pmoa.settings.protocol_config` turns it into the machine's configuration."""
+    return ProtocolSettings(
+        role=cfg.role, method=cfg.consensus, collect_timeout_s=cfg.deadline_s,
+        round_timeout_s=cfg.round_timeout_s, proposers_max=cfg.proposers_max,
+        proposers_oversample=cfg.proposers_oversample, max_tokens=cfg.max_tokens,
+        fault=cfg.fault, roster=roster)
+
+
 _TUPLES = {"listen", "bootstrap"}
 
 
@@ -224,7 +241,8 @@ def _coerce(name: str, value: Any) -> Any:
                 raise TypeError("must be true or false")
             return value
         if name in ("deadline_s", "round_timeout_s", "stand_in_delay_s", "clock_offset_s",
-                    "admission_window_s", "alpha_window_s", "admission_slack"):
+                    "admission_window_s", "alpha_window_s", "admission_slack",
+                    "proposers_oversample"):
             if isinstance(value, bool):
                 raise TypeError("bool")
             return float(value)

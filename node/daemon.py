@@ -2,18 +2,24 @@
 
 This module is deliberately thin. The peer logic (announce, buffer, propose, aggregate,
 PBFT/averaging/vote, trust) lives in :mod:`p2pmoa.protocol` as a state machine
-``handle(event, now) -> [effects]``; the daemon only
+``handle(event) -> [effects]`` (each event carries its own ``now``); the daemon only
 
 * feeds it events: inbound frames (gossip and direct streams), timer expiries, results of
   model calls, queries from the local API;
-* executes its effects: ``Send`` -> one frame on the peer's long-lived pipe stream (the
-  protocol acknowledges and retransmits what must arrive; see node/transport.py for why a
-  pipe rather than a stream per message), ``Broadcast`` -> gossipsub publish,
+* executes its effects: ``Send`` -> the peer's bounded outbound queue, written in order by
+  one sender task per peer onto its long-lived pipe stream (the protocol acknowledges and
+  retransmits what must arrive; see node/transport.py for why a pipe rather than a stream
+  per message), ``Broadcast`` -> gossipsub publish,
   ``SetTimer``/``CancelTimer`` -> trio tasks, ``Generate``/``Embed`` -> llama.cpp in a worker
   thread behind ``CapacityLimiter(1)``, ``Deliver`` -> wake the waiting API request.
 
-One task (:meth:`Daemon._machine_loop`) owns the machine: events are queued on a bounded
-channel and handled one at a time, so the machine never sees concurrency.
+One task (:meth:`Daemon._machine_loop`) owns the machine: events are queued in a two-lane
+inbox and handled one at a time, so the machine never sees concurrency. The daemon's own
+completions (timers, model results) are never dropped; input from peers is bounded (pipes
+wait, gossip is shed and counted). The prompt buffer's, memory's and trust's SQLite writes
+made while handling an event run before that event's effects are executed (nothing is
+acknowledged before it is on disk), those that fsync in a worker thread (the trio thread
+never waits for the disk). See node/execution.py.
 
 Shutdown: SIGINT/SIGTERM set a shutdown event; the API stops accepting, in-flight work is
 given ``shutdown_grace_s`` to finish, and whatever is unfinished stays in the durable prompt
@@ -21,7 +27,6 @@ buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed 
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random
@@ -36,103 +41,31 @@ import trio
 
 from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
-from node.config import STAND_IN_MODEL, NodeConfig
-from node.metrics import (Metrics, record_generation, register_admission, register_build_info,
-                          register_process_metrics)
+from node.config import STAND_IN_MODEL, NodeConfig, protocol_settings
+from node.execution import Inbox, Journal, JournaledStore, Outbox
+from node.local_model import (embed_and_release, generate_and_collect, load_embedder,  # noqa: F401
+                              load_generator, release_memory, warm_up)
+from node.metrics import Metrics, record_generation
+from node.observe import asdict_json, register_daemon_metrics
 from node.querylog import observed_query
 from node.host import bootstrap_line, lan_options, network_status
 from node.trust_store import (TRUST_FORMAT, TrustStateError, check_roster, check_trust_state,
                               load_trust)
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
-from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, ChatMessage, Deliver, Embed, Failed, GenParams, Generate,
+from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, Deliver, Embed, Failed, Generate,
                             PeerId, QueryId, Refused,
                             Send, SetTimer)
+from p2pmoa.settings import protocol_config, select_ppm_for
 
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 4096
-"""Events waiting for the machine; a full inbox makes inbound streams wait (backpressure)."""
+"""Outside events waiting for the machine; when full, pipes and API calls wait (backpressure)
+and gossip is shed (counted). The daemon's own completions are never refused."""
+PEER_QUEUE_MAX = 256
+"""Frames queued for one peer; more are dropped (counted), the protocol retransmits."""
 SHUTDOWN_GRACE_S = 5.0
-
-
-def load_generator(cfg: NodeConfig):
-    """The local text generator named by ``cfg.model`` (real GGUF, or the named stand-in)."""
-    from p2pmoa.llm import LlamaGenerator, StandInGenerator
-    if cfg.model == STAND_IN_MODEL or cfg.model.startswith(STAND_IN_MODEL + ":"):
-        name = cfg.model.split(":", 1)[1] if ":" in cfg.model else "node"
-        gen = StandInGenerator(name)
-        if cfg.stand_in_delay_s > 0:
-            return _SlowStandIn(gen, cfg.stand_in_delay_s)
-        return gen
-    return LlamaGenerator.from_name(cfg.model, n_threads=cfg.threads)
-
-
-class _SlowStandIn:
-    """The stand-in generator plus a fixed service time (runs in the worker thread)."""
-
-    def __init__(self, inner, delay_s: float) -> None:
-        self.inner, self.delay_s, self.model_id = inner, delay_s, inner.model_id
-
-    def generate(self, messages, params):
-        time.sleep(self.delay_s)  # simulated model time, in a worker thread, not the event loop
-        g = self.inner.generate(messages, params)
-        import dataclasses
-        return dataclasses.replace(g, llm_s=self.delay_s)
-
-
-def generate_and_collect(generator, messages, params):
-    """One generation, then a full garbage collection (in the worker thread, ~20 ms).
-
-    Why (issue 9, "memory grows"): each llama-cpp-python completion leaves reference cycles
-    holding about 3 MB (measured with gemma3-270m: +60 MB RSS over 20 calls, all of it given
-    back by ``gc.collect()``; with a collection after every call RSS stayed flat over 60
-    calls). A daemon allocates few Python objects between generations, so the cyclic
-    collector's oldest generation rarely ran and RSS grew 1.19 -> 1.84 GB in an hour."""
-    try:
-        return generator.generate(messages, params)
-    finally:
-        release_memory()
-
-
-def embed_and_release(embedder, texts):
-    """One embedding call, then :func:`release_memory` (see :func:`generate_and_collect`)."""
-    try:
-        return embedder.embed(texts)
-    finally:
-        release_memory()
-
-
-def release_memory() -> None:
-    """Free reference cycles, then hand freed heap pages back to the OS (glibc
-    ``malloc_trim``: worker threads allocate in their own malloc arenas, which keep freed
-    memory otherwise). Called in the model worker threads after each call."""
-    gc.collect()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim  # noqa: B018 - glibc only; musl and others have no malloc_trim
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def load_embedder(cfg: NodeConfig):
-    from node.config import effective_embedder
-    from p2pmoa.embed import HashingEmbedder, LlamaEmbedder
-    name = effective_embedder(cfg)
-    if name in ("hashing", STAND_IN_MODEL):
-        return HashingEmbedder(dim=64)
-    return LlamaEmbedder(name, n_threads=cfg.threads)
 
 
 @dataclass
@@ -154,7 +87,9 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.local_model = getattr(generator, "model_id", str(cfg.model))
         self.started_at = time.time()
-        self._send_in, self._inbox = trio.open_memory_channel[tuple](INBOX_MAX)
+        self.inbox = Inbox(INBOX_MAX)
+        self.journal = Journal()  # SQLite writes, run off the trio thread (node/execution.py)
+        self.outbox: Outbox | None = None  # per-peer ordered senders, made in run()
         self._timers: dict[str, trio.CancelScope] = {}
         self._waiters: dict[QueryId, _Waiter] = {}
         self._llm_limiter = trio.CapacityLimiter(1)
@@ -174,12 +109,14 @@ class Daemon:
         from p2pmoa.buffer import PromptBuffer, SQLiteStore
         from p2pmoa.identity import Ed25519Verifier
         self.P = P
-        self.store = SQLiteStore(self.cfg.buffer_path)
+        self.store = JournaledStore(SQLiteStore(self.cfg.buffer_path), self.journal)
         self.buffer = PromptBuffer(self.store, capacity=self.cfg.buffer_max,
                                    rate_window_s=self.cfg.admission_window_s,
                                    alpha_window_s=self.cfg.alpha_window_s,
                                    slack=self.cfg.admission_slack)
         self.trust = load_trust(self.store.get_meta("trust"), P.TrustBookPort)
+        self._save_trust()  # an old state, once migrated, is stored in the current format
+        self.journal.flush_sync()
         roster = None
         if self.cfg.roster:
             from p2pmoa.roster import load_roster
@@ -191,15 +128,26 @@ class Daemon:
             roster = r.peers
             log.info("roster: %d peers, signed by %s", len(r.peers), r.signer)
         self._open_memory()
-        pcfg = P.ProtocolConfig(
-            role=self.cfg.role, model_id=self.local_model,
-            space_id=getattr(self.embedder, "space_id", "unknown"), method=self.cfg.consensus,
-            collect_timeout_s=self.cfg.deadline_s, round_timeout_s=self.cfg.round_timeout_s,
-            proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
-            gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
-            roster=roster)
-        return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
-                              buffer=self.buffer, trust=self.trust, memory=self.memory)
+        self._roster, self._mesh_size = roster, (len(roster) if roster else None)
+        return P.PeerProtocol(self.identity, Ed25519Verifier(), self._protocol_config(),
+                              rng=random.SystemRandom(), buffer=self.buffer, trust=self.trust,
+                              memory=self.memory)
+
+    def _protocol_config(self):
+        """The machine's configuration, through the one path the simulator uses too
+        (p2pmoa/settings.py); the mesh size (roster, live peers) sets ``select_ppm``."""
+        return protocol_config(protocol_settings(self.cfg, self._roster),
+                               model_id=self.local_model, mesh_size=self._mesh_size,
+                               space_id=getattr(self.embedder, "space_id", "unknown"))
+
+    def _resize_mesh(self, live_peers: int) -> None:
+        """The mesh now has about ``1 + live_peers`` nodes (at least the roster's): rebuild
+        the configuration if that changes who is asked to answer (``select_ppm``)."""
+        size = max(len(self._roster or ()), 1 + live_peers)
+        s = self.cfg
+        if select_ppm_for(s.proposers_max, s.proposers_oversample, size) != self.machine.cfg.select_ppm:
+            self._mesh_size = size
+            self.machine.cfg = self._protocol_config()
 
     def _open_memory(self) -> None:
         """Private + shared memory, persisted in ``data_dir/memory.sqlite3`` (docs/memory.md)."""
@@ -207,12 +155,15 @@ class Daemon:
         from p2pmoa.memory import Memory
         from p2pmoa.memory_store import MemorySQLite
         self.memory_store = MemorySQLite(self.cfg.memory_path)
-        self.memory = Memory(memory_config(self.cfg), on_change=self.memory_store.apply)
+        self.memory = Memory(memory_config(self.cfg),
+                             on_change=self.journal.deferred(self.memory_store.apply,
+                                                            light=lambda op, e: op == "touch"))
         self.memory.load(self.memory_store.load(), self._now())
+        self.journal.flush_sync()
 
     def _memory_sync(self) -> None:
         """``p2pmoa memory forget|clear`` changed the file while we run: reload it."""
-        if self.memory_store.changed():
+        if not self.journal.busy and not len(self.journal) and self.memory_store.changed():
             self.memory.load(self.memory_store.load(), self._now(), replace_all=True)
             log.info("memory reloaded after an outside change (%d private, %d shared)",
                      len(self.memory.private), len(self.memory.shared))
@@ -240,21 +191,20 @@ class Daemon:
     # ------------------------------------------------------------------ event loop
 
     async def _push(self, event) -> Any:
-        """Queue ``event`` for the machine; returns what handling it returned (for acks)."""
+        """Queue outside input for the machine (waits for room); returns what handling it
+        returned (for acks and admission)."""
         done = _Waiter(trio.Event())
-        await self._send_in.send((event, done))
+        await self.inbox.put_peer(event, done)
         await done.event.wait()
         return done.result
 
-    def _push_nowait(self, event) -> None:
-        try:
-            self._send_in.send_nowait((event, None))
-        except trio.WouldBlock:
-            self.metrics.inc("events_dropped_total", "events dropped because the inbox was full")
-            log.warning("inbox full, dropped %s", type(event).__name__)
+    def _internal(self, event) -> None:
+        """Queue a completion of the daemon's own work: never dropped (node/execution.py)."""
+        self.inbox.put_internal(event)
 
     async def _machine_loop(self) -> None:
-        async for event, done in self._inbox:
+        while True:
+            event, done = await self.inbox.get()
             t0 = time.perf_counter()
             try:
                 effects = self.machine.handle(event)
@@ -265,17 +215,33 @@ class Daemon:
                 effects, err = [], exc
             self.metrics.observe("handle_seconds", time.perf_counter() - t0,
                                  "time to handle one event in the protocol machine")
+            if any(isinstance(e, Deliver) for e in effects):
+                self._save_trust()
+            await self._persist()  # on disk before any effect of this event is executed
             for eff in effects:
                 self._execute(eff)
             if done is not None:
                 done.result = err if err is not None else effects
                 done.event.set()
 
+    async def _persist(self) -> None:
+        """Run the SQLite writes of the last event in a worker thread."""
+        if not len(self.journal):
+            return
+        t0 = time.perf_counter()
+        try:
+            await self.journal.flush()
+        except Exception:  # disk full, I/O error: loud; the node keeps serving from memory
+            log.exception("persisting the prompt buffer / memory failed")
+            self.metrics.inc("persist_errors_total", "SQLite writes that failed")
+        self.metrics.observe("persist_seconds", time.perf_counter() - t0,
+                             "time to write one event's buffer/memory changes (worker thread)")
+
     def _execute(self, eff) -> None:
-        assert self._nursery is not None, "daemon is not running"
+        assert self._nursery is not None and self.outbox is not None, "daemon is not running"
         match eff:
             case Send(peer=peer, msg=msg):
-                self._nursery.start_soon(self._do_send, peer, msg)
+                self.outbox.push(peer, msg)
             case Broadcast(topic=topic, msg=msg):
                 self._nursery.start_soon(self._do_broadcast, topic, msg)
             case SetTimer(name=name, delay_s=delay_s):
@@ -312,7 +278,7 @@ class Daemon:
             await trio.sleep(max(0.0, delay_s))
             if self._timers.get(name) is scope:
                 del self._timers[name]
-                self._push_nowait(self.P.TimerFired(name, now=self._now()))
+                self._internal(self.P.TimerFired(name, now=self._now()))
 
     async def _do_send(self, peer: PeerId, frame: bytes) -> None:
         try:
@@ -322,6 +288,10 @@ class Daemon:
             log.info("send to %s failed: %s", peer, exc)
             return  # the protocol retransmits what needs an acknowledgement
         self.metrics.inc("sends_total", "direct frames written to a peer's pipe")
+
+    def _send_dropped(self, peer: PeerId) -> None:
+        self.metrics.inc("sends_dropped_total", "direct frames dropped before sending",
+                         reason="queue_full")
 
     async def _do_broadcast(self, topic: str, frame: bytes) -> None:
         try:
@@ -345,9 +315,9 @@ class Daemon:
         self.metrics.inc("generations_total", "local LLM calls")
         if err is None:
             record_generation(self.metrics, gen)
-            self._push_nowait(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
+            self._internal(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
         else:
-            self._push_nowait(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
+            self._internal(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
 
     async def _do_embed(self, eff: Embed) -> None:
         async with self._embed_limiter:
@@ -361,12 +331,11 @@ class Daemon:
                 log.warning("embedding %s failed: %s", eff.job_id, err)
         self.metrics.observe("embed_seconds", time.perf_counter() - t0, "local embedding time")
         if err is None:
-            self._push_nowait(self.P.EmbedDone(eff.job_id, emb, now=self._now()))
+            self._internal(self.P.EmbedDone(eff.job_id, emb, now=self._now()))
         else:
-            self._push_nowait(self.P.EmbedFailed(eff.job_id, err, now=self._now()))
+            self._internal(self.P.EmbedFailed(eff.job_id, err, now=self._now()))
 
     def _deliver(self, qid: QueryId, answer: str, trace: dict) -> None:
-        self._save_trust()
         self.metrics.inc("queries_decided_total", "queries asked here and decided by the mesh",
                          method=str(trace.get("method", "?")))
         w = self._waiters.pop(qid, None)  # the waiting request holds it; nothing leaks
@@ -385,13 +354,14 @@ class Daemon:
 
     async def _on_frame(self, peer: PeerId, data: bytes) -> None:
         """A one-way frame from a peer's pipe; waits for inbox space (backpressure on the pipe)."""
-        await self._send_in.send((self.P.FrameIn(peer, None, data, now=self._now()), None))
+        await self.inbox.put_peer(self.P.FrameIn(peer, None, data, now=self._now()))
 
     async def _pump_gossip(self, topic: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sub = await self.transport.subscribe(topic)
         task_status.started()
-        async for m in sub:
-            self._push_nowait(self.P.FrameIn(m.source, m.topic, m.data, now=self._now()))
+        async for m in sub:  # gossip is best effort: shed (counted) when the inbox is full
+            if not self.inbox.try_put_peer(self.P.FrameIn(m.source, m.topic, m.data, now=self._now())):
+                self.metrics.inc("gossip_shed_total", "gossip frames shed because the inbox was full")
 
     # ------------------------------------------------------------------ local API service
 
@@ -475,8 +445,8 @@ class Daemon:
 
     def status(self) -> dict:
         st = self.transport.statistics()
-        proto = _asdict(getattr(self.machine, "statistics", lambda: None)())
-        buf = _asdict(self.buffer.statistics(self._now()))
+        proto = asdict_json(getattr(self.machine, "statistics", lambda: None)())
+        buf = asdict_json(self.buffer.statistics(self._now()))
         if proto is not None:
             proto["decisions"] = {q: {"digest": d[0], "answer": d[1][:200]}
                                   for q, d in list(proto.get("decisions", {}).items())[-20:]}
@@ -493,10 +463,10 @@ class Daemon:
             "mesh_peers": len(self.transport.topic_peers(self.P.QUERY_TOPIC)),
             "network": network_status(self.transport, self.cfg),
             "uptime_s": round(time.time() - self.started_at, 3),
-            "transport": _asdict(st),
+            "transport": asdict_json(st),
             "buffer": buf,
             "protocol": proto,
-            "memory": _asdict(self.memory.statistics()),
+            "memory": asdict_json(self.memory.statistics()),
         }
 
     def peers(self) -> list[dict]:
@@ -536,29 +506,7 @@ class Daemon:
         return self.metrics.render()
 
     def _register_metrics(self) -> None:
-        m = self.metrics
-        t = self.transport
-        register_build_info(m)
-        register_process_metrics(m)
-        register_admission(m, self.buffer, self._now)
-        m.gauge_fn("peers", "connected libp2p peers", lambda: [({}, len(t.peers()))])
-        m.gauge_fn("buffer_unfinished", "queries in the prompt buffer not yet finished",
-                   lambda: [({}, self.buffer.statistics(self._now()).unfinished)])
-        m.counter_fn("transport_rejected_total", "frames refused by the transport before decoding",
-                     lambda: [({"reason": k}, getattr(t.statistics(), "rejected_" + k)) for k in
-                              ("oversized", "rate_limited", "too_many_streams", "malformed")])
-
-        def proto_rejects():
-            st = getattr(self.machine, "statistics", None)
-            snap = st() if callable(st) else None
-            rej = getattr(snap, "rejects", None) or {}
-            return [({"reason": k}, v) for k, v in sorted(dict(rej).items())]
-        m.counter_fn("frames_rejected_total", "protocol frames dropped (forged, replayed, "
-                     "malformed, oversized, stale, unknown sender)", proto_rejects)
-
-        def trust():
-            return [({"peer": p}, v) for p, v in sorted(self.trust_snapshot().items())]
-        m.gauge_fn("trust", "trust weight of each known peer", trust)
+        register_daemon_metrics(self)
 
     # ------------------------------------------------------------------ running
 
@@ -566,13 +514,14 @@ class Daemon:
         """Run until cancelled. ``task_status.started()`` once gossip is subscribed."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.outbox = Outbox(nursery, self._do_send, PEER_QUEUE_MAX, on_drop=self._send_dropped)
             self.transport.set_request_handler(self._on_request)
             self.transport.set_frame_handler(self._on_frame)
             nursery.start_soon(self._machine_loop)
             await nursery.start(self._pump_gossip, self.P.QUERY_TOPIC)
             await nursery.start(self.info.run)
             nursery.start_soon(self._read_model_meta)
-            self._push_nowait(self.P.Started(now=self._now()))
+            self._internal(self.P.Started(now=self._now()))
             nursery.start_soon(self._tick)
             task_status.started()
 
@@ -589,11 +538,12 @@ class Daemon:
         known = getattr(self, "_known_peers", set())
         now_peers = set(self.transport.topic_peers(self.P.QUERY_TOPIC))
         for p in sorted(now_peers - known):
-            self._push_nowait(self.P.PeerUp(p, now=self._now()))
+            self._internal(self.P.PeerUp(p, now=self._now()))
             self.info.poke()
         for p in sorted(known - now_peers):
-            self._push_nowait(self.P.PeerDown(p, now=self._now()))
+            self._internal(self.P.PeerDown(p, now=self._now()))
         self._known_peers = now_peers
+        self._resize_mesh(len(now_peers))
 
 
 def prompt_of(messages) -> str:
@@ -605,41 +555,6 @@ def prompt_of(messages) -> str:
         return messages[last].content
     convo = "\n".join(f"{m.role}: {m.content}" for m in earlier[-6:])
     return f"Conversation so far:\n{convo}\n\nuser: {messages[last].content}"
-
-
-def _asdict(obj) -> dict | None:
-    """A JSON-safe dict of a statistics snapshot (non-finite floats become strings)."""
-    import dataclasses
-    import math
-    if obj is None:
-        return None
-    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
-
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return str(v)
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, bytes):
-            return v.hex()
-        return v
-    return clean(d)
-
-
-async def warm_up(generator, cfg: NodeConfig, timeout_s: float = 120.0):
-    """One generation at the node's own ``max_tokens`` to page the weights in (the first real
-    call was 2-5x slower). Its time is logged, NOT fed to admission's service time α: under
-    load it took 26-70 s and locked the node out (issue 9); α comes from real queries only."""
-    with trio.move_on_after(timeout_s):
-        warm = await trio.to_thread.run_sync(
-            generator.generate, (ChatMessage("user", "Say hello in one short sentence."),),
-            GenParams(max_tokens=cfg.max_tokens, temperature=0.0), abandon_on_cancel=True)
-        log.info("warm-up generation: %d tokens in %.2f s (not counted in admission's alpha)",
-                 warm.completion_tokens, warm.llm_s)
-        return warm
-    return None
 
 
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED,

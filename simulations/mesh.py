@@ -94,7 +94,8 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
         SimulationError: unknown Byzantine behaviour for the message level.
     """
     from p2pmoa.identity import InsecureSimRegistry, InsecureSimSigner, InsecureSimVerifier
-    from p2pmoa.protocol import PeerProtocol, ProtocolConfig
+    from p2pmoa.protocol import PeerProtocol
+    from p2pmoa.settings import ProtocolSettings, protocol_config
 
     n = g.number_of_nodes()
     rng = random.Random(seed)
@@ -126,14 +127,16 @@ def run_mesh(g: nx.Graph, spec: MeshSpec, seed: int) -> MeshResult:
             raise SimulationError(f"behaviour {beh!r} needs the synthetic agent's candidates, not a replay file")
         agent = FaultyAgent(agent, byz, "colluding_wrong" if beh == "sybil" else beh)
     byz_set = set(byz)
-    select_ppm = min(1_000_000, max(1, int(1_000_000 * spec.proposers * spec.oversample / max(1, n - 1))))
     machines = []
     for i in range(n):
         fault = PROTOCOL_FAULTS.get(beh) if i in byz_set else None
-        cfg = ProtocolConfig(role=f"You are expert {i}.", model_id=getattr(agent, "model_id", "replay"),
-                             space_id=space, method=spec.method, proposers_max=spec.proposers,
-                             select_ppm=select_ppm, collect_timeout_s=spec.collect_timeout_s,
-                             round_timeout_s=spec.round_timeout_s, fault=fault)
+        # the daemon's own configuration path and defaults (p2pmoa/settings.py)
+        settings = ProtocolSettings(role=f"You are expert {i}.", method=spec.method,
+                                    proposers_max=spec.proposers, proposers_oversample=spec.oversample,
+                                    collect_timeout_s=spec.collect_timeout_s,
+                                    round_timeout_s=spec.round_timeout_s, fault=fault)
+        cfg = protocol_config(settings, model_id=getattr(agent, "model_id", "replay"),
+                              space_id=space, mesh_size=n)
         proto = PeerProtocol(signers[i], InsecureSimVerifier(registry), cfg, rng=random.Random(f"{seed}|rng|{i}"))
         machines.append(PeerMachine(proto, [ids[u] for u in sorted(g.neighbors(i))]))
     parts: tuple = ()

@@ -56,3 +56,33 @@ def test_node_run_refuses_unreadable_trust_state_with_exit_code_2(tmp_path, caps
     assert run_daemon(cfg) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trust state" in err[0]
+
+
+def test_a_daemon_over_an_old_local_trust_state_runs_one_trust_book_and_rewrites_it(tmp_path):
+    from pathlib import Path
+
+    from node.daemon import Daemon, load_embedder, load_generator
+    from node.transport import MemoryNetwork, MemoryTransport, TransportLimits
+    from p2pmoa.effects import PeerId
+    from p2pmoa.identity import Ed25519Identity
+
+    cfg = NodeConfig(data_dir=tmp_path, model="stand-in:m0")
+    store = SQLiteStore(cfg.buffer_path)
+    store.put_meta("trust", json.dumps({"scores": {"a": 0.9}, "quarantined": {"b": "forgery"}}).encode())
+    store.close()
+    ident = Ed25519Identity.load_or_create(cfg.identity_path)
+    t = MemoryTransport(MemoryNetwork(), PeerId(ident.peer_id), TransportLimits())
+    d = Daemon(cfg, t, load_generator(cfg), load_embedder(cfg), ident)
+    try:
+        assert type(d.trust) is TrustBookPort and d.machine.trust is d.trust
+        assert d.trust.is_quarantined("b")
+        stored = json.loads(d.store.get_meta("trust"))
+        assert stored["format"] == TRUST_FORMAT  # migrated once, not re-read as LocalTrust
+        assert load_trust(json.dumps(stored).encode(), TrustBookPort).is_quarantined("b")
+    finally:
+        d.store.close()
+        d.memory_store.close()
+    root = Path(__file__).resolve().parents[2]
+    for pkg in ("node", "p2pmoa", "simulations", "consensus"):
+        for path in (root / pkg).rglob("*.py"):
+            assert "class LocalTrust" not in path.read_text(), f"{path} defines LocalTrust again"
