@@ -21,6 +21,7 @@ buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed 
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -198,6 +199,7 @@ class Daemon:
             proposers_max=self.cfg.proposers_max, fault=self.cfg.fault,
             gen_params=GenParams(max_tokens=self.cfg.max_tokens, temperature=0.2, seed=0),
             roster=roster)
+        pcfg = dataclasses.replace(pcfg, strict=False)  # a bug fails its query, not the node
         return P.PeerProtocol(self.identity, Ed25519Verifier(), pcfg, rng=random.SystemRandom(),
                               buffer=self.buffer, trust=self.trust, memory=self.memory)
 
@@ -289,8 +291,8 @@ class Daemon:
                 self._nursery.start_soon(self._do_generate, eff)
             case Embed():
                 self._nursery.start_soon(self._do_embed, eff)
-            case Deliver(query_id=qid, answer=answer, trace=trace):
-                self._deliver(qid, answer, trace)
+            case Deliver(query_id=qid):
+                self._deliver(qid, eff.result)
             case Failed(query_id=qid, reason=reason, trace=trace):
                 self.metrics.inc("queries_failed_total", "queries asked here that failed")
                 w = self._waiters.pop(qid, None)
@@ -365,13 +367,13 @@ class Daemon:
         else:
             self._push_nowait(self.P.EmbedFailed(eff.job_id, err, now=self._now()))
 
-    def _deliver(self, qid: QueryId, answer: str, trace: dict) -> None:
+    def _deliver(self, qid: QueryId, result) -> None:
         self._save_trust()
         self.metrics.inc("queries_decided_total", "queries asked here and decided by the mesh",
-                         method=str(trace.get("method", "?")))
+                         method=str(result.trace.get("method", "?")))
         w = self._waiters.pop(qid, None)  # the waiting request holds it; nothing leaks
         if w is not None:
-            w.result = (answer, trace)
+            w.result = result  # p2pmoa.effects.QueryResult
             w.event.set()
 
     # ------------------------------------------------------------------ inbound network
@@ -413,7 +415,7 @@ class Daemon:
             self._sync_peers()  # queued before the query: the machine sees the live peers
             effects = await self._push(self.P.UserQuery(
                 qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now(),
-                memory=getattr(req, "memory", True)))
+                memory=getattr(req, "memory", True), **req.generation()))
             if isinstance(effects, Exception):
                 raise InternalError(f"protocol error: {effects}")
             for eff in effects:
@@ -457,11 +459,7 @@ class Daemon:
                                   f"buffered: GET /v1/queries/{qid}")
         if isinstance(waiter.result, ApiError):
             raise waiter.result
-        answer, trace = waiter.result
-        props = trace.get("proposals", []) if isinstance(trace, dict) else []
-        chosen = (trace.get("decision") or {}).get("proposer") if isinstance(trace, dict) else None
-        completion = next((p.get("completion_tokens", 0) for p in props if p.get("peer") == chosen), 0)
-        return CompletionResult(qid, answer, trace, 0, int(completion or 0))
+        return CompletionResult.of(qid, waiter.result)
 
     def query(self, query_id: str) -> dict | None:
         """A buffered query's record (the buffer keeps finished ones for a while)."""

@@ -1,0 +1,166 @@
+"""Issue 10: the typed contract between the API and the protocol, internal errors, the
+per-originator cap on member rounds, and proposals without a self-embedding."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from p2pmoa.effects import Deliver, Embed, Generate, Send, Usage
+from p2pmoa.llm import StandInGenerator
+from p2pmoa.identity import decode_envelope
+from p2pmoa.messages import QueryAnnounce, decode_body
+from p2pmoa.protocol import UserQuery
+from p2pmoa.testing import make_mesh
+
+Q = "Name three primary colours and say why painters mix them."
+LONG = " ".join(f"word{i}" for i in range(200))  # a stand-in answer far longer than 16 tokens
+
+
+def _record(mesh, ids, rewrite=None):
+    """Wrap every node's handle(): keep each node's effects; ``rewrite`` may change the
+    UserQuery the test mesh builds (it has no field for generation parameters)."""
+    seen = {pid: [] for pid in ids}
+    for pid in ids:
+        proto = mesh.nodes[pid].proto
+        orig = proto.handle
+
+        def handle(ev, orig=orig, pid=pid):
+            if rewrite is not None and isinstance(ev, UserQuery):
+                ev = rewrite(ev)
+            out = orig(ev)
+            seen[pid].extend(out)
+            return out
+        proto.handle = handle
+    return seen
+
+
+def test_max_tokens_16_reaches_every_proposer_through_the_signed_announce():
+    # a stand-in "model" that would talk for 200 words but stops at the max_tokens it is given
+    gens = {i: StandInGenerator(f"m{i}", reply=lambda m, p: " ".join(LONG.split()[:p.max_tokens]))
+            for i in range(3)}
+    mesh, ids = make_mesh(3, method="pbft", generators=gens)
+    seen = _record(mesh, ids, lambda ev: dataclasses.replace(ev, max_tokens=16, temperature=0.1,
+                                                             seed=42, deadline_s=5.0))
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    out = mesh.delivered[(ids[0], "q1")]
+    generates = {pid: [e for e in effs if isinstance(e, Generate)] for pid, effs in seen.items()}
+    assert all(len(g) == 1 for g in generates.values()), generates  # every node answered once
+    assert {g[0].params.max_tokens for g in generates.values()} == {16}
+    assert {g[0].params.temperature for g in generates.values()} == {0.1}
+    # every proposal stopped at 16 tokens; the signed announce carried the parameters
+    assert out.trace["n_proposals"] == 3
+    assert [p["completion_tokens"] for p in out.trace["proposals"]] == [16, 16, 16]
+    ann = next(e for e in seen[ids[0]] if type(e).__name__ == "Broadcast")
+    a = decode_body("announce", decode_envelope(ann.msg).body)
+    assert isinstance(a, QueryAnnounce) and (a.max_tokens, a.temperature, a.seed) == (16, 0.1, 42)
+    assert a.deadline_s == 5.0
+
+
+def test_parameters_are_clamped_to_the_nodes_limits_and_defaults_apply():
+    mesh, ids = make_mesh(3, method="vote")
+    limit = mesh.nodes[ids[0]].proto.cfg.gen_params.max_tokens
+    seen = _record(mesh, ids, lambda ev: dataclasses.replace(
+        ev, max_tokens=10 * limit, temperature=9.0, deadline_s=10_000.0))
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    assert (ids[0], "q1") in mesh.delivered
+    gens = [e for effs in seen.values() for e in effs if isinstance(e, Generate)]
+    assert gens and {g.params.max_tokens for g in gens} == {limit}
+    assert {g.params.temperature for g in gens} == {2.0}
+
+
+def test_bad_parameter_types_are_refused_not_raised():
+    mesh, ids = make_mesh(2)
+    proto = mesh.nodes[ids[0]].proto
+    out = proto.handle(UserQuery("q1", Q, now=0.0, max_tokens="many"))
+    assert [type(e).__name__ for e in out] == ["Refused"] and out[0].reason == "invalid_params"
+
+
+def test_deliver_carries_a_typed_result_with_the_chosen_answers_usage():
+    mesh, ids = make_mesh(4, method="pbft")
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    d = mesh.delivered[(ids[0], "q1")]
+    assert isinstance(d, Deliver) and isinstance(d.usage, Usage)
+    r = d.result
+    assert r.answer == d.answer and r.trace is d.trace
+    chosen = next(p for p in d.trace["proposals"] if p["peer"] == d.trace["decision"]["proposer"])
+    assert r.usage.completion_tokens == chosen["completion_tokens"] > 0
+    assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_proposers_do_not_embed_their_own_answer():
+    mesh, ids = make_mesh(4, method="pbft")
+    seen = _record(mesh, ids)
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    assert (ids[0], "q1") in mesh.delivered
+    for pid, effs in seen.items():
+        embeds = [e for e in effs if isinstance(e, Embed)]
+        # one Embed per node: the round's candidates, as a member; none of its own answer
+        assert [len(e.texts) for e in embeds] == [4], (pid, embeds)
+
+
+# ---------------------------------------------------------------- internal errors
+
+
+def _break_round_start(proto):
+    def boom(s, o, at_deadline=False):
+        s.out.append(Send("someone", b"half-done"))  # an effect emitted before the bug
+        raise RuntimeError("a bug in the round start")
+    proto._start_round = boom
+
+
+def test_an_internal_error_raises_in_strict_mode():
+    mesh, ids = make_mesh(3, method="pbft")
+    _break_round_start(mesh.nodes[ids[0]].proto)
+    mesh.ask(ids[0], "q1", Q)
+    with pytest.raises(RuntimeError, match="a bug in the round start"):
+        mesh.run()
+
+
+def test_without_strict_an_internal_error_fails_only_its_query_with_no_partial_effects():
+    mesh, ids = make_mesh(3, method="pbft", strict=False)
+    proto = mesh.nodes[ids[0]].proto
+    seen = _record(mesh, ids[:1])
+    real_start = proto._start_round
+    _break_round_start(proto)
+    mesh.ask(ids[0], "q1", Q)
+    mesh.run()
+    assert proto.statistics().rejects.get("internal_error") == 1
+    assert not any(isinstance(e, Send) and e.msg == b"half-done" for e in seen[ids[0]])
+    failed = [f for p, f in mesh.failed if p == ids[0]]
+    assert [f.query_id for f in failed] == ["q1"] and failed[0].reason == "internal error"
+    assert not proto.is_open("q1") and proto.buffer.get("q1").state.name == "FAILED"
+    assert not [t for t in proto._timers.values() if t.query_id == "q1"]
+    # the node itself keeps working: the next query is answered
+    proto._start_round = real_start
+    mesh.ask(ids[0], "q2", Q)
+    mesh.run()
+    assert (ids[0], "q2") in mesh.delivered
+
+
+# ---------------------------------------------------------------- member rounds per originator
+
+
+def test_one_originator_cannot_hold_more_member_rounds_than_the_cap():
+    mesh, ids = make_mesh(3, method="pbft", member_rounds_per_origin_max=1,
+                          round_timeout_s=3.0)
+    for q in ("q1", "q2", "q3"):
+        mesh.ask(ids[0], q, f"{Q} ({q})")
+    mesh.run()
+    refused = sum(mesh.nodes[p].proto.statistics().rejects.get("member_rounds_cap", 0)
+                  for p in ids[1:])
+    assert refused >= 2  # each other node refused at least one concurrent round of ids[0]
+    # refused rounds still end: the originator decides on its own ranking at the deadline
+    assert all((ids[0], q) in mesh.delivered for q in ("q1", "q2", "q3"))
+    assert not [f for _, f in mesh.failed]
+
+
+def test_the_member_round_cap_is_a_config_field_with_a_sane_bound():
+    from p2pmoa.protocol import ProtocolConfig  # noqa: PLC0415
+    assert ProtocolConfig().member_rounds_per_origin_max >= 1
+    with pytest.raises(AssertionError):
+        ProtocolConfig(member_rounds_per_origin_max=0)
