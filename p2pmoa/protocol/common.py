@@ -84,6 +84,7 @@ class Step:
     nonce: bytes = b""
     query_id: QueryId | None = None  # the query the event concerns, once known
     timer_undo: dict = field(default_factory=dict)  # name -> owner before this step
+    touched: set = field(default_factory=set)  # queries this step emitted effects for
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from p2pmoa.identity import FrameReader, Signer, Verifier, seal
 from p2pmoa.judging import JudgeBudget
 from p2pmoa.messages import Ack, Decision
 
-from .common import Job, RoundContext, Step, Timer, TimerKind
+from .common import Job, JobKind, RoundContext, Step, Timer, TimerKind
 from .config import ProtocolConfig
 from .retransmit import Retransmitter, RtxKey
 from .rounds import MemberRound
@@ -95,6 +95,7 @@ class Core:
 
     def _send(self, s: Step, peer: PeerId, msg) -> bytes:
         frame, nonce = self._seal(s, msg)
+        s.touched.add(msg.query_id)
         s.out.append(Send(peer, frame))
         return nonce
 
@@ -130,6 +131,7 @@ class Core:
 
     def _set_timer(self, s: Step, t: Timer, delay_s: float) -> None:
         s.timer_undo.setdefault(t.name, self._timers.get(t.name))
+        s.touched.add(t.query_id)
         self._timers[t.name] = t
         s.out.append(SetTimer(t.name, max(0.0, delay_s)))
 
@@ -137,14 +139,18 @@ class Core:
         name = t.name
         if name in self._timers:
             s.timer_undo.setdefault(name, self._timers[name])
+            s.touched.add(t.query_id)
             del self._timers[name]
             s.out.append(CancelTimer(name))
 
     def _embed(self, s: Step, job: Job, texts: tuple[str, ...]) -> None:
+        if job.kind is not JobKind.MEMS:
+            s.touched.add(job.key)
         self._jobs[job.id] = job
         s.out.append(Embed(job.id, texts))
 
     def _generate_job(self, s: Step, job: Job, messages, params) -> None:
+        s.touched.add(job.key)
         self._jobs[job.id] = job
         s.out.append(Generate(job.id, tuple(messages), params))
 

@@ -139,6 +139,7 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
             case PeerDown(peer=p):
                 self.peers.discard(p)
                 for o in list(self._origins.values()):
+                    s.query_id = o.query_id  # the query being worked on, if a bug strikes
                     self._maybe_start_round(s, o)  # the peer we waited for may be the one gone
             case Started():
                 self._on_started(s)
@@ -147,21 +148,20 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
 
     def _recover(self, s: Step) -> list:
         """After an internal error: drop the step's effects, undo its timer bookkeeping (the
-        driver never saw those SetTimer/CancelTimer), then fail the query cleanly."""
+        driver never saw those SetTimer/CancelTimer), then fail cleanly the query the event
+        concerned and every query the step had emitted effects for (their dropped effects
+        would otherwise leave them waiting for sends and timers that never happen)."""
         for name, owner in s.timer_undo.items():
             if owner is None:
                 self._timers.pop(name, None)
             else:
                 self._timers[name] = owner
-        qid = s.query_id
-        if qid is None:
-            return []
-        clean = Step(s.now, query_id=qid)
-        try:
-            self._abandon(clean, qid)
-        except Exception:  # noqa: BLE001 - the recovery must not take the node down
-            log.exception("query %s: could not fail cleanly", qid)
-            return []
+        clean = Step(s.now)
+        for qid in sorted(q for q in s.touched | {s.query_id} if q is not None):
+            try:
+                self._abandon(clean, qid)
+            except Exception:  # noqa: BLE001 - the recovery must not take the node down
+                log.exception("query %s: could not fail cleanly", qid)
         return clean.out
 
     def _abandon(self, s: Step, qid: QueryId) -> None:

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from p2pmoa.effects import Deliver, Embed, Generate, Send, Usage
+from p2pmoa.effects import Broadcast, Deliver, Embed, Failed, Generate, Send, Usage
 from p2pmoa.llm import StandInGenerator
 from p2pmoa.identity import decode_envelope
 from p2pmoa.messages import QueryAnnounce, decode_body
-from p2pmoa.protocol import UserQuery
+from p2pmoa.protocol import PeerDown, UserQuery
 from p2pmoa.testing import make_mesh
 
 Q = "Name three primary colours and say why painters mix them."
@@ -164,3 +164,33 @@ def test_the_member_round_cap_is_a_config_field_with_a_sane_bound():
     assert ProtocolConfig().member_rounds_per_origin_max >= 1
     with pytest.raises(AssertionError):
         ProtocolConfig(member_rounds_per_origin_max=0)
+
+
+def test_without_strict_every_query_the_failed_step_touched_is_failed_cleanly():
+    """A PeerDown starts the rounds of two collecting queries; the bug hits the second after
+    the first emitted its effects. Both effects lists are dropped, so BOTH queries must end
+    (Failed), none may wait for a timer the driver never set."""
+    slow = {i: StandInGenerator(f"m{i}", variants=1, seconds_per_token=1.0) for i in (1, 2)}
+    mesh, ids = make_mesh(3, method="pbft", generators=slow, strict=False)
+    proto = mesh.nodes[ids[0]].proto
+    for q in ("q1", "q2"):
+        mesh.ask(ids[0], q, f"{Q} {q}")
+    mesh.run(until_s=0.5)  # own answers in, the slow peers still generating
+    assert proto.is_open("q1") and proto.is_open("q2")
+    proto.handle(PeerDown(ids[1], now=mesh.now))
+    real, calls = proto._start_round, []
+
+    def second_breaks(s, o, at_deadline=False):
+        calls.append(o.query_id)
+        if len(calls) == 2:
+            raise RuntimeError("bug in the second round start")
+        return real(s, o, at_deadline)
+    proto._start_round = second_breaks
+    out = proto.handle(PeerDown(ids[2], now=mesh.now))
+    assert len(calls) == 2
+    assert not [e for e in out if isinstance(e, (Send, Broadcast, Embed, Generate))]
+    assert sorted(e.query_id for e in out if isinstance(e, Failed)) == ["q1", "q2"]
+    assert not proto.is_open("q1") and not proto.is_open("q2")
+    assert not [t for t in proto._timers.values() if t.query_id in ("q1", "q2")
+                and t.kind.value in ("round", "judge")]
+    assert proto.statistics().rejects.get("internal_error") == 1
