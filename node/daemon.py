@@ -528,7 +528,7 @@ class Daemon:
     def progress(self, query_id: str) -> dict | None:
         """Live partial trace of an undecided query asked here (for the web page)."""
         fn = getattr(self.machine, "progress", None)
-        return fn(QueryId(query_id)) if fn is not None else None
+        return fn(QueryId(query_id), now=self._now()) if fn is not None else None
 
     def metrics_text(self) -> str:
         return self.metrics.render()
