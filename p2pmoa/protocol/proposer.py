@@ -47,7 +47,7 @@ class Proposer(Core):
         # model must not produce the same sample, or their "agreement" is one vote counted twice
         node_seed = int.from_bytes(
             hashlib.sha256(f"{ann.seed}\x00{self.me}".encode()).digest()[:4], "big")
-        params = GenParams(max_tokens=tokens, temperature=ann.temperature,
+        params = GenParams(max_tokens=tokens, temperature=min(2.0, ann.temperature),
                            top_p=self.cfg.gen_params.top_p, seed=node_seed & 0x7FFFFFFF)
         msgs = (self.mem.messages(ann.query_id, self.cfg.role, ann.prompt) if self.mem is not None
                 else (ChatMessage("system", self.cfg.role), ChatMessage("user", ann.prompt)))

@@ -194,3 +194,35 @@ def test_without_strict_every_query_the_failed_step_touched_is_failed_cleanly():
     assert not [t for t in proto._timers.values() if t.query_id in ("q1", "q2")
                 and t.kind.value in ("round", "judge")]
     assert proto.statistics().rejects.get("internal_error") == 1
+
+
+@pytest.mark.parametrize("field,value", [("max_tokens", 0), ("max_tokens", 1 << 20),
+                                         ("temperature", -1.0), ("temperature", 50.0),
+                                         ("seed", "7"), ("max_tokens", 16.5)])
+def test_announce_generation_parameters_are_schema_checked(field, value):
+    from p2pmoa.messages import MalformedFrame, encode_body, pack  # noqa: PLC0415
+    ann = QueryAnnounce("q1", "origin", Q, "pbft", 1.0, 5.0, 3, 1_000_000, 16, 0.5, 1)
+    assert decode_body("announce", encode_body(ann)) == ann
+    body = {f.name: getattr(ann, f.name) for f in dataclasses.fields(ann)}
+    body[field] = value
+    with pytest.raises(MalformedFrame):
+        decode_body("announce", pack(body))
+
+
+def test_a_peer_bounds_what_an_announce_asks_of_it():
+    import hashlib  # noqa: PLC0415
+
+    from p2pmoa.identity import Ed25519Identity, seal  # noqa: PLC0415
+    from p2pmoa.messages import QUERY_TOPIC  # noqa: PLC0415
+    mesh, ids = make_mesh(2)
+    seen = _record(mesh, ids)
+    mesh.run(until_s=0.1)
+    other = Ed25519Identity.from_seed(hashlib.sha256(b"asker").digest())
+    ann = QueryAnnounce("big", other.peer_id, Q, "pbft", mesh.now, 60.0, 4, 1_000_000,
+                        50_000, 9.0, 3)
+    mesh.inject(other.peer_id, ids[1], seal(other, ann, now=mesh.now, nonce=b"n" * 16),
+                QUERY_TOPIC)
+    mesh.run(until_s=5.0)
+    gens = [e for e in seen[ids[1]] if isinstance(e, Generate)]
+    limit = mesh.nodes[ids[1]].proto.cfg.gen_params.max_tokens
+    assert [(g.params.max_tokens, g.params.temperature) for g in gens] == [(limit, 2.0)]
