@@ -167,9 +167,11 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
     def _abandon(self, s: Step, qid: QueryId) -> None:
         """Forget every piece of state of ``qid``; a local asker gets ``Failed``."""
         o = self._origins.pop(qid, None)
+        rec = self.buffer.get(qid)
+        asked_here = (o is not None or self._mem_wait.pop(qid, None) is not None
+                      or (rec is not None and rec.local))
         self._answers.pop(qid, None)
         self._members.pop(qid, None)
-        self._mem_wait.pop(qid, None)
         for name in [j for j, job in self._jobs.items() if job.key == qid]:
             del self._jobs[name]
         for t in [t for t in self._timers.values() if t.query_id == qid]:
@@ -178,10 +180,10 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
             self.rtx.stop(key)
         if qid in self.buffer:
             self.buffer.set_state(qid, QueryState.FAILED, s.now, detail="internal error")
-        if o is not None:
+        if asked_here:  # the local asker must hear of it, whatever step the bug hit
             self._count("queries_failed")
-            s.out.append(Failed(qid, "internal error", {"query_id": qid,
-                                                        "notes": o.notes + ["internal error"]}))
+            notes = (o.notes if o is not None else []) + ["internal error"]
+            s.out.append(Failed(qid, "internal error", {"query_id": qid, "notes": notes}))
 
     def statistics(self) -> ProtocolStatistics:
         return ProtocolStatistics(

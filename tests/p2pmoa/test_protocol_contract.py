@@ -226,3 +226,16 @@ def test_a_peer_bounds_what_an_announce_asks_of_it():
     gens = [e for e in seen[ids[1]] if isinstance(e, Generate)]
     limit = mesh.nodes[ids[1]].proto.cfg.gen_params.max_tokens
     assert [(g.params.max_tokens, g.params.temperature) for g in gens] == [(limit, 2.0)]
+
+
+def test_without_strict_a_bug_at_admission_still_tells_the_asker():
+    mesh, ids = make_mesh(2, strict=False)
+    proto = mesh.nodes[ids[0]].proto
+
+    def boom(s, ann):
+        raise RuntimeError("bug after admission")
+    proto._start_origin = boom
+    out = proto.handle(UserQuery("q1", Q, now=mesh.now))
+    # no half-done Accepted: the asker gets one clean Failed, the buffer says FAILED
+    assert [type(e).__name__ for e in out] == ["Failed"] and out[0].query_id == "q1"
+    assert proto.buffer.get("q1").state.name == "FAILED"
