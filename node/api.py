@@ -13,10 +13,11 @@ Endpoints:
         comments are sent while waiting) and the last chunk carries ``p2pmoa_trace``.
         Limits of the mesh today: the gossiped query is ONE prompt (the last user message,
         earlier turns quoted before it; a client's system message is dropped, each node
-        answers in its own role), and every node samples with its own configured
-        parameters: ``max_tokens``/``temperature``/``top_p``/``seed`` are validated but not
-        yet forwarded (``p2pmoa.protocol.UserQuery`` has no field for them, although the
-        gossiped ``QueryAnnounce`` does).
+        answers in its own role). ``max_tokens``, ``temperature``, ``seed`` and
+        ``p2pmoa.deadline_s`` travel in ``p2pmoa.protocol.UserQuery`` and the signed
+        announce to EVERY proposer (``max_tokens: 16`` makes every peer stop at 16 tokens),
+        clamped to each node's limits; ``top_p`` stays each node's own. ``usage`` counts the
+        tokens of the answer returned (the chosen proposal, or the synthesis).
         The consensus method can be chosen per request with the model name
         ``p2pmoa/<method>``, the extra field ``consensus`` or
         ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
@@ -63,7 +64,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from node.web import web_routes
-from p2pmoa.effects import ChatMessage, GenParams
+from p2pmoa.effects import ChatMessage, GenParams, QueryResult
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,18 @@ class CompletionRequest:
     being answered twice), else by the API for streams (sent in the first chunk)."""
     memory: bool = True
     """False: ``"p2pmoa": {"memory": "off"}``, the client forbids memory for this query."""
+    explicit: frozenset = frozenset()
+    """The generation parameters the client set itself (``max_tokens``, ``temperature``,
+    ``seed``); the others are the node's own defaults (see :meth:`generation`)."""
+
+    def generation(self) -> dict:
+        """Keyword arguments for ``p2pmoa.protocol.UserQuery``: what the client asked for
+        (None = the node's configured default) and its deadline."""
+        p = self.params
+        return {"max_tokens": p.max_tokens if "max_tokens" in self.explicit else None,
+                "temperature": p.temperature if "temperature" in self.explicit else None,
+                "seed": p.seed if "seed" in self.explicit else None,
+                "deadline_s": self.deadline_s}
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,13 @@ class CompletionResult:
     trace: dict
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @classmethod
+    def of(cls, query_id: str, result: QueryResult) -> "CompletionResult":
+        """From the protocol's typed result (``Deliver.result``): answer and usage are read
+        from their fields, never parsed out of the trace."""
+        return cls(query_id, result.answer, result.trace, result.usage.prompt_tokens,
+                   result.usage.completion_tokens)
 
 
 class NodeService(Protocol):
@@ -329,8 +349,9 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be a boolean", param="stream")
+    explicit = frozenset(k for k in ("max_tokens", "temperature", "seed") if body.get(k) is not None)
     return CompletionRequest(tuple(out), params, method, deadline, model, query_id,
-                             memory=memory == "on"), stream
+                             memory=memory == "on", explicit=explicit), stream
 
 
 def _completion_body(res: CompletionResult, model: str) -> dict:
@@ -354,7 +375,7 @@ def _chunk(cid: str, model: str, created: int, delta: dict, finish: str | None, 
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-def _pieces(text: str, n: int = 24) -> list[str]:
+def _pieces(text: str) -> list[str]:
     """Split an answer into word-ish chunks so SSE clients see incremental deltas."""
     words = text.split(" ")
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)][: 10_000] or [""]

@@ -27,6 +27,7 @@ buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -136,9 +137,10 @@ class Daemon:
     def _protocol_config(self):
         """The machine's configuration, through the one path the simulator uses too
         (p2pmoa/settings.py); the mesh size (roster, live peers) sets ``select_ppm``."""
-        return protocol_config(protocol_settings(self.cfg, self._roster),
-                               model_id=self.local_model, mesh_size=self._mesh_size,
-                               space_id=getattr(self.embedder, "space_id", "unknown"))
+        cfg = protocol_config(protocol_settings(self.cfg, self._roster),
+                              model_id=self.local_model, mesh_size=self._mesh_size,
+                              space_id=getattr(self.embedder, "space_id", "unknown"))
+        return dataclasses.replace(cfg, strict=False)  # a bug fails its query, not the node
 
     def _resize_mesh(self, live_peers: int) -> None:
         """The mesh now has about ``1 + live_peers`` nodes (at least the roster's): rebuild
@@ -255,8 +257,8 @@ class Daemon:
                 self._nursery.start_soon(self._do_generate, eff)
             case Embed():
                 self._nursery.start_soon(self._do_embed, eff)
-            case Deliver(query_id=qid, answer=answer, trace=trace):
-                self._deliver(qid, answer, trace)
+            case Deliver(query_id=qid):
+                self._deliver(qid, eff.result)
             case Failed(query_id=qid, reason=reason, trace=trace):
                 self.metrics.inc("queries_failed_total", "queries asked here that failed")
                 w = self._waiters.pop(qid, None)
@@ -335,12 +337,12 @@ class Daemon:
         else:
             self._internal(self.P.EmbedFailed(eff.job_id, err, now=self._now()))
 
-    def _deliver(self, qid: QueryId, answer: str, trace: dict) -> None:
+    def _deliver(self, qid: QueryId, result) -> None:
         self.metrics.inc("queries_decided_total", "queries asked here and decided by the mesh",
-                         method=str(trace.get("method", "?")))
+                         method=str(result.trace.get("method", "?")))
         w = self._waiters.pop(qid, None)  # the waiting request holds it; nothing leaks
         if w is not None:
-            w.result = (answer, trace)
+            w.result = result  # p2pmoa.effects.QueryResult
             w.event.set()
 
     # ------------------------------------------------------------------ inbound network
@@ -383,7 +385,7 @@ class Daemon:
             self._sync_peers()  # queued before the query: the machine sees the live peers
             effects = await self._push(self.P.UserQuery(
                 qid, prompt_of(req.messages), req.method or self.cfg.consensus, now=self._now(),
-                memory=getattr(req, "memory", True)))
+                memory=getattr(req, "memory", True), **req.generation()))
             if isinstance(effects, Exception):
                 raise InternalError(f"protocol error: {effects}")
             for eff in effects:
@@ -427,11 +429,7 @@ class Daemon:
                                   f"buffered: GET /v1/queries/{qid}")
         if isinstance(waiter.result, ApiError):
             raise waiter.result
-        answer, trace = waiter.result
-        props = trace.get("proposals", []) if isinstance(trace, dict) else []
-        chosen = (trace.get("decision") or {}).get("proposer") if isinstance(trace, dict) else None
-        completion = next((p.get("completion_tokens", 0) for p in props if p.get("peer") == chosen), 0)
-        return CompletionResult(qid, answer, trace, 0, int(completion or 0))
+        return CompletionResult.of(qid, waiter.result)
 
     def query(self, query_id: str) -> dict | None:
         """A buffered query's record (the buffer keeps finished ones for a while)."""
@@ -500,7 +498,7 @@ class Daemon:
     def progress(self, query_id: str) -> dict | None:
         """Live partial trace of an undecided query asked here (for the web page)."""
         fn = getattr(self.machine, "progress", None)
-        return fn(QueryId(query_id)) if fn is not None else None
+        return fn(QueryId(query_id), now=self._now()) if fn is not None else None
 
     def metrics_text(self) -> str:
         return self.metrics.render()

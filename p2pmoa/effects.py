@@ -60,12 +60,41 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens of the answer the user receives: the chosen proposal's generation (or the
+    originator's synthesis for ``aggregate``; 0 for an answer from memory)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What a decided query gives its asker: the answer, its token usage, and the consensus
+    trace (a JSON-able dict for people and the web page; programs read the typed fields)."""
+
+    answer: str
+    usage: Usage
+    trace: dict
+
+
+@dataclass(frozen=True)
 class Deliver:
-    """Hand the final answer of ``query_id`` to the local user (the API or CLI that asked)."""
+    """Hand the final answer of ``query_id`` to the local user (the API or CLI that asked).
+    :attr:`result` is the typed :class:`QueryResult` (answer, usage, trace)."""
 
     query_id: QueryId
     answer: str
     trace: dict
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def result(self) -> QueryResult:
+        return QueryResult(self.answer, self.usage, self.trace)
 
 
 @dataclass(frozen=True)

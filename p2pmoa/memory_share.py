@@ -1,6 +1,6 @@
 """Memory inside the peer protocol: query lookups, prompts, answer-from-memory, and verified
 replication of shared entries (pure, sans-I/O; :class:`MemoryAgent` is the only object
-:mod:`p2pmoa.protocol` talks to).
+:mod:`p2pmoa.protocol` talks to; its routing is p2pmoa/protocol/memory_hooks.py).
 
 Query path (at the node where a user asked, the *originator*):
 
@@ -57,8 +57,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from p2pmoa.buffer import QueryState
-from p2pmoa.effects import ChatMessage, Deliver, Embed, PeerId, QueryId, Send
+from p2pmoa.effects import ChatMessage, PeerId, QueryId
 from p2pmoa.memory import (PRIVATE, SHARED, Memory, MemoryEntry, Retrieval, build_messages,
                            trace_of)
 from p2pmoa.messages import Decision, MemoryShare
@@ -351,83 +350,4 @@ class MemoryAgent:
         return out[: self.memory.cfg.endorse_fanout_max]
 
 
-# --------------------------------------------------------------------------- protocol glue
-
-
-class MemoryHooks:
-    """The memory steps of :class:`p2pmoa.protocol.PeerProtocol` (a mixin it inherits, kept
-    here so the protocol module only has call sites). Uses the protocol's ``mem``
-    (:class:`MemoryAgent`), ``_mem_wait``, jobs, buffer, trust and send helpers.
-    """
-
-
-    def _memory_vector(self, kind: str, qid: QueryId, v: np.ndarray) -> None:
-        ok = v.ndim == 2 and v.shape[0] == 1 and v.shape[1] > 0 and bool(np.all(np.isfinite(v)))
-        if kind == "mems":  # an accepted shared entry's query, embedded by us
-            if ok:
-                self.mem.store_incoming(qid, v[0], self._now)
-            return
-        ann = self._mem_wait.pop(qid, None)
-        if ann is not None:  # our user's query
-            if ok:
-                self.mem.on_vector(qid, ann.prompt, v[0], local=True)
-                hit = self.mem.answer_from_memory(qid)
-                if hit is not None:
-                    self.mem.remember_answer(qid, ann.prompt, hit.answer, self._now)
-                    self._buffer_state(qid, QueryState.DONE, answer=hit.answer)
-                    self._count("answered_from_memory")
-                    log.info("query %s: answered from memory (entry %s)", qid, hit.entry_id)
-                    self._emit(Deliver(qid, hit.answer, {
-                        "query_id": qid, "method": "memory", "originator": self.me,
-                        "n_proposals": 0, "proposals": [], "members": [],
-                        "decision": {"proposer": "", "digest": hit.digest.hex(), "view": 0},
-                        "memory": self.mem.trace(qid), "notes": ["answered from shared memory"]}))
-                    return
-            self._start_origin(ann)
-            return
-        st = self._answers.get(qid)
-        if st is None:
-            return
-        if ok:
-            self.mem.on_vector(qid, st.ann.prompt, v[0], local=False)
-        self._generate(f"gen:{qid}", st.ann)
-
-    def _memory_decided(self, o: _Origin, d: Decision) -> dict:
-        qid = o.ann.query_id
-        members = o.round.members if o.round is not None else (self.me,)
-        share = self.mem.decided(qid, o.ann.prompt, d, members, self._now)
-        if share is not None:
-            for peer in self.mem.fanout(sorted(self.peers), share.members):
-                self._send(peer, share)
-        return self.mem.trace(qid)
-
-    def _on_memory_share(self, env: Envelope, msg: MemoryShare) -> None:
-        self._memory_share_check(env.sender, msg, self._last_frame)
-
-    def _memory_share_check(self, sender: PeerId, msg: MemoryShare,
-                            frame: bytes | None = None) -> None:
-        if self.mem is None:
-            self._reject("memory_disabled")
-            return
-        rec = self.buffer.get(msg.query_id)
-        prompt = rec.announce.prompt if rec is not None and rec.announce.origin == msg.origin else None
-        v = self.mem.receive(sender, msg, my_decision=self._decisions.get(msg.query_id),
-                             my_prompt=prompt, weights=self.trust.weights,
-                             frame=frame, trust_score=self.trust.score)
-        if v.blame:
-            self._reject(f"memory_{v.reason}")
-            self.trust.bad(sender, f"memory_{v.reason}", self._now)
-        if v.status != "accepted":
-            return
-        if v.endorse:
-            for peer in self.mem.fanout(sorted(self.peers), msg.members):
-                self._send(peer, msg)
-        for peer in self.mem.fanout(sorted(self.peers), msg.members) if v.relay else ():
-            for f in v.relay:  # the members' own signed frames, unchanged
-                self._emit(Send(peer, f))
-        eid = entry_id_of(msg.origin, msg.query_id)
-        self._jobs[f"mems:{eid}"] = ("mems", eid)
-        self._emit(Embed(f"mems:{eid}", (msg.query,)))
-
-
-__all__ = ["MemoryAgent", "MemoryHooks", "ShareVerdict", "digest", "entry_id_of", "share_key"]
+__all__ = ["MemoryAgent", "ShareVerdict", "digest", "entry_id_of", "share_key"]

@@ -310,7 +310,10 @@ class QueryAnnounce:
 class Proposal:
     """A peer's signed answer to a query, sent to the originator over a direct stream.
 
-    ``embedding_f32`` is the answer's embedding in the mesh space ``space_id`` (float32 LE).
+    ``embedding_f32`` is empty: members embed every candidate themselves in their own
+    embedder, so a shipped vector would be trusted by nobody (issue 10 removed the proposer's
+    self-embedding). The field stays in the schema, decoded if present (float32 LE, finite,
+    at most ``dim_max``), so frames of older nodes still decode.
     ``canonical`` is the short answer inside ``answer`` (:func:`p2pmoa.agreement.canonical_answer`),
     signed with it so that every member compares the same claim. Added after schema 1 shipped
     as an optional field: a frame without it decodes with ``canonical=""`` (members then extract
@@ -535,7 +538,7 @@ def decode_body(kind: str, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Mess
                 model_id=_str(d["model_id"], "model_id", idm),
                 role=_str(d["role"], "role", L.text_bytes_max),
                 space_id=_str(d["space_id"], "space_id", idm),
-                embedding_f32=_vec(d["embedding_f32"], "embedding_f32", L.dim_max),
+                embedding_f32=_vec(d["embedding_f32"], "embedding_f32", L.dim_max, allow_empty=True),
                 prompt_tokens=_int(d["prompt_tokens"], "prompt_tokens", 0, TOKENS_MAX),
                 completion_tokens=_int(d["completion_tokens"], "completion_tokens", 0, TOKENS_MAX),
                 llm_s=_float(d["llm_s"], "llm_s", 0.0, DURATION_MAX_S),

@@ -121,12 +121,8 @@ EVENT_AND_EFFECT_NAMES = (
     "Refused", "Failed", "UserQuery", "FrameIn", "TimerFired", "GenerateDone", "GenerateFailed",
     "EmbedDone", "EmbedFailed", "PeerUp", "PeerDown", "Started", "Received")
 
-KNOWN_DUPLICATES = {
-    # LEAD: empty this at merge time. The simulator's engine still has its own copies of
-    # these events on this branch; issue 10's simulator room removes them this round.
-    ("simulations/engine.py", "Started"), ("simulations/engine.py", "TimerFired"),
-    ("simulations/engine.py", "GenerateDone"), ("simulations/engine.py", "EmbedDone"),
-}
+KNOWN_DUPLICATES: set[tuple[str, str]] = set()
+"""(file, class) pairs allowed to define a name twice: none."""
 
 
 def test_each_event_and_effect_type_is_defined_once():
@@ -143,3 +139,86 @@ def test_each_event_and_effect_type_is_defined_once():
              not any(isinstance(n, ast.ClassDef) and n.name == d[1]
                      for n in ast.parse((ROOT / d[0]).read_text()).body)]
     assert not stale, f"allow-listed duplicates that no longer exist (remove them): {stale}"
+
+
+# ---------------------------------------------------------------- inside a package (issue 10)
+
+def _module_file(mod: str) -> Path | None:
+    base = ROOT.joinpath(*mod.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _local_imports(path: Path) -> set[Path]:
+    """Files of this repository that ``path`` imports (relative and absolute imports)."""
+    rel = path.relative_to(ROOT).with_suffix("")
+    pkg = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - (node.level - 1)] if node.level > 1 else pkg
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        for t in targets:
+            f = _module_file(t) if t else None
+            if f is not None and f != path:
+                out.add(f)
+    return out
+
+
+@pytest.mark.parametrize("package", ["p2pmoa/protocol", "consensus"])
+def test_no_import_circle_between_files_of_a_package(package):
+    files = [p for p in sorted((ROOT / package).rglob("*.py"))]
+    inside = set(files)
+    # a package's __init__ re-exports its files; a file importing a sibling package's
+    # __init__ is an import of that package's files, so __init__ edges are followed too
+    graph = {f: _local_imports(f) & inside for f in files}
+    state: dict[Path, int] = {}
+    cycle: list[Path] = []
+
+    def visit(f: Path, stack: list[Path]) -> bool:
+        state[f] = 1
+        for g in graph[f]:
+            if g.name == "__init__.py" and f.is_relative_to(g.parent):
+                continue  # a module of a package importing its own package's __init__ is no circle of files
+            if state.get(g) == 1:
+                cycle.extend(stack[stack.index(g):] + [g] if g in stack else [f, g])
+                return True
+            if state.get(g) is None and visit(g, stack + [g]):
+                return True
+        state[f] = 2
+        return False
+
+    for f in files:
+        if state.get(f) is None and visit(f, [f]):
+            break
+    assert not cycle, "import circle: " + " -> ".join(str(p.relative_to(ROOT)) for p in cycle)
+
+
+def test_protocol_files_stay_small_and_events_are_defined_once():
+    big = [f"{p.relative_to(ROOT)}: {n} lines" for pkg in ("p2pmoa", "consensus", "node")
+           for p in sorted((ROOT / pkg).rglob("*.py")) if (n := len(p.read_text().splitlines())) > 700]
+    assert not big, "files over 700 lines:\n" + "\n".join(big)
+    events = ("UserQuery", "FrameIn", "TimerFired", "GenerateDone", "GenerateFailed",
+              "EmbedDone", "EmbedFailed", "PeerUp", "PeerDown", "Started")
+    where: dict[str, list[str]] = {}
+    effects = {name: "consensus/effects.py" for name in ("Send", "Broadcast", "SetTimer", "CancelTimer")}
+    effects.update({name: "p2pmoa/effects.py" for name in (
+        "Generate", "Embed", "Deliver", "Accepted", "Refused", "Failed", "Usage", "QueryResult")})
+    for path in sorted((ROOT / "p2pmoa").rglob("*.py")) + sorted((ROOT / "consensus").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and (node.name in events or node.name in effects):
+                where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    home = {**{e: "p2pmoa/protocol/events.py" for e in events}, **effects}
+    wrong = {k: v for k, v in where.items() if v != [home[k]]}
+    assert not wrong, f"defined elsewhere or twice: {wrong}"
+    assert set(where) == set(home)

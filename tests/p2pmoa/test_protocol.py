@@ -1,6 +1,7 @@
 """The peer protocol end to end on the in-memory mesh: decisions, faults, hostile frames."""
 from __future__ import annotations
 
+import itertools
 import random
 
 import msgpack
@@ -86,26 +87,35 @@ def test_one_faulty_node_does_not_change_the_honest_decision_and_loses_trust(fau
     assert_no_internal_errors(mesh)
 
 
-def pbft_primary_index(ids):
-    return ids.index(sorted(ids)[0])
+def _run_with_faulty_primary(fault):
+    """The view-0 primary is drawn per round (from the round's signature domain, see
+    test_seats): put the fault on each node in turn until the faulty node IS the primary of
+    view 0 of the round it took part in (seen from the originator's replica)."""
+    for qid, primary in itertools.product(("q1", "q2", "q3", "q4"), range(4)):
+        origin = (primary + 1) % 4
+        mesh, ids = make_mesh(4, method="pbft", faults={primary: fault})
+        mesh.ask(ids[origin], qid, Q)
+        mesh.run()
+        m = mesh.nodes[ids[origin]].proto._members[qid]
+        if fault == "silent":  # it never proposes, so it is never a member, let alone primary
+            assert ids[primary] not in m.rs.members
+            return mesh, ids, primary, origin, qid
+        if m.replica.primary(0) == ids[primary]:
+            return mesh, ids, primary, origin, qid
+    pytest.fail("no placement of the fault made the faulty node the view-0 primary")
 
 
 @pytest.mark.parametrize("fault", ["garbage", "equivocate", "silent"])
 def test_faulty_pbft_primary_is_replaced_by_view_change(fault):
-    mesh, ids = make_mesh(4, method="pbft")
-    primary = pbft_primary_index(ids)
-    origin = (primary + 1) % 4
-    mesh, ids = make_mesh(4, method="pbft", faults={primary: fault})
-    mesh.ask(ids[origin], "q1", Q)
-    mesh.run()
-    decisions = honest_decisions(mesh, ids, faulty=(ids[primary],))
+    mesh, ids, primary, origin, qid = _run_with_faulty_primary(fault)
+    decisions = honest_decisions(mesh, ids, faulty=(ids[primary],), qid=qid)
     assert len({d.digest for d in decisions.values() if d}) == 1
     assert all(d is not None for d in decisions.values())
     d = decisions[ids[origin]]
     assert d.chosen != ids[primary]
     if fault == "garbage":
         assert d.view >= 1, "a garbage primary must have been voted out by a view change"
-    assert (ids[origin], "q1") in mesh.delivered
+    assert (ids[origin], qid) in mesh.delivered
     assert_no_internal_errors(mesh)
 
 

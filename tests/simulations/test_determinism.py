@@ -43,8 +43,8 @@ def fingerprints() -> dict[str, str]:
 
 
 GOLDEN = {
-    "mesh-pbft": "517f6ec24eeeb039",
-    "mesh-vote": "36089af93086ebb0",
+    "mesh-pbft": "bf0d2113d9f278f7",
+    "mesh-vote": "44a6d9b1a2eca3f0",
     "bft-equivocate": "2c99ecb672801bef",
     "queue-admission": "cec7acd58b2efb52",
     "pbft-scenarios": "a52b2a0fa4bb0e04",
