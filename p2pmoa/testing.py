@@ -43,7 +43,8 @@ class PeerAdapter:
     direct stream) is ``FrameIn(src, topic, data)``; a timer is ``TimerFired(name)``."""
 
     def on_message(self, src: Any, msg: Any, topic: str | None, now: float) -> FrameIn:
-        return FrameIn(PeerId(src), topic, msg, now=now)
+        # ``src`` is already a PeerId (the driver's addresses are the peers' ids)
+        return FrameIn(src, topic, msg, now=now)
 
     def on_timer(self, name: Any, now: float) -> TimerFired:
         return TimerFired(name, now=now)

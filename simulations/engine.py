@@ -201,6 +201,7 @@ class Engine:
         self._seen: dict[int, set[int]] = {}
         self._origin: dict[int, int] = {}
         self._bcast_id = 0
+        self._arrive_at = self._arrive  # bound once: one hop schedules it
         self.deliveries: list[tuple[float, int, Deliver]] = []
         self._c = dict(hops_sent=0, hops_delivered=0, hops_lost=0, hops_blocked=0,
                        hops_duplicated=0, bytes_sent=0, gossip_hops=0, gossip_bytes=0, broadcasts=0,
@@ -293,8 +294,12 @@ class Engine:
 
     def send(self, driver: Driver, src: Node, dst: Node, msg: Any, topic: str | None) -> None:
         """One direct hop (libp2p dials peers directly)."""
-        self._c["direct_sends"] += 1
-        self._hop(src.index, dst.index, msg, None, 0)
+        c = self._c
+        c["direct_sends"] += 1
+        size = self.size_fn(msg)
+        c["hops_sent"] += 1
+        c["bytes_sent"] += size
+        self._hop(src.index, dst.index, msg, None, 0, size)
 
     def publish(self, driver: Driver, src: Node, topic: str, msg: Any) -> None:
         """A gossip publication: flood the graph from ``src``."""
@@ -310,22 +315,27 @@ class Engine:
         # gossipsub knows locally); receivers drop copies they have seen. Flood cost per
         # broadcast is therefore about sum(deg - 1) hops, the O(N*k) of the cost experiment.
         origin = self._origin[bid]
+        size = -1
+        k = 0
+        hop = self._hop
         for u in self.nbrs[node]:
             if u != came_from and u != origin:
-                self._hop(node, u, msg, topic, bid)
+                if k == 0:
+                    size = self.size_fn(msg)
+                k += 1
+                hop(node, u, msg, topic, bid, size)
+        if k:
+            c = self._c
+            c["hops_sent"] += k
+            c["bytes_sent"] += k * size
+            c["gossip_hops"] += k
+            c["gossip_bytes"] += k * size
 
-    def _hop(self, src: int, dst: int, msg: Any, topic: str | None, bid: int) -> None:
-        c = self._c
-        c["hops_sent"] += 1
-        size = self.size_fn(msg)
-        c["bytes_sent"] += size
-        if bid:
-            c["gossip_hops"] += 1
-            c["gossip_bytes"] += size
-        d = self.driver
-        now = d.now
+    def _hop(self, src: int, dst: int, msg: Any, topic: str | None, bid: int, size: int) -> None:
+        """One hop through the partition and link models (already counted as sent)."""
+        now = self.driver.now
         if self._partitioned and self.cond.blocked(src, dst, now):
-            c["hops_blocked"] += 1
+            self._c["hops_blocked"] += 1
             return
         rng = self.rng
         link = self.link
@@ -335,20 +345,22 @@ class Engine:
             start = max(now, self._link_free.get(key, 0.0))
             t = start + size / self._bw
             self._link_free[key] = t
+        at = self.driver.schedule
         if self._lossy:
             if link.loss_p and rng.random() < link.loss_p:
-                c["hops_lost"] += 1
+                self._c["hops_lost"] += 1
                 return
             extra = link.reorder_delay_s if (link.reorder_p and rng.random() < link.reorder_p) else 0.0
             arrive = t + link.sample_latency(rng) + extra
-            d.at(arrive, self._arrive, dst, src, msg, topic, bid)
+            at(arrive, self._arrive_at, (dst, src, msg, topic, bid))
             if link.dup_p and rng.random() < link.dup_p:
-                c["hops_duplicated"] += 1
-                d.at(arrive + link.sample_latency(rng), self._arrive, dst, src, msg, topic, bid)
+                self._c["hops_duplicated"] += 1
+                at(arrive + link.sample_latency(rng), self._arrive_at, (dst, src, msg, topic, bid))
         else:
-            d.at(t + link.sample_latency(rng), self._arrive, dst, src, msg, topic, bid)
+            at(t + link.sample_latency(rng), self._arrive_at, (dst, src, msg, topic, bid))
 
-    def _arrive(self, driver: Driver, dst: int, src: int, msg: Any, topic: str | None, bid: int) -> None:
+    def _arrive(self, driver: Driver, a: tuple) -> None:
+        dst, src, msg, topic, bid = a
         node = self.nodes[dst]
         if not node.up:
             return
@@ -363,9 +375,14 @@ class Engine:
             self._flood(dst, src, msg, topic, bid)
         c["hops_delivered"] += 1
         # a gossip message names its publisher (libp2p pubsub's signed ``from``), not the relay
-        # that forwarded it, as the daemon's transport does
+        # that forwarded it, as the daemon's transport does (Driver.deliver, inlined: hot path)
         who = self._origin[bid] if bid else src
-        driver.deliver(node, self.peer_ids[who], msg, topic)
+        ev = node.adapter.on_message(self.peer_ids[who], msg, topic, driver.now)
+        if ev is not None:
+            driver.handled += 1
+            effects = node.machine.handle(ev)
+            if effects:
+                driver.execute(node, effects)
 
     # ---- the LLM servers (prompt buffers) -----------------------------------------------------
 
