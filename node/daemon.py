@@ -27,7 +27,6 @@ buffer (SQLite, WAL) to be resumed at the next start; the libp2p host is closed 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
@@ -137,10 +136,10 @@ class Daemon:
     def _protocol_config(self):
         """The machine's configuration, through the one path the simulator uses too
         (p2pmoa/settings.py); the mesh size (roster, live peers) sets ``select_ppm``."""
-        cfg = protocol_config(protocol_settings(self.cfg, self._roster),
-                              model_id=self.local_model, mesh_size=self._mesh_size,
-                              space_id=getattr(self.embedder, "space_id", "unknown"))
-        return dataclasses.replace(cfg, strict=False)  # a bug fails its query, not the node
+        return protocol_config(protocol_settings(self.cfg, self._roster),
+                               model_id=self.local_model, mesh_size=self._mesh_size,
+                               space_id=getattr(self.embedder, "space_id", "unknown"),
+                               strict=False)  # a bug fails its query, not the node
 
     def _resize_mesh(self, live_peers: int) -> None:
         """The mesh now has about ``1 + live_peers`` nodes (at least the roster's): rebuild

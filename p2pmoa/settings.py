@@ -79,9 +79,11 @@ def select_ppm_for(proposers_max: int, oversample: float, mesh_size: int | None)
 
 
 def protocol_config(settings: ProtocolSettings, *, model_id: str, space_id: str,
-                    mesh_size: int | None = None) -> ProtocolConfig:
+                    mesh_size: int | None = None, strict: bool = True) -> ProtocolConfig:
     """The machine's configuration for a node with ``settings``, running ``model_id`` in the
-    embedding space ``space_id``, in a mesh of about ``mesh_size`` nodes (None: unknown)."""
+    embedding space ``space_id``, in a mesh of about ``mesh_size`` nodes (None: unknown).
+    ``strict``: an internal error raises (tests, simulator); the daemon passes False, so that
+    a bug fails only the queries it touched, never the node."""
     s = settings
     return ProtocolConfig(
         role=s.role, model_id=model_id, space_id=space_id, method=s.method,
@@ -90,4 +92,4 @@ def protocol_config(settings: ProtocolSettings, *, model_id: str, space_id: str,
         select_ppm=select_ppm_for(s.proposers_max, s.proposers_oversample, mesh_size),
         fault=s.fault,
         gen_params=GenParams(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed),
-        roster=s.roster)
+        roster=s.roster, strict=strict)
