@@ -184,13 +184,110 @@ def run_mesh(question: str, method: str, gens: list, embedder, max_tokens: int, 
     return out.answer, out.trace, meters
 
 
+def read_rows(paths: list[str]) -> dict[str, dict]:
+    """Per-question rows of one or more --rows files, merged by question id (methods united)."""
+    out: dict[str, dict] = {}
+    for path in paths:
+        if not Path(path).exists():
+            continue
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                have = out.setdefault(row["id"], {"id": row["id"], "oracle": row["oracle"], "methods": {}})
+                have["methods"].update(row["methods"])
+    return out
+
+
+def _acc(rows: list[dict]) -> float:
+    return round(sum(x["right"] for x in rows) / len(rows), 4) if rows else None
+
+
+def summarise(table: dict[str, dict], methods: list[str]) -> dict:
+    """The JSON summary. Each method is scored over the questions it was run on; its
+    ``best_single``, ``oracle`` and ``gap_recovered`` are taken over the same questions, and
+    its wins/losses against the best single model are paired per question."""
+    res: dict = {"questions": len(table)}
+    singles = [m for m in ("single_smollm2", "single_gemma") if m in methods]
+    best = max(singles, key=lambda m: _acc([t["methods"][m] for t in table.values() if m in t["methods"]]) or 0,
+               default=None)
+    res["oracle"] = _acc([{"right": t["oracle"]} for t in table.values()])
+    res["best_single_method"] = best
+    res["best_single"] = _acc([t["methods"][best] for t in table.values() if best in t["methods"]]) if best else None
+    res["gap_recovered"] = {}
+    res["wins_losses_vs_best_single"] = {}
+    for m in ALL_METHODS:
+        rows = [t["methods"][m] for t in table.values() if m in t["methods"]]
+        if m not in methods or not rows:
+            res[m] = None
+            continue
+        res[m] = {"questions": len(rows), "accuracy": _acc(rows),
+                  "tokens_per_q": round(sum(x["tokens"] for x in rows) / len(rows), 1),
+                  "calls_per_q": round(sum(x["calls"] for x in rows) / len(rows), 3)}
+        if best is None or m in singles:
+            continue
+        both = [t for t in table.values() if m in t["methods"] and best in t["methods"]]
+        bs = _acc([t["methods"][best] for t in both])
+        orc = _acc([{"right": t["oracle"]} for t in both])
+        acc = _acc([t["methods"][m] for t in both])
+        res[m]["best_single_same_questions"] = bs
+        res[m]["oracle_same_questions"] = orc
+        res["gap_recovered"][m] = round((acc - bs) / (orc - bs), 4) if orc > bs else None
+        res["wins_losses_vs_best_single"][m] = {
+            "wins": sum(t["methods"][m]["right"] and not t["methods"][best]["right"] for t in both),
+            "losses": sum(t["methods"][best]["right"] and not t["methods"][m]["right"] for t in both),
+            "questions": len(both)}
+    cons = [m for m in res["gap_recovered"] if m not in ("moa", "smoa", "cascade")]
+    if cons:
+        top = max(cons, key=lambda m: res[m]["accuracy"])
+        res["best_consensus"] = top
+        res["best_consensus_minus_best_single"] = round(res[top]["accuracy"] - res[top]["best_single_same_questions"], 4)
+    if res.get("moa") and res.get("smoa"):
+        both = [t for t in table.values() if "moa" in t["methods"] and "smoa" in t["methods"]]
+        res["smoa_vs_moa_same_questions"] = {
+            "questions": len(both),
+            "moa_accuracy": _acc([t["methods"]["moa"] for t in both]),
+            "smoa_accuracy": _acc([t["methods"]["smoa"] for t in both]),
+            "smoa_token_ratio": round(sum(t["methods"]["smoa"]["tokens"] for t in both)
+                                      / max(1, sum(t["methods"]["moa"]["tokens"] for t in both)), 4),
+            "smoa_wins": sum(t["methods"]["smoa"]["right"] and not t["methods"]["moa"]["right"] for t in both),
+            "smoa_losses": sum(t["methods"]["moa"]["right"] and not t["methods"]["smoa"]["right"] for t in both)}
+        res["smoa_token_ratio"] = res["smoa_vs_moa_same_questions"]["smoa_token_ratio"]
+    for m in ("cascade", "mesh_cascade"):
+        rows = [t["methods"][m] for t in table.values() if m in t["methods"]]
+        if rows and all("exit_level" in x for x in rows):
+            lv: dict = {}
+            for x in rows:
+                lv.setdefault(str(x["exit_level"]), []).append(x)
+            res[m]["exit_levels"] = {k: {"questions": len(v), "accuracy": _acc(v),
+                                         "tokens_per_q": round(sum(x["tokens"] for x in v) / len(v), 1),
+                                         "calls_per_q": round(sum(x["calls"] for x in v) / len(v), 3)}
+                                     for k, v in sorted(lv.items())}
+    rows = [t["methods"]["smoa"] for t in table.values() if "smoa" in t["methods"]]
+    if rows and all("stopped_early" in x for x in rows):
+        res["smoa"]["stopped_early"] = sum(x["stopped_early"] for x in rows)
+        res["smoa"]["aggregator_calls"] = sum(x["aggregator"] for x in rows)
+    res["per_kind"] = {}
+    for m in methods:
+        kinds: dict = {}
+        for t in table.values():
+            if m in t["methods"]:
+                x = t["methods"][m]
+                k = kinds.setdefault(x["kind"], [0, 0])
+                k[0] += x["right"]
+                k[1] += 1
+        if kinds:
+            res["per_kind"][m] = {k: f"{a}/{b}" for k, (a, b) in kinds.items()}
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=0,
                     help="use N questions, taken round-robin over the kinds (0: all 315)")
     ap.add_argument("--max-tokens", type=int, default=64, help="completion budget per call (tokens)")
-    ap.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m != "aggregate"),
-                    help="comma-separated methods (aggregate: the mesh's synthesis, off by default)")
+    ap.add_argument("--methods", default="",
+                    help="comma-separated methods (default: all but aggregate, the mesh's synthesis; with "
+                    "--from-rows: the methods found in the rows)")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads per model (default 1: "
                     "on a shared machine more threads spin against each other)")
     ap.add_argument("--shard", default="", help="i/n: ask only every n-th question from the i-th "
@@ -198,7 +295,9 @@ def main() -> int:
     ap.add_argument("--from-rows", action="store_true",
                     help="no model calls: summarise only the questions already in --rows (an interrupted run)")
     ap.add_argument("--rows", default="", help="JSON-lines file of per-question results: appended as "
-                    "questions finish, and questions already in it are not asked again (resume)")
+                    "questions finish, and questions already in it are not asked again (resume); with "
+                    "--from-rows a comma-separated list (shards, or runs of different methods: merged by "
+                    "question, every method summarised over the questions it has)")
     args = ap.parse_args()
     qs = json.loads(QUESTIONS.read_text())
     if args.limit and args.limit < len(qs):
@@ -209,7 +308,8 @@ def main() -> int:
         per_kind = -(-args.limit // len(kinds))
         spread = {k: [v[int(i * len(v) / per_kind)] for i in range(min(per_kind, len(v)))] for k, v in kinds.items()}
         qs = [spread[k][i] for i in range(per_kind) for k in kinds if i < len(spread[k])][: args.limit]
-    methods = [m for m in args.methods.split(",") if m]
+    args.methods_given = bool(args.methods)
+    methods = [m for m in (args.methods or ",".join(m for m in ALL_METHODS if m != "aggregate")).split(",") if m]
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
         print(f"bench/quality.py: unknown method(s) {','.join(bad)}; choose from {','.join(ALL_METHODS)}",
@@ -227,11 +327,13 @@ def main() -> int:
     t0 = time.perf_counter()
     load0 = [round(x, 2) for x in os.getloadavg()]
     if args.from_rows:
-        if not args.rows or not Path(args.rows).exists():
+        if not args.rows or not all(Path(f).exists() for f in args.rows.split(",")):
             print("bench/quality.py: --from-rows needs an existing --rows file", file=sys.stderr)
             return 2
-        have = {json.loads(x)["id"] for x in Path(args.rows).read_text().splitlines() if x.strip()}
+        have = read_rows(args.rows.split(","))
         qs = [q for q in qs if q["id"] in have]
+        if not args.methods_given:
+            methods = [m for m in ALL_METHODS if any(m in r["methods"] for r in have.values())]
         real, embedder, mesh_gens = {}, None, []
     else:
         from p2pmoa.embed import LlamaEmbedder
@@ -250,19 +352,14 @@ def main() -> int:
 
     per: dict[str, list[dict]] = {m: [] for m in methods}
     oracle = []
-    done_rows: dict[str, dict] = {}
-    if args.rows and Path(args.rows).exists():
-        for line in Path(args.rows).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done_rows[row["id"]] = row
+    done_rows = read_rows(args.rows.split(",") if args.rows else [])
+    table: dict[str, dict] = {}  # question id -> {"oracle": bool, "methods": {method: row}}
     for qi, q in enumerate(qs):
         question = q["question"]
-        if q["id"] in done_rows and all(m in done_rows[q["id"]]["methods"] for m in methods):
+        if q["id"] in done_rows and (args.from_rows or all(m in done_rows[q["id"]]["methods"] for m in methods)):
             row = done_rows[q["id"]]
-            oracle.append(row["oracle"])
-            for m in methods:
-                per[m].append(row["methods"][m])
+            table[q["id"]] = {"oracle": row["oracle"],
+                              "methods": {m: v for m, v in row["methods"].items() if m in methods}}
             continue
         qseed = int(hashlib.sha256(q["id"].encode()).hexdigest()[:6], 16)  # per question, not per position
         results: dict[str, tuple[str, int, int, dict]] = {}  # method -> (answer, tokens, calls, extra)
@@ -311,6 +408,7 @@ def main() -> int:
             ans, tokens, calls, extra = results[m]
             per[m].append({"id": q["id"], "kind": q["kind"], "right": grade(ans, q["gold"], question),
                            "tokens": tokens, "calls": calls, "answer": ans[:120], **extra})
+        table[q["id"]] = {"oracle": oracle[-1], "methods": {m: per[m][-1] for m in methods}}
         if args.rows:
             with open(args.rows, "a") as fh:
                 fh.write(json.dumps({"id": q["id"], "oracle": oracle[-1], "proposals": [t[:120] for t in texts],
@@ -319,56 +417,10 @@ def main() -> int:
         print(f"[{qi + 1}/{len(qs)}] {time.perf_counter() - t0:.0f}s oracle {sum(oracle)} {done_n}",
               file=sys.stderr, flush=True)
 
-    n = len(qs)
-    res: dict = {"questions": n, "max_tokens": args.max_tokens,
-                 "models": [real[m].model_id for m in MODELS] if real else list(MODELS),
-                 "embedder": embedder.space_id if embedder else "(from rows)"}
-    for m in ALL_METHODS:
-        v = per.get(m)
-        if not v:
-            res[m] = None
-            continue
-        res[m] = {"accuracy": round(sum(x["right"] for x in v) / n, 4),
-                  "tokens_per_q": round(sum(x["tokens"] for x in v) / n, 1),
-                  "calls_per_q": round(sum(x["calls"] for x in v) / n, 3)}
-    singles = [m for m in ("single_smollm2", "single_gemma") if res.get(m)]
-    best = max(singles, key=lambda m: res[m]["accuracy"]) if singles else None
-    res["oracle"] = round(sum(oracle) / n, 4)
-    res["best_single"] = res[best]["accuracy"] if best else None
-    res["best_single_method"] = best
-    gap = res["oracle"] - (res["best_single"] or 0)
-    res["gap_recovered"] = {}
-    res["wins_losses_vs_best_single"] = {}
-    for m in methods:
-        if m in singles or not per.get(m) or best is None:
-            continue
-        res["gap_recovered"][m] = round((res[m]["accuracy"] - res["best_single"]) / gap, 4) if gap > 0 else None
-        wins = sum(x["right"] and not y["right"] for x, y in zip(per[m], per[best]))
-        losses = sum(y["right"] and not x["right"] for x, y in zip(per[m], per[best]))
-        res["wins_losses_vs_best_single"][m] = {"wins": wins, "losses": losses}
-    cons = [m for m in res["gap_recovered"] if m not in ("moa", "smoa", "cascade")]
-    if cons:
-        top = max(cons, key=lambda m: res[m]["accuracy"])
-        res["best_consensus"] = top
-        res["best_consensus_minus_best_single"] = round(res[top]["accuracy"] - (res["best_single"] or 0), 4)
-    if res.get("moa") and res.get("smoa"):
-        res["smoa_token_ratio"] = round(res["smoa"]["tokens_per_q"] / res["moa"]["tokens_per_q"], 4)
-    for m in ("cascade", "mesh_cascade"):
-        if per.get(m) and all("exit_level" in x for x in per[m]):
-            lv: dict = {}
-            for x in per[m]:
-                d = lv.setdefault(str(x["exit_level"]), {"questions": 0, "right": 0, "tokens": 0, "calls": 0})
-                d["questions"] += 1
-                d["right"] += x["right"]
-                d["tokens"] += x["tokens"]
-                d["calls"] += x["calls"]
-            res[m]["exit_levels"] = {k: {"questions": d["questions"], "accuracy": round(d["right"] / d["questions"], 4),
-                                         "tokens_per_q": round(d["tokens"] / d["questions"], 1),
-                                         "calls_per_q": round(d["calls"] / d["questions"], 3)}
-                                     for k, d in sorted(lv.items())}
-    if per.get("smoa") and all("stopped_early" in x for x in per["smoa"]):
-        res["smoa"]["stopped_early"] = sum(x["stopped_early"] for x in per["smoa"])
-        res["smoa"]["aggregator_calls"] = sum(x["aggregator"] for x in per["smoa"])
+    res = summarise(table, methods)
+    res.update({"max_tokens": args.max_tokens,
+                "models": [real[m].model_id for m in MODELS] if real else list(MODELS),
+                "embedder": embedder.space_id if embedder else "(from rows)"})
     if real:
         hits = sum(g.hits for g in real.values())
         misses = sum(g.misses for g in real.values())
@@ -378,15 +430,6 @@ def main() -> int:
                                       "included) is run once and shared; every method is charged each call "
                                       "it makes"}
     res["load"] = {"start": load0, "end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads}
-    res["per_kind"] = {}
-    for m in methods:
-        if per.get(m):
-            kinds: dict = {}
-            for x in per[m]:
-                k = kinds.setdefault(x["kind"], [0, 0])
-                k[0] += x["right"]
-                k[1] += 1
-            res["per_kind"][m] = {k: f"{a}/{b}" for k, (a, b) in kinds.items()}
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res))
     return 0
