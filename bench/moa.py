@@ -25,11 +25,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from p2pmoa import moa
-from p2pmoa.llm import LlamaGenerator
-from p2pmoa.models import DEFAULT_MODEL
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # before bench/ (the script's own directory): bench/consensus.py is not the package
 
-QUESTIONS = Path(__file__).resolve().parent.parent / "p2pmoa" / "data" / "questions.json"
+from p2pmoa import moa  # noqa: E402
+from p2pmoa.llm import LlamaGenerator  # noqa: E402
+from p2pmoa.models import DEFAULT_MODEL  # noqa: E402
+
+QUESTIONS = ROOT / "p2pmoa" / "data" / "questions.json"
 
 
 def main() -> int:

@@ -306,7 +306,9 @@ def main() -> int:
         for q in qs:
             kinds.setdefault(q["kind"], []).append(q)
         per_kind = -(-args.limit // len(kinds))
-        spread = {k: [v[int(i * len(v) / per_kind)] for i in range(min(per_kind, len(v)))] for k, v in kinds.items()}
+        # distinct questions, evenly spaced inside each kind (a kind smaller than its share gives all it has)
+        spread = {k: [v[j] for j in sorted({int(i * len(v) / per_kind) for i in range(per_kind)})]
+                  for k, v in kinds.items()}
         qs = [spread[k][i] for i in range(per_kind) for k in kinds if i < len(spread[k])][: args.limit]
     args.methods_given = bool(args.methods)
     methods = [m for m in (args.methods or ",".join(m for m in ALL_METHODS if m != "aggregate")).split(",") if m]
