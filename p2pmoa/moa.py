@@ -19,8 +19,9 @@ Modes:
   format reliably, so both default to rules on *answer agreement* (:mod:`p2pmoa.agreement`:
   canonical answers compared for the same answer, not the same topic) that need no format:
 
-  * judge ``agreement``: keep answers from the largest cluster of equivalent answers first
-    (ties inside a cluster: earlier proposer). Judge ``centrality`` is the older rule on
+  * judge ``agreement``: keep answers from the largest cluster of equivalent answers first,
+    whole clusters in turn (clusters of equal size: the one whose first proposer comes first;
+    inside a cluster: earlier proposer). Judge ``centrality`` is the older rule on
     embedding centrality (it needs an embedder; measured, it prefers near-duplicate wording
     even when wrong). Judge ``llm`` asks the model for the best k; only the numbers on its
     ``Best:`` line (or a reply that is nothing but numbers / "Response N") count, never digits
@@ -52,6 +53,7 @@ from typing import Any, Callable, Generator, Mapping, Sequence
 import numpy as np
 
 from p2pmoa import agreement
+from p2pmoa import cascade as cascade_policy
 from p2pmoa.effects import ChatMessage, Embed, GenParams, Generate
 
 DEFAULT_ROLES = (
@@ -80,11 +82,15 @@ class Proposer:
         model: registry name or GGUF path; None means the driver's default model.
         role: the system prompt that makes this proposer play a role.
         temperature: sampling temperature (varied across proposers for diversity).
+        seed: this proposer's sampling seed (layer ``l`` uses ``seed + l``); None: the run's
+            ``MoAConfig.seed`` plus the call's index. A benchmark sets it to the seed a mesh
+            node samples with, so both make the very same first call.
     """
 
     model: str | None = None
     role: str = DEFAULT_ROLES[0]
     temperature: float = 0.7
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,10 @@ def select(vectors: np.ndarray | None, k: int, llm_text: str | None, texts: Sequ
     n = len(texts) if texts is not None else len(vectors)
     k = min(k, n)
     if texts is not None:
-        order = agreement.rank_by_support(list(texts), query, threshold=threshold)
+        # whole clusters in turn (heaviest first; equal clusters by their first proposer), so
+        # that when the largest cluster holds k answers the judge keeps k that agree, rather
+        # than one from each of two tied clusters
+        order, _ = agreement.order_candidates(list(texts), query, threshold=threshold)
     else:
         order = top_k_by_centrality(vectors, n)
     if llm_text is None:
@@ -274,11 +283,14 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
     trace: dict[str, Any] = {"mode": cfg.mode, "query": query, "config": _config_dict(cfg), "layers": []}
     calls: list[dict] = []
 
-    def gen(model, messages, temperature):
+    def gen(model, messages, temperature, seed=None):
         i = next(job)
         return Generate(job_id=f"g{i}", messages=tuple(messages), model=model,
                         params=GenParams(max_tokens=cfg.max_tokens, temperature=temperature,
-                                         seed=cfg.seed + i))
+                                         seed=cfg.seed + i if seed is None else seed))
+
+    def pseed(p, layer):
+        return None if p.seed is None else p.seed + layer
 
     def account(kind, result):
         calls.append({"kind": kind, "prompt_tokens": getattr(result, "prompt_tokens", getattr(result, "tokens", 0)),
@@ -299,23 +311,23 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
             if not tier:
                 continue
             results = yield [gen(p.model, (ChatMessage("system", p.role), ChatMessage("user", query)),
-                                 p.temperature) for p in tier]
+                                 p.temperature, pseed(p, 0)) for p in tier]
             for r in results:
                 account("proposer", r)
             texts += [r.text for r in results]
             trace["layers"].append({"index": level - 1, "responses": [
                 {"proposer": len(texts) - len(results) + i, "role": p.role, "temperature": p.temperature,
                  **_gen_dict(r)} for i, (p, r) in enumerate(zip(tier, results))]})
-            groups = agreement.clusters(texts, query, threshold=cfg.agreement_threshold)
-            top = groups[0]
-            if level == 1 and len(groups) == 1 and agreement.normalise(agreement.canonical_answer(texts[0])):
-                trace.update(answer=texts[top.leader], exit_level=1,
-                             exit_reason=f"first {len(texts)} answers agree")
+            m = min(2, len(texts)) if level == 1 else 2
+            v = cascade_policy.tier_agrees(texts, query, m, cfg.agreement_threshold)
+            if level == 1 and v.agreed:
+                trace.update(answer=texts[v.leader], exit_level=1,
+                             exit_reason=f"{v.size} of the first {len(texts)} answers agree")
                 break
             if level == 2 or not tiers[1]:
-                agreed_n = len(top.members)
-                trace.update(answer=texts[top.leader], exit_level=2 if agreed_n >= 2 else 3,
-                             exit_reason=f"largest cluster {agreed_n} of {len(texts)} answers")
+                leader = v.leader if v.leader is not None else 0
+                trace.update(answer=texts[leader], exit_level=2 if v.agreed else 3,
+                             exit_reason=f"largest cluster {v.size} of {len(texts)} answers")
         trace["clusters"] = [list(c.members) for c in agreement.clusters(texts, query, threshold=cfg.agreement_threshold)]
         trace["totals"] = _totals(calls)
         return trace
@@ -327,7 +339,7 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
         for p in cfg.proposers:
             msgs = aggregate_messages(query, prev, p.role) if prev else (
                 ChatMessage("system", p.role), ChatMessage("user", query))
-            effects.append(gen(p.model, msgs, p.temperature))
+            effects.append(gen(p.model, msgs, p.temperature, pseed(p, layer)))
         results = yield effects
         for r in results:
             account("proposer", r)

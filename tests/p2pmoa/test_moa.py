@@ -238,3 +238,22 @@ def test_cascade_answers_from_the_cheap_tier_when_it_agrees_and_escalates_otherw
     it = iter(["Paris", "Lyon", "Nice", "Marseille"])
     t = moa.run_local("Capital of France?", cfg, {None: StandInGenerator(reply=lambda m, p: next(it))})
     assert t["exit_level"] == 3 and t["totals"]["calls"] == 4
+
+
+def test_judge_keeps_one_whole_cluster_when_two_clusters_tie():
+    # 2-2 split: keeping one answer of each cluster made the moderator see disagreement and
+    # sent two agreeing answers through an aggregator; the judge keeps one cluster whole
+    texts = ["Anna has 17 stamps left.", "10", "She has 17 stamps.", "10."]
+    kept, method = moa.select(None, 2, None, texts, "Anna had 19 stamps and gave away 2. How many are left?")
+    assert method == "agreement" and sorted(kept) == [0, 2]
+    it = iter(texts)
+    trace = moa.run_local("Anna had 19 stamps and gave away 2. How many are left?", _cfg("smoa"),
+                          {None: StandInGenerator(reply=lambda m, p: next(it))})
+    assert trace["stopped_early"] and trace["totals"]["calls"] == 4 and "17" in trace["answer"]
+
+
+def test_proposer_seed_sets_the_call_seed_per_layer():
+    seen = []
+    cfg = _cfg("moa", proposers=tuple(moa.Proposer(seed=100 * i) for i in range(1, 5)))
+    moa.run_local("Q?", cfg, {None: StandInGenerator(reply=lambda m, p: seen.append(p.seed) or "x")})
+    assert seen[:8] == [100, 200, 300, 400, 101, 201, 301, 401]
