@@ -20,6 +20,11 @@ Measures (issue 4):
                        fixed service time): the buffer stays bounded, the excess gets 429 busy
                        errors, and every accepted query is answered (nothing accepted is lost).
 
+  inproc_query_ms_p50/p99, inproc_queries_per_s  4 daemons in ONE process over the in-memory
+                       transport (stand-ins): the daemon's machinery (inbox, per-peer outbound
+                       queues, persistence off the trio thread, protocol) without libp2p/HTTP;
+                       queries one after another (issue 10).
+
 Issue 9 (a mesh that answers on slow and busy hardware; ``--only issue9`` runs just these):
   false_504            504s on queries the mesh decided anyway (any node recorded a decision
                        for the query id), over ``--false-504-queries`` (30; --quick 8) queries
@@ -109,6 +114,58 @@ def bench_api_overhead(base: Path, reps: int, max_tokens: int = 32) -> dict:
                 "node_protocol_total_s_p50": statistics.median(node_total_s)}
     finally:
         node.stop()
+
+
+def bench_inproc(base: Path, queries: int) -> dict:
+    """4 daemons in this process over the in-memory transport (stand-in models, hashing
+    embedder): the daemon's own machinery (inbox, outbound queues, persistence, protocol)
+    without libp2p or HTTP; queries one after another, round robin over the nodes."""
+    import contextlib
+
+    import trio
+
+    from node.api import CompletionRequest
+    from node.config import load_config
+    from node.daemon import Daemon, load_embedder, load_generator
+    from node.transport import MemoryNetwork, TransportLimits, open_memory_transport
+    from p2pmoa.effects import ChatMessage, GenParams, PeerId
+    from p2pmoa.identity import Ed25519Identity
+
+    times: list[float] = []
+
+    async def main() -> None:
+        net = MemoryNetwork()
+        async with contextlib.AsyncExitStack() as stack:
+            ds = []
+            for i in range(4):
+                cfg = load_config(None, {"data_dir": str(base / f"inproc{i}"), "model": f"stand-in:m{i}",
+                                         "proposers_max": 4, "deadline_s": 30})
+                ident = Ed25519Identity.load_or_create(cfg.identity_path)
+                boot = [f"mem/{ds[0].transport.local_peer}"] if ds else []
+                t = await stack.enter_async_context(open_memory_transport(
+                    net, PeerId(ident.peer_id), TransportLimits(maintain_interval_s=0.05), boot))
+                ds.append(Daemon(cfg, t, load_generator(cfg), load_embedder(cfg), ident))
+            async with trio.open_nursery() as n:
+                for d in ds:
+                    await n.start(d.run)
+                with trio.fail_after(60):
+                    while not all(len(d.transport.topic_peers("p2pmoa/query/1")) == 3 for d in ds):
+                        await trio.sleep(0.02)
+                for q in range(queries):
+                    req = CompletionRequest((ChatMessage("user", f"In-process question {q}: name a prime."),),
+                                            GenParams(), "pbft", None, "p2pmoa")
+                    t0 = time.perf_counter()
+                    res = await ds[q % 4].complete(req)
+                    times.append(time.perf_counter() - t0)
+                    assert len(res.trace["proposals"]) == 4, res.trace.get("notes")
+                n.cancel_scope.cancel()
+            for d in ds:
+                d.store.close()
+                d.memory_store.close()
+    trio.run(main)
+    return {"inproc_queries": len(times), "inproc_query_ms_p50": 1000 * statistics.median(times),
+            "inproc_query_ms_p99": 1000 * _pct(times, 99),
+            "inproc_queries_per_s": len(times) / sum(times)}
 
 
 def bench_pbft(base: Path, rounds: int) -> dict:
@@ -346,14 +403,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--skip-real", action="store_true", help="skip the real-model overhead part")
-    ap.add_argument("--only", choices=["pbft", "load", "overhead", "issue9", "false_504", "rss",
+    ap.add_argument("--only", choices=["inproc", "pbft", "load", "overhead", "issue9", "false_504", "rss",
                                        "slow_node", "small_mesh", "lockout"], help="run one part")
     ap.add_argument("--false-504-queries", type=int, default=None, help="default 30 (--quick 8)")
     ap.add_argument("--rss-queries", type=int, default=None, help="default 200 (--quick 40)")
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="p2pmoa-bench-"))
     out: dict = {}
-    parts = [("pbft", lambda: bench_pbft(base, 10 if a.quick else 40)),
+    parts = [("inproc", lambda: bench_inproc(base, 10 if a.quick else 40)),
+             ("pbft", lambda: bench_pbft(base, 10 if a.quick else 40)),
              ("load", lambda: bench_load(base, 5 if a.quick else 15)),
              ("overhead", lambda: bench_api_overhead(base, 2 if a.quick else 5)),
              ("lockout", lambda: bench_lockout(base)),
