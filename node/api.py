@@ -116,6 +116,14 @@ class DuplicateQuery(ApiError):
     code = "duplicate_query"
 
 
+class Forbidden(ApiError):
+    """A browser page of another origin tried a state-changing request (SameOriginGuard)."""
+
+    status = 403
+    type = "permission_error"
+    code = "cross_origin"
+
+
 class BodyTooLarge(ApiError):
     status = 413
     code = "request_too_large"
@@ -523,6 +531,42 @@ def api_allowed_hosts(bind_host: str) -> list[str] | None:
     return sorted({h, "127.0.0.1", "localhost", "::1"})
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class SameOriginGuard:
+    """ASGI middleware: a state-changing request that carries an ``Origin`` (every browser
+    sends one on a cross-origin POST, including the "simple" ``text/plain`` kind that needs no
+    CORS preflight) is answered only when that origin is this API's own (``scheme://Host``).
+
+    Without it any web page the user visits could make the node run queries (the reply is not
+    readable cross-origin, but the work and the buffer slot are spent). Clients that are not
+    browsers (curl, ``p2pmoa ask``, SDKs) send no ``Origin`` and are unaffected; the node's
+    own page is same-origin. Refusals are 403 with an OpenAI-shaped error, counted in
+    ``refused``.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("method", "GET") not in _SAFE_METHODS:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", ())}
+            origin = headers.get("origin")
+            own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+            if origin is not None and origin.rstrip("/").lower() != own.lower():
+                self.refused += 1
+                log.info("refused a cross-origin %s %s from Origin %.100s",
+                         scope.get("method"), scope.get("path"), origin)
+                resp = error_response(Forbidden(
+                    f"cross-origin request refused: Origin {origin[:100]} is not this node's API"))
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def serve_api(app: Starlette, host: str, port: int, shutdown: trio.Event,
                     task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` with hypercorn's trio worker until ``shutdown`` is set.
@@ -532,6 +576,7 @@ async def serve_api(app: Starlette, host: str, port: int, shutdown: trio.Event,
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
+    app = SameOriginGuard(app)  # cross-site POSTs from a browser page (CSRF)
     allowed = api_allowed_hosts(host)
     if allowed is not None:
         # DNS rebinding: a web page in the user's browser may resolve its own name to

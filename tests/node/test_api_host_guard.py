@@ -47,3 +47,40 @@ def test_a_rebinding_host_is_refused_and_loopback_answered():
 
     trio.run(main)
     assert codes == {"127.0.0.1": 200, "localhost": 200, "evil.example": 400}
+
+
+def _post(port: int, origin: str | None) -> int:
+    headers = {"Content-Type": "text/plain"}  # a "simple" request: no CORS preflight
+    if origin is not None:
+        headers["Origin"] = origin
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/ping", data=b"{}", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_cross_site_post_is_refused_and_same_origin_or_no_origin_answered():
+    async def ping(request):
+        return JSONResponse({"ok": True})
+    app = Starlette(routes=[Route("/ping", ping, methods=["GET", "POST"])])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    codes: dict[str, int] = {}
+
+    async def main():
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_api, app, "127.0.0.1", port, shutdown)
+            for name, origin in (("none", None), ("own", f"http://127.0.0.1:{port}"),
+                                 ("site", "https://evil.example"), ("null", "null"),
+                                 ("other-port", "http://127.0.0.1:1")):
+                codes[name] = await trio.to_thread.run_sync(_post, port, origin)
+            codes["get-from-site"] = await trio.to_thread.run_sync(_get, port, f"127.0.0.1:{port}")
+            shutdown.set()
+
+    trio.run(main)
+    assert codes == {"none": 200, "own": 200, "site": 403, "null": 403, "other-port": 403,
+                     "get-from-site": 200}
