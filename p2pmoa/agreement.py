@@ -453,6 +453,43 @@ def _is_number_question(nq: str) -> bool:
     return bool(_HOW_MANY.search(nq))
 
 
+def states_answer(answer: str, question: str = "", *, canonical: bool = True) -> bool:
+    """Does ``answer`` state an answer to ``question`` at all, rather than echo it?
+
+    A yes/no question needs a yes or a no; a number question a number the question does not
+    already contain (or a bare number: "5" answers "What is 5 x 1?"); any other question a
+    content word the question does not contain. "37 + 41", "To solve this, I'll add 25 and
+    19:" and "The answer to this question depends on the context" state nothing: in a round
+    they abstain (weight 0), so two echoes of the question cannot outvote one real answer.
+    """
+    n = normalise(canonical_answer(answer) if canonical else answer)
+    if not n:
+        return False
+    nq = normalise(question)
+    if not nq:
+        return True
+    if _is_yes_no_question(nq):
+        return polarity(n) is not None
+    if _is_number_question(nq):
+        nums = _NUM.findall(n)
+        qnums = {float(x) for x in _NUM.findall(nq)}
+        if any(float(x) not in qnums for x in nums):
+            return True
+        return len(nums) == 1 and re.fullmatch(r"[-+]?\d+(?:\.\d+)?\s*[a-z%°]*", n.strip()) is not None
+    return bool(key_terms(n, nq))
+
+
+def answer_weights(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
+                   *, canonical: bool = True) -> list[float]:
+    """``weights`` (default 1 each) with 0 for each answer that states nothing
+    (:func:`states_answer`); unchanged if none of them states anything."""
+    w = [1.0] * len(answers) if weights is None else [float(x) for x in weights]
+    said = [states_answer(a, question, canonical=canonical) for a in answers]
+    if not any(said):
+        return w
+    return [x if ok else 0.0 for x, ok in zip(w, said)]
+
+
 def equivalent(a: str, b: str, question: str = "", *, canonical: bool = True,
                threshold: float = AGREE_THRESHOLD) -> bool:
     """``agreement(a, b, question) >= threshold`` (default ``AGREE_THRESHOLD``)."""

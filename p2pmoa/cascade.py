@@ -86,11 +86,12 @@ class TierVerdict:
 
 def tier_agrees(answers: Sequence[str], question: str, m: int,
                 threshold: float = agreement.AGREE_THRESHOLD) -> TierVerdict:
-    """Do at least ``m`` of ``answers`` state the same (non-empty) answer?"""
+    """Do at least ``m`` of ``answers`` state the same answer? (Two echoes of the question
+    agreeing state nothing: see :func:`p2pmoa.agreement.states_answer`.)"""
     if not answers:
         return TierVerdict(False, None, 0)
     cs = agreement.clusters(list(answers), question, threshold=threshold)
-    top = next((c for c in cs if agreement.normalise(agreement.canonical_answer(answers[c.leader]))), None)
+    top = next((c for c in cs if agreement.states_answer(answers[c.leader], question)), None)
     if top is None:
         return TierVerdict(False, None, 0)
     return TierVerdict(len(top.members) >= m, top.leader, len(top.members))

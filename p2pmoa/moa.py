@@ -258,7 +258,9 @@ def select(vectors: np.ndarray | None, k: int, llm_text: str | None, texts: Sequ
         # whole clusters in turn (heaviest first; equal clusters by their first proposer), so
         # that when the largest cluster holds k answers the judge keeps k that agree, rather
         # than one from each of two tied clusters
-        order, _ = agreement.order_candidates(list(texts), query, threshold=threshold)
+        # (an answer that states nothing, e.g. an echo of the question, weighs 0)
+        order, _ = agreement.order_candidates(list(texts), query, agreement.answer_weights(texts, query),
+                                              threshold=threshold)
     else:
         order = top_k_by_centrality(vectors, n)
     if llm_text is None:
@@ -375,7 +377,7 @@ def pipeline(query: str, cfg: MoAConfig) -> Pipeline:
                                     f"{list(groups[0].members)} says {canon[groups[0].leader]!r}"}
         kept_texts = [texts[i] for i in kept]
         kept_groups = agreement.clusters(kept_texts, query, threshold=cfg.agreement_threshold)
-        agree = len(kept_groups) == 1 and bool(agreement.normalise(canon[kept[0]]))
+        agree = len(kept_groups) == 1 and agreement.states_answer(canon[kept[0]], query, canonical=False)
         share = max(len(c.members) for c in kept_groups) / len(kept_texts)
         decision, mod_method, llm_reply = None, cfg.moderator, None
         if cfg.moderator == "llm" and layer < cfg.layers - 1:
