@@ -111,6 +111,17 @@ class CachedGenerator:
             self.model_s += time.perf_counter() - t
         return self.cache[key]
 
+    def rate(self, question, answers):
+        key = ("rate", question, tuple(answers))
+        if key in self.cache:
+            self.hits += 1
+        else:
+            self.misses += 1
+            t = time.perf_counter()
+            self.cache[key] = self.gen.rate(question, list(answers))
+            self.model_s += time.perf_counter() - t
+        return self.cache[key]
+
 
 class Meter:
     """What one method run asked one generator for: calls and tokens (prompt + completion),
@@ -128,6 +139,14 @@ class Meter:
         self.tokens += r.prompt_tokens + r.completion_tokens
         if self.first is None:
             self.first = (params, r)
+        return r
+
+    def rate(self, question, answers):
+        """A member's rating of a round's answers: one call (prompt evaluation only, no
+        generation), charged the tokens it evaluated."""
+        r = self.gen.rate(question, answers)
+        self.calls += 1
+        self.tokens += int(getattr(r, "tokens", 0))
         return r
 
 
@@ -171,7 +190,7 @@ def run_mesh(question: str, method: str, gens: list, embedder, max_tokens: int, 
         signer = Ed25519Identity.from_seed(hashlib.sha256(f"quality:{i}".encode()).digest())
         cfg = ProtocolConfig(role=NODE_ROLES[i], model_id=g.model_id, space_id=embedder.space_id, method=method,
                              proposers_max=len(nodes), collect_timeout_s=3600.0, round_timeout_s=3600.0,
-                             view_timeout_s=600.0, gen_params=GenParams(max_tokens=max_tokens, temperature=0.7,
+                             view_timeout_s=600.0, rate_candidates=True, gen_params=GenParams(max_tokens=max_tokens, temperature=0.7,
                                                                         seed=qi))
         proto = PeerProtocol(signer, Ed25519Verifier(), cfg, rng=random.Random(qi * 31 + i))
         ids.append(mesh.add(proto, g))

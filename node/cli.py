@@ -62,6 +62,9 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="signed roster of a private mesh (p2pmoa roster sign): only its peers get seats and work")
     p.add_argument("--memory", choices=("on", "off"),
                    help=f"collaborative memory (default {d.memory}; memory_* keys in the TOML tune it, docs/memory.md)")
+    p.add_argument("--rate-candidates", action=argparse.BooleanOptionalAction, default=None,
+                   help="rate each round's candidate answers with this node's own model and break ties between "
+                        "equally supported answers by it (default on; off: embedding centrality breaks them)")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "listen", "bootstrap", "model", "embedder", "role", "consensus", "data_dir", "api", "fault",
         "deadline_s", "round_timeout_s", "proposers_max", "proposers_oversample", "stand_in_delay_s", "buffer_max",
         "max_tokens", "connections_target", "threads", "network_key", "mdns", "relay",
-        "clock_offset_s", "roster", "memory",
+        "clock_offset_s", "roster", "memory", "rate_candidates",
         "admission_window_s", "alpha_window_s", "admission_slack")}
     return load_config(args.config, overrides)
 

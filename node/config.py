@@ -90,6 +90,9 @@ class NodeConfig:
         roster: path of a signed roster (p2pmoa/roster.py); empty: open mesh.
         memory: ``on`` (default) or ``off``: collaborative memory (docs/memory.md); private
             memory is kept in ``data_dir/memory.sqlite3`` and never leaves the node.
+        rate_candidates: when judging a round, rate every candidate answer with this node's
+            own model and break ties between equally supported answers by it (default on;
+            off: embedding centrality breaks them; a stand-in model cannot rate).
         memory_k_priv, memory_k_shared, memory_tau_share, memory_capacity (C),
         memory_private_max, memory_alpha, memory_beta, memory_near_dup_cos,
         memory_retrieve_min_cos: the parameters of :class:`p2pmoa.memory.MemoryConfig`, with
@@ -129,6 +132,7 @@ class NodeConfig:
     clock_offset_s: float = 0.0
     roster: str = ""
     memory: str = "on"
+    rate_candidates: bool = True
     memory_k_priv: int = MemoryConfig.k_priv
     memory_k_shared: int = MemoryConfig.k_shared
     memory_tau_share: float = MemoryConfig.tau_share
@@ -210,14 +214,16 @@ def memory_config(cfg: NodeConfig) -> MemoryConfig:
         raise ConfigError(f"bad memory setting: {exc}") from None
 
 
-def protocol_settings(cfg: NodeConfig, roster: frozenset | None = None) -> ProtocolSettings:
-    """The protocol-relevant part of ``cfg`` (``roster``: the verified roster's peer ids);
+def protocol_settings(cfg: NodeConfig, roster: frozenset | None = None, *,
+                      can_rate: bool = False) -> ProtocolSettings:
+    """The protocol-relevant part of ``cfg`` (``roster``: the verified roster's peer ids;
+    ``can_rate``: the node's model can rate answers, so ``rate_candidates`` takes effect);
     :func:`p2pmoa.settings.protocol_config` turns it into the machine's configuration."""
     return ProtocolSettings(
         role=cfg.role, method=cfg.consensus, collect_timeout_s=cfg.deadline_s,
         round_timeout_s=cfg.round_timeout_s, proposers_max=cfg.proposers_max,
         proposers_oversample=cfg.proposers_oversample, max_tokens=cfg.max_tokens,
-        fault=cfg.fault, roster=roster)
+        fault=cfg.fault, roster=roster, rate_candidates=cfg.rate_candidates and can_rate)
 
 
 _TUPLES = {"listen", "bootstrap"}

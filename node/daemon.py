@@ -54,8 +54,7 @@ from node.trust_store import (TRUST_FORMAT, TrustStateError, check_roster, check
 from node.transport import (PeerUnreachable, RequestRejected, Transport, TransportError,
                             TransportLimits, load_or_create_identity, open_libp2p_transport)
 from p2pmoa.effects import (Accepted, Broadcast, CancelTimer, Deliver, Embed, Failed, Generate,
-                            PeerId, QueryId, Refused,
-                            Send, SetTimer)
+                            PeerId, QueryId, Rate, Refused, Send, SetTimer)
 from p2pmoa.settings import protocol_config, select_ppm_for
 
 log = logging.getLogger(__name__)
@@ -136,8 +135,9 @@ class Daemon:
     def _protocol_config(self):
         """The machine's configuration, through the one path the simulator uses too
         (p2pmoa/settings.py); the mesh size (roster, live peers) sets ``select_ppm``."""
-        return protocol_config(protocol_settings(self.cfg, self._roster),
-                               model_id=self.local_model, mesh_size=self._mesh_size,
+        settings = protocol_settings(self.cfg, self._roster,
+                                     can_rate=callable(getattr(self.generator, "rate", None)))
+        return protocol_config(settings, model_id=self.local_model, mesh_size=self._mesh_size,
                                space_id=getattr(self.embedder, "space_id", "unknown"),
                                strict=False)  # a bug fails its query, not the node
 
@@ -256,6 +256,8 @@ class Daemon:
                 self._nursery.start_soon(self._do_generate, eff)
             case Embed():
                 self._nursery.start_soon(self._do_embed, eff)
+            case Rate():
+                self._nursery.start_soon(self._do_rate, eff)
             case Deliver(query_id=qid):
                 self._deliver(qid, eff.result)
             case Failed(query_id=qid, reason=reason, trace=trace):
@@ -319,6 +321,21 @@ class Daemon:
             self._internal(self.P.GenerateDone(eff.job_id, gen, now=self._now()))
         else:
             self._internal(self.P.GenerateFailed(eff.job_id, err, now=self._now()))
+
+    async def _do_rate(self, eff: Rate) -> None:
+        """The own model rates a round's candidate answers (same one-at-a-time lane as
+        generation: it is the same model)."""
+        async with self._llm_limiter:
+            t0 = time.perf_counter()
+            try:
+                scores = await trio.to_thread.run_sync(self.generator.rate, eff.question, eff.answers,
+                                                       abandon_on_cancel=True)
+                done = self.P.RateDone(eff.job_id, tuple(scores), now=self._now())
+            except Exception as exc:  # noqa: BLE001 - the round is judged without ratings
+                log.info("rating %s failed: %s: %s", eff.job_id, type(exc).__name__, exc)
+                done = self.P.RateFailed(eff.job_id, f"{type(exc).__name__}: {exc}", now=self._now())
+        self.metrics.observe("rate_seconds", time.perf_counter() - t0, "own-model rating time per round")
+        self._internal(done)
 
     async def _do_embed(self, eff: Embed) -> None:
         async with self._embed_limiter:

@@ -114,6 +114,18 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """Ask the node's OWN model how likely each of ``answers`` is as the answer to ``question``:
+    per answer, the mean log-probability per token of ``" " + answer`` (and the end of its line)
+    after the question. Result returns as ``RateDone(job_id, scores)``; a driver that cannot
+    rate returns ``RateFailed`` and the round judges without ratings."""
+
+    job_id: str
+    question: str
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Failed:
     """An accepted query could not be answered (the user must hear about it)."""
 
@@ -122,4 +134,5 @@ class Failed:
     trace: dict = field(default_factory=dict)
 
 
-Effect = Union[Send, Broadcast, SetTimer, CancelTimer, Generate, Embed, Deliver, Accepted, Refused, Failed]
+Effect = Union[Send, Broadcast, SetTimer, CancelTimer, Generate, Embed, Rate, Deliver, Accepted, Refused,
+               Failed]

@@ -202,6 +202,11 @@ class LlamaGenerator:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
 
+    def rate(self, question: str, answers: Sequence[str]) -> RatingResult:
+        """This model's rating of each answer to ``question`` (see :func:`rate_answers`)."""
+        with self._lock:
+            return rate_answers(self._llm, question, list(answers))
+
     def generate(self, messages: Sequence[ChatMessage], params: GenParams) -> Generation:
         check_prompt(messages)
         with self._lock:
@@ -226,6 +231,69 @@ class LlamaGenerator:
         return Generation(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)),
                           llm_s=llm_s, model_id=self.model_id)
+
+
+RATE_TOKENS_MAX = 24
+"""Tokens of an answer that are rated (a canonical answer is one short line)."""
+
+
+def rating_prompt(question: str) -> str:
+    """The text every model rates an answer after: the completion prompt of the bare question
+    (one worked example, then ``Question: ...`` and ``Answer:``), the same for chat and base
+    models so that ratings measure the answer, not the template."""
+    return render_completion_prompt((ChatMessage("user", question),))
+
+
+class RatingResult(list):
+    """Per answer, the mean log-probability per token (None if empty); ``tokens`` evaluated."""
+
+    tokens: int = 0
+
+
+def rate_answers(llm, question: str, answers: Sequence[str]) -> RatingResult:
+    """Mean log-probability per token that the llama.cpp model ``llm`` gives ``" " + answer``
+    and the end of its line, after :func:`rating_prompt`. The prompt is evaluated once; each
+    distinct answer is then decoded in one batch from it, with the logits of every position
+    (no ``logits_all`` buffer for the whole context). Not thread-safe: hold the model's lock."""
+    import numpy as np
+
+    prefix = llm.tokenize(rating_prompt(question).encode("utf-8"), add_bos=True)
+    n_vocab = llm.n_vocab()
+    newline = llm.tokenize(b"\n", add_bos=False)[-1:]
+
+    def log_softmax(rows: np.ndarray) -> np.ndarray:
+        rows = rows.astype(np.float64)
+        m = rows.max(axis=-1, keepdims=True)
+        return rows - m - np.log(np.exp(rows - m).sum(axis=-1, keepdims=True))
+
+    out = RatingResult()
+    llm.reset()
+    llm.eval(prefix)
+    out.tokens = len(prefix)
+    first = log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)))
+    cache: dict[str, float | None] = {}
+    try:
+        for a in answers:
+            a = (a or "").strip()
+            if a not in cache:
+                cache[a] = None
+                toks = llm.tokenize((" " + a).encode("utf-8"), add_bos=False)[:RATE_TOKENS_MAX] if a else []
+                if toks:
+                    toks += newline
+                    total = float(first[toks[0]])
+                    if len(toks) > 1:  # the logits after each answer token but the last
+                        llm._ctx.kv_cache_seq_rm(-1, len(prefix), -1)
+                        llm._batch.set_batch(batch=toks[:-1], n_past=len(prefix), logits_all=True)
+                        llm._ctx.decode(llm._batch)
+                        rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(toks) - 1, n_vocab))
+                        lp = log_softmax(rows)
+                        total += float(sum(lp[i, t] for i, t in enumerate(toks[1:])))
+                        out.tokens += len(toks) - 1
+                    cache[a] = total / len(toks)
+            out.append(cache[a])
+    finally:
+        llm.reset()  # the next generation re-evaluates its prompt from a clean cache
+    return out
 
 
 class StandInGenerator:

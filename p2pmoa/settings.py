@@ -47,6 +47,8 @@ class ProtocolSettings:
         max_tokens, temperature, seed: this node's generation parameters.
         fault: fault-injection mode (None = honest).
         roster: peer ids allowed to hold seats (None: open mesh).
+        rate_candidates: members rate the candidates with their own model to break ties
+            between equally supported answers (needs a driver that executes ``Rate``).
     """
 
     role: str = "a helpful, concise assistant"
@@ -60,6 +62,7 @@ class ProtocolSettings:
     seed: int = 0
     fault: str | None = None
     roster: frozenset | None = None
+    rate_candidates: bool = False
 
     def __post_init__(self) -> None:
         if self.proposers_oversample < 1:
@@ -92,4 +95,4 @@ def protocol_config(settings: ProtocolSettings, *, model_id: str, space_id: str,
         select_ppm=select_ppm_for(s.proposers_max, s.proposers_oversample, mesh_size),
         fault=s.fault,
         gen_params=GenParams(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed),
-        roster=s.roster, strict=strict)
+        roster=s.roster, rate_candidates=s.rate_candidates, strict=strict)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from consensus.driver import Driver, Node
-from p2pmoa.effects import Deliver, Embed, Generate, PeerId, Send
+from p2pmoa.effects import Deliver, Embed, Generate, PeerId, Rate, Send
 from p2pmoa.protocol import (
     Accepted,
     EmbedDone,
@@ -32,6 +32,8 @@ from p2pmoa.protocol import (
     PeerProtocol,
     PeerUp,
     ProtocolConfig,
+    RateDone,
+    RateFailed,
     Refused,
     Started,
     TimerFired,
@@ -226,6 +228,17 @@ class InMemoryMesh:
                     return
                 self.post(peer, lambda: GenerateDone(job, g, now=self.now),
                           at_s=now + max(0.01, g.llm_s))
+            case Rate(job_id=job, question=q, answers=answers):
+                rate = getattr(node.generator, "rate", None)
+                try:
+                    if rate is None:
+                        raise NotImplementedError(f"{type(node.generator).__name__} cannot rate answers")
+                    sc = tuple(rate(q, answers))
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}"
+                    self.post(peer, lambda: RateFailed(job, err, now=self.now))
+                    return
+                self.post(peer, lambda: RateDone(job, sc, now=self.now), at_s=now + self.embed_s)
             case Embed(job_id=job, texts=texts):
                 try:
                     v = self.embedder.embed(list(texts))

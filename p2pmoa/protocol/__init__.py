@@ -24,7 +24,7 @@ from p2pmoa.messages import QUERY_TOPIC
 from .common import ProtocolStatistics, centrality, ranking, selected
 from .config import FAULTS, ProtocolConfig
 from .events import (EmbedDone, EmbedFailed, Event, FrameIn, GenerateDone, GenerateFailed,
-                     PeerDown, PeerUp, Started, TimerFired, UserQuery)
+                     PeerDown, PeerUp, RateDone, RateFailed, Started, TimerFired, UserQuery)
 from .machine import PeerProtocol
 from .trust import TrustBookPort, TrustPort
 
@@ -33,6 +33,6 @@ from .trust import TrustBookPort, TrustPort
 __all__ = [
     "Accepted", "EmbedDone", "EmbedFailed", "Event", "FAULTS", "Failed", "FrameIn",
     "GenerateDone", "GenerateFailed", "PeerDown", "PeerProtocol", "PeerUp", "ProtocolConfig",
-    "ProtocolStatistics", "QUERY_TOPIC", "Refused", "Started", "TimerFired", "TrustBookPort",
+    "ProtocolStatistics", "QUERY_TOPIC", "RateDone", "RateFailed", "Refused", "Started", "TimerFired", "TrustBookPort",
     "TrustPort", "UserQuery", "centrality", "ranking", "selected",
 ]

@@ -33,6 +33,7 @@ class JobKind(enum.Enum):
     SYNTH = "synth"    # the originator synthesises an answer, method aggregate (Generate)
     QEMB = "qemb"      # a query's embedding for memory retrieval (Embed)
     MEMS = "mems"      # an accepted shared memory entry's query (Embed)
+    RATE = "rate"      # a member rates a round's candidates with its own model (Rate)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,11 @@ class ProtocolConfig:
         gen_params: sampling parameters for this node's generations.
         top_k: PBFT validity: a candidate is acceptable if among the top-k by the replica's
             own centrality (0 = half of the candidates, rounded up).
+        rate_candidates: a member asks its own model to rate each candidate's canonical answer
+            (``Rate``: mean log-probability per token after the question) and breaks ties
+            between equally supported answers by that rating instead of embedding centrality
+            (which measures wording). Off by default (the simulator and stand-in drivers cannot
+            rate); the daemon and the graded benchmark turn it on.
         avg_rounds: most averaging rounds (default 6); avg_alpha: step size α (default 0.5).
         limits: wire limits.
         fault: fault-injection mode (None = honest; "silent", "garbage", "equivocate").
@@ -72,6 +77,7 @@ class ProtocolConfig:
     skew_s: float = 30.0
     gen_params: GenParams = field(default_factory=GenParams)
     top_k: int = 0
+    rate_candidates: bool = False
     avg_rounds: int = 6
     avg_alpha: float = 0.5
     limits: Limits = DEFAULT_LIMITS

@@ -16,7 +16,7 @@ from typing import Any
 
 from p2pmoa import quota, seats
 from p2pmoa.buffer import MemoryStore, PromptBuffer, QueryState
-from p2pmoa.effects import CancelTimer, Embed, Generate, PeerId, QueryId, Send, SetTimer
+from p2pmoa.effects import CancelTimer, Embed, Generate, PeerId, QueryId, Rate, Send, SetTimer
 from p2pmoa.identity import FrameReader, Signer, Verifier, seal
 from p2pmoa.judging import JudgeBudget
 from p2pmoa.messages import Ack, Decision
@@ -148,6 +148,11 @@ class Core:
             s.touched.add(job.key)
         self._jobs[job.id] = job
         s.out.append(Embed(job.id, texts))
+
+    def _rate(self, s: Step, job: Job, question: str, answers: tuple[str, ...]) -> None:
+        s.touched.add(job.key)
+        self._jobs[job.id] = job
+        s.out.append(Rate(job.id, question, answers))
 
     def _generate_job(self, s: Step, job: Job, messages, params) -> None:
         s.touched.add(job.key)

@@ -97,6 +97,25 @@ class EmbedFailed:
 
 
 @dataclass(frozen=True)
+class RateDone:
+    """Result of ``Rate(job_id)``: one score per answer (mean log-probability per token; None
+    for an answer the model could not rate, e.g. an empty one)."""
+
+    job_id: str
+    scores: tuple
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
+class RateFailed:
+    job_id: str
+    error: str
+    _: KW_ONLY
+    now: float
+
+
+@dataclass(frozen=True)
 class PeerUp:
     peer: PeerId
     _: KW_ONLY
@@ -119,7 +138,7 @@ class Started:
 
 
 Event = Union[UserQuery, FrameIn, TimerFired, GenerateDone, GenerateFailed, EmbedDone,
-              EmbedFailed, PeerUp, PeerDown, Started]
+              EmbedFailed, RateDone, RateFailed, PeerUp, PeerDown, Started]
 
 __all__ = ["EmbedDone", "EmbedFailed", "Event", "FrameIn", "GenerateDone", "GenerateFailed",
-           "PeerDown", "PeerUp", "Started", "TimerFired", "UserQuery"]
+           "PeerDown", "PeerUp", "RateDone", "RateFailed", "Started", "TimerFired", "UserQuery"]

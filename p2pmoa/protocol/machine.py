@@ -46,7 +46,7 @@ from p2pmoa.messages import (Ack, AvgVector, Decision, Duplicate, MemoryShare, N
 from .common import JobKind, Phase, ProtocolStatistics, Step, Timer, TimerKind
 from .config import ProtocolConfig
 from .events import (EmbedDone, EmbedFailed, Event, FrameIn, GenerateDone, GenerateFailed,
-                     PeerDown, PeerUp, Started, TimerFired, UserQuery)
+                     PeerDown, PeerUp, RateDone, RateFailed, Started, TimerFired, UserQuery)
 from .member import Member
 from .memory_hooks import MemoryHooks
 from .originator import Originator
@@ -133,6 +133,10 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
                 self._on_embed_done(s, job, v)
             case EmbedFailed(job_id=job, error=err):
                 self._on_job_failed(s, job, f"embed: {err}")
+            case RateDone(job_id=job, scores=sc):
+                self._on_rate_done(s, job, sc)
+            case RateFailed(job_id=job, error=err):
+                self._on_rate_done(s, job, None, err)
             case PeerUp(peer=p):
                 self.peers.add(p)
                 self.seats.connected(p, event.now)
@@ -264,6 +268,19 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
             self._on_generation(s, job.key, g)
         else:
             self._count("stale_job")
+
+    def _on_rate_done(self, s: Step, job_id: str, scores: Any, err: str = "") -> None:
+        """A member's ratings of its round's candidates (None, with ``err``, when its model could
+        not rate them: the round is judged without ratings, never dropped)."""
+        job = self._jobs.pop(job_id, None)
+        if job is None or job.kind is not JobKind.RATE:
+            self._count("stale_job")
+            return
+        s.query_id = job.key
+        if scores is None:
+            self._count("rate_failed")
+            log.info("query %s: rating failed (%s); judged without ratings", job.key, err)
+        self._on_member_rated(s, job.key, scores)
 
     def _on_embed_done(self, s: Step, job_id: str, vectors: Any) -> None:
         self.judge.finished(job_id, s.now)

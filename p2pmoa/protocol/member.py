@@ -118,7 +118,31 @@ class Member(Core):
             self._count("memb_failed")
             self._members.pop(qid, None)
             return
-        m.judge(v, self.trust.is_quarantined, self.cfg.top_k)
+        if self.cfg.rate_candidates and self.cfg.fault != "garbage":
+            m.vectors = v  # judged once the own model has rated the candidates
+            self._rate(s, Job(JobKind.RATE, qid), m.question, tuple(m.canonical()))
+            return
+        self._judge_member(s, m, v, None)
+
+    def _on_member_rated(self, s: Step, qid: QueryId, scores: Any) -> None:
+        m = self._members.get(qid)
+        if m is None or m.vectors is None:
+            return
+        ratings = None
+        if scores is not None:
+            try:
+                ratings = [None if x is None else float(x) for x in scores]
+            except (TypeError, ValueError):
+                ratings = None
+            if ratings is None or len(ratings) != len(m.cands) or any(
+                    x is not None and not np.isfinite(x) for x in ratings):
+                self._count("rate_failed")
+                ratings = None
+        self._judge_member(s, m, m.vectors, ratings)
+
+    def _judge_member(self, s: Step, m: MemberRound, v: np.ndarray, ratings) -> None:
+        qid = m.rs.query_id
+        m.judge(v, self.trust.is_quarantined, self.cfg.top_k, ratings)
         o = self._origins.get(qid)
         if o is not None and o.judging and o.phase is Phase.ROUND:
             o.notes.append(f"judged {len(m.cands)} candidates {s.now - o.round_at:.1f}s "

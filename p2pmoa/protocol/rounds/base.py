@@ -4,9 +4,11 @@ A :class:`MemberRound` is created when a member accepts a :class:`~p2pmoa.messag
 (the originator creates its own). It holds the candidates (signed proposals of the bundle),
 the member's OWN embeddings of them, and the judging of :mod:`p2pmoa.agreement`: candidates
 ordered by answer agreement (heaviest cluster of equivalent canonical answers first, trust
-weights of the proposers; centrality breaks ties; inside a cluster a hash of (query,
-proposer) decides) and ``valid``, the candidates a member accepts (the winning clusters; the
-top-k by that order if no two answers agree). The method subclasses (pbft, vote, averaging,
+weights of the proposers, 0 for an answer that states nothing; between equally supported
+clusters, the member's own model's rating of the answers (``rate_candidates``), else
+embedding centrality; inside a cluster a hash of (query, proposer) decides) and ``valid``,
+the candidates a member accepts (the winning clusters; if no two answers agree, every stated
+answer when rated, else the top-k by that order). The method subclasses (pbft, vote, averaging,
 aggregate) add their own state and messages; outcomes go back to the machine as return
 values (:class:`Chosen`, or a ``ScoreVote`` this node casts for itself), never by calling it.
 """
@@ -36,6 +38,11 @@ class Chosen:
     note: str = ""
 
 
+RATING_FLOOR = -50.0
+"""Rating of an answer the model could not rate (mean log-probability per token; a real one is
+rarely below -10)."""
+
+
 class MemberRound:
     """Member-side state of one round (base class: judging only)."""
 
@@ -54,6 +61,7 @@ class MemberRound:
         self.canon: list[str] = []
         self.clusters: list[agreement.Cluster] = []
         self.valid: set[int] = set()
+        self.rated = False  # judged with this member's own model's ratings
         self.spoke: set[PeerId] = set()
         self.decision: Any = None  # the messages.Decision recorded for this round
 
@@ -65,23 +73,49 @@ class MemberRound:
     def proposers(self) -> list[PeerId]:
         return [p.proposer for _, p in self.cands]
 
-    def judge(self, vectors: np.ndarray, is_quarantined, top_k: int) -> None:
+    def canonical(self) -> list[str]:
+        """Each candidate's canonical answer: the proposer's signed claim if its text states
+        it, else this member's own extraction (computed once)."""
+        if not self.canon:
+            self.canon = [agreement.signed_canonical(p.canonical, p.answer, self.question)
+                          for _, p in self.cands]
+        return self.canon
+
+    def judge(self, vectors: np.ndarray, is_quarantined, top_k: int,
+              ratings: list[float | None] | None = None) -> None:
         """Order the bundle by answer agreement (see the module docstring); a proposer this
-        node has quarantined weighs 0 and is never valid."""
+        node has quarantined weighs 0 and is never valid; an answer that states nothing
+        (:func:`p2pmoa.agreement.states_answer`: an echo of the question) weighs 0.
+
+        Args:
+            ratings: this member's own model's rating of each canonical answer (higher = more
+                likely; None for one it could not rate). Breaks ties between equally
+                supported clusters; without ratings, embedding centrality does.
+        """
         self.vectors = vectors
         qid = self.rs.query_id
         weight = dict(zip(self.rs.members, self.rs.weights))
         props = [p for _, p in self.cands]
-        self.canon = [agreement.signed_canonical(p.canonical, p.answer, self.question)
-                      for p in props]
+        canon = self.canonical()
         fair = [hashlib.sha256(f"{qid}\x00{p.proposer}".encode()).digest() for p in props]
         bad = {i for i, p in enumerate(props) if is_quarantined(p.proposer)}
-        rank, self.clusters = agreement.order_candidates(
-            self.canon, self.question, [0.0 if i in bad else float(weight.get(p.proposer, 0))
-                                        for i, p in enumerate(props)], centrality(vectors), fair)
+        w = agreement.answer_weights(canon, self.question, [
+            0.0 if i in bad else float(weight.get(p.proposer, 0)) for i, p in enumerate(props)],
+            canonical=False)
+        if ratings is not None:
+            tiebreak = [RATING_FLOOR if r is None else max(RATING_FLOOR, float(r)) for r in ratings]
+            self.rated = True
+        else:
+            tiebreak = list(centrality(vectors))
+        rank, self.clusters = agreement.order_candidates(canon, self.question, w, tiebreak, fair)
         self.rank = [i for i in rank if i not in bad] + [i for i in rank if i in bad]
         if max(len(c.members) for c in self.clusters) > 1:
             self.valid = agreement.winning_members(self.clusters) - bad
+        elif self.rated:
+            # No two answers agree and members rate with different models: every stated answer
+            # is acceptable (a top-k by one model's rating would differ between members and
+            # stall PBFT); which one wins falls to the primary's / the voters' ratings.
+            self.valid = {i for i, x in enumerate(w) if x > 0} - bad or set(self.rank[:1]) - bad
         else:
             k = top_k if top_k > 0 else max(1, math.ceil(len(self.cands) / 2))
             self.valid = set(self.rank[:k]) - bad
