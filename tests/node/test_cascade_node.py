@@ -90,3 +90,58 @@ def test_a_failed_level_fails_the_cascade_with_a_typed_error(tmp_path):
                 await ds[0].complete(req)
             return ds[0].query("casc-f")
     assert trio.run(main)["state"] == "failed"
+
+
+class _LevelsStandIn:
+    """A stand-in for the daemon's ``submit``: each level's query is answered with fixed
+    proposal texts, taking ``level_s`` seconds of a fake clock; ``refuse`` names levels refused
+    at admission."""
+
+    def __init__(self, answers: dict[int, list[str]], level_s: float = 0.0, refuse=()):
+        self.answers, self.level_s, self.refuse = answers, level_s, refuse
+        self.t, self.asked = 0.0, []
+
+    async def submit(self, req):
+        from node.api import Busy, CompletionResult
+        level = int(req.query_id.rsplit(".c", 1)[1])
+        self.asked.append((req.query_id, req.proposers_max, req.deadline_s, req.memory))
+        if level in self.refuse:
+            raise Busy("node busy (buffer_full); retry later", retry_after_s=1.0)
+
+        async def wait():
+            self.t += self.level_s
+            texts = self.answers[level]
+            return CompletionResult(req.query_id, texts[0], {"proposals": [
+                {"answer": a, "in_round": True, "completion_tokens": 1} for a in texts]}, 5, 1)
+        return wait
+
+
+def _run(stand_in, deadline_s):
+    from node.cascade_run import CascadeRunner
+    runner = CascadeRunner(stand_in.submit, deadline_s=30.0, clock=lambda: stand_in.t)
+    req = CompletionRequest((ChatMessage("user", Q),), GenParams(), "cascade", deadline_s,
+                            "p2pmoa/cascade", "p")
+
+    async def main():
+        wait = await runner.submit(req, Q)
+        return await wait()
+    return trio.run(main), runner
+
+
+def test_the_deadline_covers_every_level_and_a_late_cascade_does_not_escalate():
+    s = _LevelsStandIn({1: ["Rome", "Paris"], 2: ["Paris"] * 4}, level_s=4.5)
+    res, _ = _run(s, deadline_s=5.0)
+    c = res.trace["cascade"]
+    assert c["exit_level"] == 1 and c["escalation_skipped"] == "deadline" and res.answer == "Rome"
+    assert [a[0] for a in s.asked] == ["p.c1"]
+    s = _LevelsStandIn({1: ["Rome", "Paris"], 2: ["Paris"] * 4}, level_s=2.0)
+    res, _ = _run(s, deadline_s=5.0)
+    assert res.trace["cascade"]["exit_level"] == 2 and res.answer == "Paris"
+    assert s.asked == [("p.c1", 2, 5.0, False), ("p.c2", None, 3.0, False)]  # what was left
+
+
+def test_an_escalation_refused_at_admission_is_a_typed_failure_naming_both_levels():
+    s = _LevelsStandIn({1: ["Rome", "Paris"]}, refuse=(2,))
+    with pytest.raises(CascadeFailed, match=r"level 2 \(query p.c2\) was refused.*query p.c1") as ei:
+        _run(s, deadline_s=None)
+    assert ei.value.status == 504 and ei.value.code == "cascade_failed"
