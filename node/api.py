@@ -20,7 +20,11 @@ Endpoints:
         tokens of the answer returned (the chosen proposal, or the synthesis).
         The consensus method can be chosen per request with the model name
         ``p2pmoa/<method>``, the extra field ``consensus`` or
-        ``p2pmoa: {"consensus": ..., "deadline_s": ...}``.
+        ``p2pmoa: {"consensus": ..., "deadline_s": ..., "proposers_max": ...}``
+        (``proposers_max``: the most proposers of this query, the asking node included; only
+        that many peers are invited). ``p2pmoa/cascade`` is agreement-based cascading
+        (node/cascade_run.py): a capped cheap query, escalated to the whole mesh only when
+        its answers disagree; its trace is ``{"method": "cascade", "cascade": {...}}``.
     ``GET /v1/models``: the mesh models (``p2pmoa``, ``p2pmoa/pbft`` ...) and the local model.
     ``GET /v1/queries/{id}``: a query's state and answer from the durable prompt buffer,
         for a client whose connection dropped (streams name the id in their first chunk,
@@ -71,7 +75,9 @@ log = logging.getLogger(__name__)
 TRACE_FIELD = "p2pmoa_trace"
 QUERY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MESH_MODEL = "p2pmoa"
-METHODS = ("pbft", "averaging", "vote", "aggregate", "score")
+METHODS = ("pbft", "averaging", "vote", "aggregate", "score", "cascade")
+"""Methods a request may name; ``cascade`` composes ordinary queries (node/cascade_run.py)."""
+PROPOSERS_MAX = 32
 MESSAGES_MAX = 64
 CONTENT_CHARS_MAX = 16_000
 MAX_TOKENS_MAX = 2048
@@ -149,6 +155,12 @@ class DecisionTimeout(ApiError):
     code = "no_decision"
 
 
+class CascadeFailed(DecisionTimeout):
+    """A level of a cascade failed or was refused; the message names its query id."""
+
+    code = "cascade_failed"
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     """A validated chat completion request, as the node service receives it."""
@@ -164,6 +176,9 @@ class CompletionRequest:
     being answered twice), else by the API for streams (sent in the first chunk)."""
     memory: bool = True
     """False: ``"p2pmoa": {"memory": "off"}``, the client forbids memory for this query."""
+    proposers_max: int | None = None
+    """``p2pmoa.proposers_max``: the most proposers of this query, this node included (None:
+    the node's cap); only that many peers are invited to answer."""
     explicit: frozenset = frozenset()
     """The generation parameters the client set itself (``max_tokens``, ``temperature``,
     ``seed``); the others are the node's own defaults (see :meth:`generation`)."""
@@ -175,7 +190,7 @@ class CompletionRequest:
         return {"max_tokens": p.max_tokens if "max_tokens" in self.explicit else None,
                 "temperature": p.temperature if "temperature" in self.explicit else None,
                 "seed": p.seed if "seed" in self.explicit else None,
-                "deadline_s": self.deadline_s}
+                "deadline_s": self.deadline_s, "proposers_max": self.proposers_max}
 
 
 @dataclass(frozen=True)
@@ -347,6 +362,7 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
             raise BadRequest(f"p2pmoa.consensus must be one of {METHODS}", param="p2pmoa.consensus")
         method = ext["consensus"]
     deadline = _num(ext, "deadline_s", 0.1, 3600, None)
+    proposers = _num(ext, "proposers_max", 1, PROPOSERS_MAX, None, int)
     query_id = ext.get("query_id")
     if query_id is not None and not (isinstance(query_id, str) and QUERY_ID_RE.fullmatch(query_id)):
         raise BadRequest("p2pmoa.query_id must be 1-32 characters of A-Z a-z 0-9 _ -",
@@ -359,7 +375,8 @@ def parse_completion(body: Any, local_model: str, default_max_tokens: int) -> tu
         raise BadRequest("stream must be a boolean", param="stream")
     explicit = frozenset(k for k in ("max_tokens", "temperature", "seed") if body.get(k) is not None)
     return CompletionRequest(tuple(out), params, method, deadline, model, query_id,
-                             memory=memory == "on", explicit=explicit), stream
+                             memory=memory == "on", proposers_max=proposers,
+                             explicit=explicit), stream
 
 
 def _completion_body(res: CompletionResult, model: str) -> dict:

@@ -41,6 +41,7 @@ import trio
 
 from node.api import (ApiError, BadRequest, Busy, InternalError, CompletionRequest, CompletionResult, DecisionTimeout, DuplicateQuery,
                       build_app, serve_api)
+from node.cascade_run import CascadeRunner
 from node.config import STAND_IN_MODEL, NodeConfig, protocol_settings
 from node.execution import Inbox, Journal, JournaledStore, Outbox
 from node.local_model import (embed_and_release, generate_and_collect, load_embedder,  # noqa: F401
@@ -95,6 +96,7 @@ class Daemon:
         self._embed_limiter = trio.CapacityLimiter(1)
         self._nursery: trio.Nursery | None = None
         self.machine = self._build_machine()
+        self.cascades = CascadeRunner(self.submit, cfg.deadline_s)  # method "cascade"
         self._register_metrics()
         from node.nodeinfo import InfoService
         self.model_meta: dict = {}  # from the GGUF header, read when the daemon runs
@@ -393,6 +395,8 @@ class Daemon:
         """Admit a query (durably buffered when this returns) and return a coroutine function
         that waits for its answer. Raises :class:`Busy` (429), :class:`BadRequest`,
         :class:`DuplicateQuery` at admission, before anything is sent to a client."""
+        if (req.method or self.cfg.consensus) == "cascade":  # ordinary queries, composed
+            return await self.cascades.submit(req, prompt_of(req.messages))
         qid = QueryId(req.query_id or secrets.token_hex(8))
         waiter = _Waiter(trio.Event())
         self._waiters[qid] = waiter
@@ -451,7 +455,7 @@ class Daemon:
         """A buffered query's record (the buffer keeps finished ones for a while)."""
         rec = self.buffer.get(QueryId(query_id))
         if rec is None:
-            return None
+            return self.cascades.query(query_id)  # a cascade's id (its levels are buffered)
         return {"query_id": rec.query_id, "state": rec.state.value, "local": rec.local,
                 "prompt": rec.announce.prompt, "method": rec.announce.method,
                 "answer": rec.answer or None, "detail": rec.detail or None,

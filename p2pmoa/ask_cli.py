@@ -46,8 +46,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--json", action="store_true", help="print the whole trace as JSON")
     p.add_argument("--api", default=DEFAULT_API, help="node API address (without --local)")
-    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate", "score"], default=None,
-                   help="aggregation method the node uses (without --local; default: the node's)")
+    p.add_argument("--consensus", choices=["pbft", "averaging", "vote", "aggregate", "score", "cascade"],
+                   default=None,
+                   help="aggregation method the node uses (without --local; default: the node's); "
+                        "cascade: the node asks itself and one peer, and the whole mesh only if they disagree")
     p.add_argument("--stream", action="store_true",
                    help="without --local: use the API's streaming path (server-sent events)")
     p.add_argument("--retry-budget-s", type=float, default=180.0,
@@ -194,11 +196,18 @@ def format_mesh_trace(trace: dict) -> str:
     for key in ("method", "query_id", "decided_by", "proposals_received", "proposals_expected", "view", "latency_s"):
         if key in trace:
             out.append(f"{key}: {trace[key]}")
+    c = trace.get("cascade")
+    if isinstance(c, dict):
+        out.append(f"cascade exit level {c.get('exit_level')}: {c.get('reason')}")
+        for lv in c.get("levels", []) if isinstance(c.get("levels"), list) else []:
+            if isinstance(lv, dict):
+                out.append(f"  level {lv.get('level')} ({lv.get('query_id')}, {lv.get('method')}): "
+                           f"{lv.get('calls')} calls, {lv.get('agreeing')} of {lv.get('answers')} agree")
     for p in trace.get("proposals", [])[:16]:
         if isinstance(p, dict):
             who = str(p.get("peer", p.get("responder", "?")))[:16]
             out.append(f"  {who}… {p.get('model_id', p.get('model', '?'))}: {_short(str(p.get('answer', p.get('text', ''))), 90)}")
-    rest = {k: v for k, v in trace.items() if k not in {"proposals"} and not any(line.startswith(f"{k}:") for line in out)}
+    rest = {k: v for k, v in trace.items() if k not in {"proposals", "cascade"} and not any(line.startswith(f"{k}:") for line in out)}
     if rest:
         out.append(json.dumps(rest, indent=2, default=str)[:3000])
     return "\n".join(out)

@@ -58,7 +58,9 @@ class CascadePolicy:
 @dataclass(frozen=True)
 class Ask:
     """Send one ordinary query: ``proposers_max`` proposals (None: all), ``method``.
-    ``level`` is the cascade level it serves; ``suffix`` makes its query id distinct."""
+    ``level`` is the cascade level it serves; ``suffix`` makes its query id distinct (``.c1``,
+    ``.c2``: a ``.`` is outside the query ids a client may choose, so a level's id never meets
+    a client's, and it stays one URL segment for ``GET /v1/queries/{id}``)."""
 
     level: int
     proposers_max: int | None
@@ -113,7 +115,7 @@ class Cascade:
     done: Done | None = None
 
     def first(self) -> Ask:
-        return Ask(1, self.policy.first, self.policy.method, "/c1")
+        return Ask(1, self.policy.first, self.policy.method, ".c1")
 
     def on_result(self, answer: str, trace: dict) -> Ask | Done:
         """Record the result of the query asked for the current level; say what comes next."""
@@ -125,7 +127,7 @@ class Cascade:
         self.levels.append({"level": level, "answers": len(texts), "agreeing": v.size,
                             "agreed": v.agreed, "answer": answer})
         if level == 1 and not v.agreed:
-            return Ask(2, self.policy.full, self.policy.method, "/c2")
+            return Ask(2, self.policy.full, self.policy.method, ".c2")
         if level == 1:
             # the query's own decision, if it is in the agreeing cluster (it is, for vote/score)
             pick = answer if (answer and agreement.equivalent(answer, texts[v.leader], self.question,

@@ -264,6 +264,15 @@ def _list(v: Any, name: str, max_len: int) -> list:
     return v
 
 
+def _peer_list(v: Any, name: str, L: Limits) -> tuple[PeerId, ...]:
+    """A sorted, duplicate-free list of peer ids (at most ``members_max``; may be empty)."""
+    peers = tuple(PeerId(_str(p, f"{name}[]", L.id_bytes_max, allow_empty=False))
+                  for p in _list(v, name, L.members_max))
+    if list(peers) != sorted(set(peers)):
+        raise MalformedFrame(f"{name}: not sorted and unique")
+    return peers
+
+
 def vector_to_f32(values) -> bytes:
     """Encode a sequence of floats (or a 1-d numpy array) as float32 little-endian bytes."""
     vals = [float(x) for x in values]
@@ -290,6 +299,14 @@ class QueryAnnounce:
     ``select_ppm`` (parts per million) lets a large mesh sample its proposers: a peer answers
     iff a deterministic hash of (query id, its peer id) falls below it, so the originator can
     aim at ``proposers_max`` answers without knowing every peer. 1_000_000 = everyone answers.
+
+    ``invited``: when the asker capped the query's proposers (``UserQuery.proposers_max``),
+    the peers the originator asks to answer (sorted, unique, at most ``members_max``); every
+    other peer ignores the announce, so a capped query makes only that many model calls.
+    None (the field absent on the wire): every selected peer answers, as before the field
+    existed. Added after schema 1 shipped as an optional field: it is left out of the frame
+    when None, so frames of uncapped queries are byte-for-byte what older nodes send (an older
+    node refuses a capped announce as malformed, i.e. it does not answer it).
     """
 
     kind: ClassVar[str] = "announce"
@@ -304,6 +321,7 @@ class QueryAnnounce:
     max_tokens: int = 128
     temperature: float = 0.7
     seed: int = 0
+    invited: tuple[PeerId, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -471,6 +489,8 @@ def encode_body(msg: Message) -> bytes:
     d: dict[str, Any] = {}
     for f in fields(msg):
         v = getattr(msg, f.name)
+        if v is None and f.default is None:
+            continue  # an optional field added after schema 1: absent, as older nodes send it
         if isinstance(v, tuple):
             v = list(v)
         d[f.name] = v
@@ -529,6 +549,7 @@ def decode_body(kind: str, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Mess
                 max_tokens=_int(d.get("max_tokens", 128), "max_tokens", 1, 1 << 16),
                 temperature=_float(d.get("temperature", 0.7), "temperature", 0.0, 10.0),
                 seed=_int(d.get("seed", 0), "seed", -(1 << 63), (1 << 63) - 1),
+                invited=_peer_list(d["invited"], "invited", L) if "invited" in d else None,
             )
         case "proposal":
             return Proposal(

@@ -15,11 +15,19 @@ selected for it), and starts the round when the first of these holds:
 ``1 + len(invited)`` at the configured maximum, and that number goes on the wire in the
 announce. This module decides *when*; which peers get seats is the protocol's business.
 
+A query the asker capped (``UserQuery.proposers_max``, e.g. a cascade's cheap tier) invites
+only that many proposers, the originator included: :func:`invitees` names them and the
+announce carries the list (``QueryAnnounce.invited``), so the other peers do not generate.
+Without a per-query cap every selected peer is invited, as before (the node's own cap keeps
+its oversampling: extra answers cover slow or dead peers).
+
 Pure and sans-I/O like the rest of p2pmoa: the protocol passes the live peer set and ids in.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 from p2pmoa.effects import PeerId
 
@@ -29,6 +37,21 @@ def proposers_for(live_invited: int, cap: int) -> int:
     ``cap`` (and at least 1: a lone node answers itself)."""
     assert cap >= 1, "the proposers cap must be at least 1"
     return max(1, min(cap, 1 + live_invited))
+
+
+def invitees(query_id: str, pool: Iterable[PeerId], n: int,
+             established: Callable[[PeerId], bool]) -> tuple[PeerId, ...]:
+    """The ``n`` peers of ``pool`` invited to answer a capped query, sorted.
+
+    Established peers first (a new identity may be refused a seat in a small round,
+    p2pmoa/seats.py, and its generation would be wasted), then by a hash of (query id, peer)
+    so that capped queries spread over the mesh instead of always asking the same peers.
+    """
+    assert n >= 0, "cannot invite a negative number of peers"
+
+    def rank(p: PeerId) -> tuple[bool, bytes]:
+        return (not established(p), hashlib.sha256(f"{query_id}\x00{p}".encode()).digest())
+    return tuple(sorted(sorted(pool, key=rank)[:n]))
 
 
 @dataclass
@@ -82,4 +105,4 @@ class Attendance:
                 "round_started_by": self.started_by}
 
 
-__all__ = ["Attendance", "proposers_for"]
+__all__ = ["Attendance", "invitees", "proposers_for"]

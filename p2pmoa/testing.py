@@ -159,8 +159,9 @@ class InMemoryMesh:
     # ---- inputs
 
     def ask(self, peer: PeerId, query_id: str, prompt: str, method: str | None = None, *,
-            memory: bool = True) -> None:
-        self.post(peer, lambda: UserQuery(query_id, prompt, method, now=self.now, memory=memory))
+            memory: bool = True, proposers_max: int | None = None) -> None:
+        self.post(peer, lambda: UserQuery(query_id, prompt, method, now=self.now, memory=memory,
+                                          proposers_max=proposers_max))
 
     def inject(self, src: PeerId, dst: PeerId, data: bytes, topic: str | None = None) -> None:
         """Deliver raw bytes to ``dst`` as if ``src`` had sent them (for hostile-input tests)."""

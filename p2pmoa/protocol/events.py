@@ -24,6 +24,12 @@ class UserQuery:
     stop at 16 tokens). ``None`` means the node's configured default; values are clamped to the
     node's limits (``max_tokens`` to its ``gen_params.max_tokens``, ``temperature`` to
     [0, 2], ``deadline_s`` to at most its ``collect_timeout_s``).
+
+    ``proposers_max``: the most proposals this query collects, the originator's own included
+    (clamped to [1, the node's ``proposers_max``]; None: the node's cap). Unlike the node's
+    cap it also limits whom the originator *invites*: the announce names that many peers
+    minus one (``QueryAnnounce.invited``) and only they generate, so a capped query makes
+    fewer model calls (a cascade's cheap tier, p2pmoa/cascade.py).
     """
 
     query_id: QueryId
@@ -36,6 +42,7 @@ class UserQuery:
     temperature: float | None = None
     seed: int | None = None
     deadline_s: float | None = None
+    proposers_max: int | None = None
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ class PeerProtocol(Originator, Proposer, Member, MemoryHooks):
             if rec.local:
                 ann = QueryAnnounce(qid, self.me, a.prompt, a.method, s.now, a.deadline_s,
                                     a.proposers_max, a.select_ppm, a.max_tokens, a.temperature,
-                                    a.seed)
+                                    a.seed, a.invited)
                 self._count("recovered_local")
                 log.info("query %s: recovered after restart, re-announcing", qid)
                 self._buffer_state(s, qid, QueryState.RETRYING)

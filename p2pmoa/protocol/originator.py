@@ -16,7 +16,7 @@ from p2pmoa.buffer import Busy, QueryState
 from p2pmoa.effects import Accepted, Broadcast, Deliver, Failed, PeerId, QueryId, Refused, Usage
 from p2pmoa.identity import Envelope
 from p2pmoa.messages import METHODS, Ack, Decision, Nack, Proposal, QueryAnnounce, RoundStart
-from p2pmoa.round_start import proposers_for
+from p2pmoa.round_start import invitees, proposers_for
 
 from .common import Job, JobKind, Phase, Step, Timer, TimerKind, digest, selected
 from .core import Core
@@ -71,6 +71,8 @@ class Originator(Core):
             seed = gp.seed if e.seed is None else int(e.seed)
             deadline = (self.cfg.collect_timeout_s if e.deadline_s is None
                         else float(e.deadline_s))
+            cap = (self.cfg.proposers_max if e.proposers_max is None
+                   else max(1, min(int(e.proposers_max), self.cfg.proposers_max)))
         except (TypeError, ValueError):
             return None
         if not (temp == temp and deadline == deadline):  # NaN
@@ -79,16 +81,21 @@ class Originator(Core):
         temp = min(2.0, max(0.0, temp))
         seed = max(-(1 << 63), min(seed, (1 << 63) - 1))
         deadline = min(self.cfg.collect_timeout_s, max(0.1, deadline))
-        n_max = proposers_for(len(self._invitable(e.query_id, self.cfg.select_ppm)),
-                              self.cfg.proposers_max)
+        pool = self._invitable(e.query_id, self.cfg.select_ppm)
+        invited = None
+        if e.proposers_max is not None and cap - 1 < len(pool):
+            # a per-query cap: invite exactly cap - 1 peers, so only they generate
+            invited = invitees(e.query_id, pool, cap - 1,
+                               lambda p: self.seats.established(self.trust, p, e.now))
+        n_max = proposers_for(len(pool if invited is None else invited), cap)
         return QueryAnnounce(e.query_id, self.me, e.prompt, method, e.now, deadline, n_max,
-                             self.cfg.select_ppm, tokens, temp, seed)
+                             self.cfg.select_ppm, tokens, temp, seed, invited)
 
     def _start_origin(self, s: Step, ann: QueryAnnounce) -> None:
         frame, nonce = self._seal(s, ann)
         qid = ann.query_id
         o = self._origins[qid] = Origin(ann, nonce, s.now, self.me)
-        o.att.invite(self._invitable(qid, ann.select_ppm))
+        o.att.invite(self._invited(ann))
         s.out.append(Broadcast(self.cfg.topic, frame))
         self._set_timer(s, Timer(TimerKind.COLLECT, qid), ann.deadline_s)
         if self.cfg.announce_repeats > 0:
@@ -101,6 +108,12 @@ class Originator(Core):
         """Live peers asked to answer ``qid`` (those the announce selects)."""
         return {p for p in self.peers if selected(qid, p, select_ppm)
                 and not self.trust.is_quarantined(p)}
+
+    def _invited(self, ann: QueryAnnounce) -> set[PeerId]:
+        """Live peers the announce asks to answer: the selected ones, or its invitation
+        list when the query was capped (``QueryAnnounce.invited``)."""
+        pool = self._invitable(ann.query_id, ann.select_ppm)
+        return pool if ann.invited is None else pool & set(ann.invited)
 
     # ------------------------------------------------------------------ collecting
 
@@ -150,8 +163,10 @@ class Originator(Core):
             self._quarantine(s, sender, p.query_id, "two proposals", have[0], frame)
             o.notes.append(f"{sender} equivocated (two proposals): excluded and quarantined")
             return
-        why = self.seats.refuse(self.trust, self.me, sender, list(o.proposals),
-                                o.ann.proposers_max, self.peers, s.now)
+        why = ("not_invited" if o.ann.invited is not None and sender != self.me
+               and sender not in o.ann.invited else None)  # a capped query's seats are named
+        why = why or self.seats.refuse(self.trust, self.me, sender, list(o.proposals),
+                                       o.ann.proposers_max, self.peers, s.now)
         if why is not None:  # seats by trust, not by speed (p2pmoa/seats.py)
             self._reject(why)
             o.nacks.setdefault(sender, why)  # not "missing": it answered, it got no seat
@@ -197,7 +212,7 @@ class Originator(Core):
                                           and len(o.proposals) < o.ann.proposers_max):
                 # gossip drops silently under load: say it again (peers de-duplicate)
                 frame, o.ann_nonce = self._seal(s, o.ann)
-                o.att.invite(self._invitable(qid, o.ann.select_ppm))
+                o.att.invite(self._invited(o.ann))
                 s.out.append(Broadcast(self.cfg.topic, frame))
                 self._count("reannounces")
                 if t.arg < self.cfg.announce_repeats:
@@ -225,7 +240,8 @@ class Originator(Core):
         # early, a slower device (still generating) has done nothing wrong (issue 13).
         for peer in sorted(self.peers) if at_deadline else ():
             if (peer not in o.proposals and peer not in o.nacks
-                    and selected(qid, peer, o.ann.select_ppm)):
+                    and selected(qid, peer, o.ann.select_ppm)
+                    and (o.ann.invited is None or peer in o.ann.invited)):
                 self.trust.bad(peer, "no_proposal", s.now)
                 self._count("missing_proposals")
         members = tuple(sorted(set(props) | {self.me}))

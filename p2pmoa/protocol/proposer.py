@@ -118,6 +118,9 @@ class Proposer(Core):
         if not selected(qid, self.me, ann.select_ppm):
             self._count("not_selected")
             return
+        if ann.invited is not None and self.me not in ann.invited:
+            self._count("not_invited")  # a capped query: the originator asked others
+            return
         why = self.quota.refuse_remote(ann.origin, self.buffer.unfinished(), self.buffer.capacity,
                                        lambda o: self._stranger(s, o),
                                        self.trust.is_quarantined(ann.origin), self.cfg.roster)

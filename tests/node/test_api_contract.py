@@ -34,7 +34,7 @@ def test_without_client_parameters_the_nodes_defaults_apply(tmp_path):
     body = {"model": "p2pmoa", "messages": [{"role": "user", "content": LONG_Q}]}
     req, _ = parse_completion(body, "stand-in:m0", default_max_tokens=96)
     assert req.generation() == {"max_tokens": None, "temperature": None, "seed": None,
-                                "deadline_s": None}
+                                "deadline_s": None, "proposers_max": None}
 
     async def main():
         async with mesh(tmp_path, 2, max_tokens=20) as ds:

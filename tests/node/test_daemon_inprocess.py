@@ -26,7 +26,9 @@ def _req(q: str, method: str = "pbft") -> CompletionRequest:
 
 
 @contextlib.asynccontextmanager
-async def mesh(base: Path, n: int, **overrides):
+async def mesh(base: Path, n: int, generators: dict | None = None, **overrides):
+    """``n`` daemons over the in-memory transport; node ``i`` generates with
+    ``generators[i]`` if given, else its configured stand-in."""
     net = MemoryNetwork()
     async with contextlib.AsyncExitStack() as stack:
         daemons = []
@@ -37,7 +39,8 @@ async def mesh(base: Path, n: int, **overrides):
             boot = [f"mem/{daemons[0].transport.local_peer}"] if daemons else []
             t = await stack.enter_async_context(open_memory_transport(
                 net, PeerId(ident.peer_id), TransportLimits(maintain_interval_s=0.05), boot))
-            daemons.append(Daemon(cfg, t, load_generator(cfg), load_embedder(cfg), ident))
+            gen = (generators or {}).get(i) or load_generator(cfg)
+            daemons.append(Daemon(cfg, t, gen, load_embedder(cfg), ident))
         async with trio.open_nursery() as nursery:
             for d in daemons:
                 await nursery.start(d.run)

@@ -86,3 +86,32 @@ def test_mesh_cascade_escalates_and_the_mesh_decides():
     done, levels = cascade.run("Capital of Australia?", ask)
     assert done.level == 2 and "Canberra" in done.answer and calls == [2, 4]
     assert [lv["level"] for lv in levels] == [1, 2]
+
+
+@pytest.mark.parametrize("cap, generating", [(2, 2), (None, 4)])
+def test_a_capped_query_invites_only_its_proposers(cap, generating):
+    """The per-query cap limits whom the originator invites: with ``proposers_max=2`` in a
+    4-node mesh only the originator and one invited peer call their model."""
+    gens = {i: StandInGenerator(f"stand-in-n{i}", reply=lambda m, p: "Canberra") for i in range(4)}
+    mesh, ids = make_mesh(4, method="vote", generators=gens)
+    mesh.ask(ids[0], "capped", "Capital of Australia?", proposers_max=cap)
+    mesh.run()
+    d = mesh.delivered[(ids[0], "capped")]
+    assert sum(g.calls for g in gens.values()) == generating
+    assert len(d.trace["proposals"]) == generating == d.trace["n_expected"]
+    invited = d.trace["attendance"]["invited"]
+    assert len(invited) == generating - 1 and gens[0].calls == 1
+    skipped = [mesh.nodes[p].proto.statistics().counters.get("not_invited", 0) for p in ids[1:]]
+    assert skipped.count(1) == (4 - generating)
+
+
+def test_invitation_list_travels_signed_and_is_absent_from_uncapped_announces():
+    from p2pmoa.messages import MalformedFrame, QueryAnnounce, decode_body, encode_body, unpack_bounded
+    plain = QueryAnnounce("q", "o", "Q?", "vote", 1.0, 5.0, 4)
+    assert "invited" not in unpack_bounded(encode_body(plain))  # old frames, old bytes
+    assert decode_body("announce", encode_body(plain)).invited is None
+    capped = QueryAnnounce("q", "o", "Q?", "vote", 1.0, 5.0, 2, invited=("a", "b"))
+    assert decode_body("announce", encode_body(capped)).invited == ("a", "b")
+    with pytest.raises(MalformedFrame):
+        decode_body("announce", encode_body(QueryAnnounce("q", "o", "Q?", "vote", 1.0, 5.0, 2,
+                                                          invited=("b", "a"))))
