@@ -517,7 +517,9 @@ def clusters(answers: Sequence[str], question: str = "", weights: Sequence[float
 
     Greedy leader clustering: each answer joins the first earlier group whose leader it is
     equivalent to, else starts a group. Deterministic for a given order, so pass answers in an
-    order every node agrees on. An empty answer forms a group of its own.
+    order every node agrees on. An empty answer forms a group of its own, and so does an answer
+    of weight 0 when some answer weighs more (an echo of the question or a quarantined
+    proposer's answer supports nothing and must not glue two answers into one group).
 
     Args:
         weights: one weight >= 0 per answer (default 1 each), e.g. trust weights.
@@ -527,8 +529,14 @@ def clusters(answers: Sequence[str], question: str = "", weights: Sequence[float
     if len(w) != n or any(not math.isfinite(x) or x < 0 for x in w):
         raise ValueError("one finite weight >= 0 per answer is needed")
     groups: list[list[int]] = []
+    weighted = any(x > 0 for x in w)
     for i, a in enumerate(answers):
+        if weighted and w[i] <= 0:
+            groups.append([i])
+            continue
         for g in groups:
+            if weighted and w[g[0]] <= 0:
+                continue
             if equivalent(answers[g[0]], a, question, canonical=canonical, threshold=threshold):
                 g.append(i)
                 break

@@ -118,16 +118,17 @@ class Member(Core):
             self._count("memb_failed")
             self._members.pop(qid, None)
             return
-        if self.cfg.rate_candidates and self.cfg.fault != "garbage":
-            m.vectors = v  # judged once the own model has rated the candidates
+        if self.cfg.rate_candidates and m.rates and self.cfg.fault != "garbage":
+            m.unjudged = v  # judged once the own model has rated the candidates
             self._rate(s, Job(JobKind.RATE, qid), m.question, tuple(m.canonical()))
             return
         self._judge_member(s, m, v, None)
 
     def _on_member_rated(self, s: Step, qid: QueryId, scores: Any) -> None:
         m = self._members.get(qid)
-        if m is None or m.vectors is None:
+        if m is None or m.unjudged is None:
             return
+        v, m.unjudged = m.unjudged, None
         ratings = None
         if scores is not None:
             try:
@@ -138,7 +139,7 @@ class Member(Core):
                     x is not None and not np.isfinite(x) for x in ratings):
                 self._count("rate_failed")
                 ratings = None
-        self._judge_member(s, m, m.vectors, ratings)
+        self._judge_member(s, m, v, ratings)
 
     def _judge_member(self, s: Step, m: MemberRound, v: np.ndarray, ratings) -> None:
         qid = m.rs.query_id

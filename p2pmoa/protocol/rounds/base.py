@@ -47,6 +47,8 @@ class MemberRound:
     """Member-side state of one round (base class: judging only)."""
 
     method: ClassVar[str] = ""
+    rates: ClassVar[bool] = True
+    """With ``rate_candidates``, this method's members rate the candidates before judging."""
     timer_kinds: ClassVar[tuple[TimerKind, ...]] = ()
 
     def __init__(self, rs: RoundStart, origin: PeerId, cands: list[tuple[bytes, Proposal]],
@@ -56,12 +58,14 @@ class MemberRound:
         self.cands = cands
         self.texts = [p.answer for _, p in cands]
         self.question = question
-        self.vectors: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None  # set when judged
+        self.unjudged: np.ndarray | None = None  # embedded, waiting for the own model's ratings
         self.rank: list[int] = []
         self.canon: list[str] = []
         self.clusters: list[agreement.Cluster] = []
         self.valid: set[int] = set()
         self.rated = False  # judged with this member's own model's ratings
+        self.ratings: list[float] = []
         self.spoke: set[PeerId] = set()
         self.decision: Any = None  # the messages.Decision recorded for this round
 
@@ -105,6 +109,7 @@ class MemberRound:
         if ratings is not None:
             tiebreak = [RATING_FLOOR if r is None else max(RATING_FLOOR, float(r)) for r in ratings]
             self.rated = True
+            self.ratings = tiebreak
         else:
             tiebreak = list(centrality(vectors))
         rank, self.clusters = agreement.order_candidates(canon, self.question, w, tiebreak, fair)
@@ -119,6 +124,17 @@ class MemberRound:
         else:
             k = top_k if top_k > 0 else max(1, math.ceil(len(self.cands) / 2))
             self.valid = set(self.rank[:k]) - bad
+
+    def likelihood_shares(self) -> list[float]:
+        """This member's ratings as shares of 1 (softmax of the mean log-probabilities per
+        token): how much more likely its model finds one answer than another, not only which
+        is first. Empty if the round was judged without ratings."""
+        if not self.rated:
+            return []
+        top = max(self.ratings)
+        ex = [math.exp(r - top) for r in self.ratings]
+        total = math.fsum(ex)
+        return [x / total for x in ex]
 
     def support(self) -> list[float]:
         """Each candidate's share of the judged weight (the weight of its cluster)."""

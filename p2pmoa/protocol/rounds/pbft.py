@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 class PbftRound(MemberRound):
     method: ClassVar[str] = "pbft"
+    # No ratings: the primary alone would break ties by its one model's rating (members cannot
+    # pool ratings before the pre-prepare without another message round). Replayed on the 91
+    # graded questions of bench/results that chose 36 of 91 right, against 39 with centrality.
+    rates: ClassVar[bool] = False
     timer_kinds = (TimerKind.PBFT, TimerKind.PBFT_RESEND)
 
     def __init__(self, *a, limits: Limits, msgs_per_member_max: int, **kw):

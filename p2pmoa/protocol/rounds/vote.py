@@ -1,8 +1,9 @@
 """The score-voting rounds, ``vote`` and ``score``.
 
 Member side (:class:`VoteRound`): once the candidates are judged, the member scores each one
-0..1000 — 900 × the weight share of its cluster of equivalent answers, plus up to 99 by its
-place in this member's order — and sends a :class:`~p2pmoa.messages.ScoreVote` to the
+0..1000 — 900 × the weight share of its cluster of equivalent answers, plus up to 99: 99 × the
+answer's likelihood share under this member's own model when it rated the candidates
+(``rate_candidates``), else by its place in this member's order — and sends a :class:`~p2pmoa.messages.ScoreVote` to the
 originator (reliably; an originator returns its own vote to the machine instead). In fault
 mode ``garbage`` it scores at random.
 
@@ -34,6 +35,11 @@ class VoteRound(MemberRound):
         if ctx.fault == "garbage":
             return tuple(ctx.rng.randint(0, 1000) for _ in range(n))
         share = self.support()
+        lik = self.likelihood_shares()
+        if lik:  # the own model's likelihood shares: summed over members, the answers the
+            # members' models find most likely win between equally supported clusters (a rank
+            # position would lose how much more likely: a second place for every model won)
+            return tuple(int(round(900 * share[i] + 99 * lik[i])) for i in range(n))
         pos = {i: r for r, i in enumerate(self.rank)}
         return tuple(int(round(900 * share[i] + 99 * (n - 1 - pos[i]) / max(1, n - 1)))
                      for i in range(n))
