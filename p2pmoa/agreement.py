@@ -479,6 +479,32 @@ def states_answer(answer: str, question: str = "", *, canonical: bool = True) ->
     return bool(key_terms(n, nq))
 
 
+def answer_core(answer: str, question: str = "", *, canonical: bool = True) -> str:
+    """The few words that carry an answer, for a model to rate: "Yes"/"No" for a yes/no
+    question, the main number for a number question, else the answer's key terms (content
+    words the question lacks, at most 4, as written); the canonical answer if none of these is
+    found. "The largest ocean on Earth is the ocean of the North Atlantic" -> "North
+    Atlantic"; "46 + 26 equals 72." -> "72". Rating the core measures the answer rather than
+    its wording, and costs a few tokens instead of a sentence's."""
+    c = canonical_answer(answer) if canonical else (answer or "").strip()
+    n = normalise(c)
+    if not n:
+        return ""
+    nq = normalise(question)
+    if _is_yes_no_question(nq):
+        p = polarity(n)
+        return c if p is None else ("Yes" if p else "No")
+    if _is_number_question(nq):
+        qty = main_quantity(n, nq)
+        if qty is not None:
+            return _plain(qty.value)
+    keys = set(key_terms(n, nq))
+    if not keys:
+        return c
+    words = [w for w in re.findall(r"[\w'’-]+", c) if any(t in keys for t in _tokens(normalise(w)))]
+    return " ".join(words[:4]) or c
+
+
 def answer_weights(answers: Sequence[str], question: str = "", weights: Sequence[float] | None = None,
                    *, canonical: bool = True) -> list[float]:
     """``weights`` (default 1 each) with 0 for each answer that states nothing

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from p2pmoa import seats
+from p2pmoa import agreement, seats
 from p2pmoa.buffer import QueryState
 from p2pmoa.effects import PeerId, QueryId
 from p2pmoa.identity import Envelope
@@ -120,7 +120,8 @@ class Member(Core):
             return
         if self.cfg.rate_candidates and m.rates and self.cfg.fault != "garbage":
             m.unjudged = v  # judged once the own model has rated the candidates
-            self._rate(s, Job(JobKind.RATE, qid), m.question, tuple(m.canonical()))
+            self._rate(s, Job(JobKind.RATE, qid), m.question,
+                       tuple(agreement.answer_core(c, m.question, canonical=False) for c in m.canonical()))
             return
         self._judge_member(s, m, v, None)
 

@@ -48,6 +48,18 @@ def test_a_real_answer_states_one(answer, question):
     assert ag.states_answer(answer, question)
 
 
+@pytest.mark.parametrize("answer,question,core", [
+    ("The largest ocean on Earth is the ocean of the North Atlantic", "What is the largest ocean on Earth?",
+     "North Atlantic"),
+    ("The answer to this simple math problem is 72. 46 + 26 equals", "What is 46 + 26?", "72"),
+    ("No, penguins cannot fly", "Can penguins fly?", "No"),
+    ("The capital of Brazil is Brasília.", "What is the capital of Brazil?", "Brasília"),
+    ("", "What is 2 + 2?", ""),
+])
+def test_the_core_a_model_rates_is_the_answer_not_its_wording(answer, question, core):
+    assert ag.answer_core(answer, question) == core
+
+
 def test_answer_weights_zero_the_echoes_unless_nothing_else_is_said():
     q = "What is 37 + 41?"
     assert ag.answer_weights(["37 + 41", "78", "37+41", "79"], q) == [0.0, 1.0, 0.0, 1.0]
