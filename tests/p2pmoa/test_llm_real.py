@@ -56,6 +56,31 @@ def test_same_seed_same_answer(smol):
     assert smol.generate(Q, p).text == smol.generate(Q, p).text
 
 
+@pytest.mark.parametrize("which", ["smol", "gemma"])
+def test_a_model_rates_the_right_answer_above_a_wrong_one_and_nothing_for_nothing(which, request):
+    g = request.getfixturevalue(which)
+    r = g.rate("What is the capital of France?", ["Paris", "Banana", "", "Paris"])
+    assert r[0] is not None and r[1] is not None and r[2] is None
+    assert r[0] > r[1], r  # a mean log-probability per token: the capital is far likelier
+    assert r[3] == r[0] and r.tokens > 0
+    # the batched decode equals scoring the same text in one pass
+    import math
+    llm = g._llm
+    from p2pmoa.llm import rating_prompt
+    toks = llm.tokenize(rating_prompt("What is the capital of France?").encode(), add_bos=True)
+    ans = llm.tokenize(b" Paris", add_bos=False) + llm.tokenize(b"\n", add_bos=False)[-1:]
+    total = 0.0
+    with g._lock:
+        llm.reset()
+        llm.eval(toks)
+        for t in ans:  # token by token: the logits after each, then feed it
+            row = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+            total += row[t] - row.max() - math.log(np.exp(row - row.max()).sum())
+            llm.eval([t])
+        llm.reset()
+    assert r[0] == pytest.approx(total / len(ans), abs=0.05)
+
+
 def test_empty_prompt_refused_before_model_work(smol):
     with pytest.raises(EmptyPrompt):
         smol.generate([ChatMessage("user", "   ")], GenParams())
