@@ -182,16 +182,56 @@ def model_id(name_or_path: str) -> str:
     return f"{spec.name}@{file_sha256(path)[:16]}"
 
 
+_CHECK_CHILD = """
+import sys, time, llama_cpp
+from p2pmoa.llm import quiet_llama_logs
+quiet_llama_logs()
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False, seed=0)
+t = time.perf_counter()
+out = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
+n = out["usage"]["completion_tokens"]
+print(f"{n / max(1e-9, time.perf_counter() - t):.0f}")
+"""
+
+
+def check_runs(name: str, path: Path) -> str | None:
+    """Load ``path`` and decode a few tokens in a child process: None if llama.cpp ran it, else
+    why not in one line. A child, because a llama.cpp built for the wrong CPU features does not
+    raise, it kills the process (seen: SIGSEGV in ggml's AMX kernels on Sapphire Rapids VMs)."""
+    import subprocess
+
+    try:
+        r = subprocess.run([sys.executable, "-c", _CHECK_CHILD, str(path)], capture_output=True,
+                           text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return f"{name}: llama.cpp took over 300 s to decode 8 tokens"
+    if r.returncode < 0:
+        return (f"{name}: llama.cpp crashed with signal {-r.returncode} while decoding; rebuild "
+                "llama-cpp-python with portable CPU flags (make setup does: see LLAMA_CMAKE_ARGS)")
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{name}: llama.cpp failed to decode: {last}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m p2pmoa.models",
                                  description="Locate (and assemble) the packaged GGUF models.")
     ap.add_argument("--ensure", action="store_true", help="assemble models that need it, print paths")
+    ap.add_argument("--check", action="store_true",
+                    help="also decode a few tokens with each model in a child process (exit 3 if "
+                    "llama.cpp crashes or fails: a build for the wrong CPU features)")
     args = ap.parse_args(argv)
     status = 0
     for name in REGISTRY:
         try:
             path, spec = resolve(name, assemble=args.ensure)
             print(f"{name:14s} {'chat' if spec.chat else 'base'} {path} ({path.stat().st_size / 1e6:.0f} MB)")
+            if args.check:
+                why = check_runs(name, path)
+                if why:
+                    print(why, file=sys.stderr)
+                    status = 3
         except ModelError as exc:
             print(f"{name:14s} unavailable: {exc}", file=sys.stderr)
             status = 1
