@@ -112,7 +112,9 @@ class LlamaEmbedder:
         self._llm = llama_cpp.Llama(
             model_path=str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
             n_ctx=EMBED_CTX, n_batch=EMBED_CTX, n_ubatch=EMBED_CTX,
-            n_threads=n_threads or os.cpu_count() or 1, verbose=False,
+            # batch threads as well: see LlamaGenerator (the default, every core, spins under load)
+            n_threads=n_threads or os.cpu_count() or 1, n_threads_batch=n_threads or os.cpu_count() or 1,
+            verbose=False,
         )
         self.dim = int(self._llm.n_embd())
         self._center = None

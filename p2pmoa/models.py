@@ -186,7 +186,7 @@ _CHECK_CHILD = """
 import sys, time, llama_cpp
 from p2pmoa.llm import quiet_llama_logs
 quiet_llama_logs()
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False, seed=0)
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False, seed=0)
 t = time.perf_counter()
 out = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
 n = out["usage"]["completion_tokens"]
