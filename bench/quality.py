@@ -38,7 +38,7 @@ single model wrong, and the reverse.
 
 Prints progress on stderr and ONE JSON object as the last line on stdout.
 
-Usage: python bench/quality.py [--limit N] [--max-tokens T] [--methods a,b,...] [--rows F]
+Usage: python bench/quality.py [--questions F] [--limit N] [--max-tokens T] [--methods a,b,...] [--rows F]
        [--shard i/n] [--threads T] [--from-rows]
 """
 from __future__ import annotations
@@ -301,6 +301,9 @@ def summarise(table: dict[str, dict], methods: list[str]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", default=str(QUESTIONS),
+                    help="JSON list of questions, each {id, kind, question, gold: [accepted answers]} "
+                    "(default: the shipped tests/data/graded_questions.json)")
     ap.add_argument("--limit", type=int, default=0,
                     help="use N questions, taken round-robin over the kinds (0: all 315)")
     ap.add_argument("--max-tokens", type=int, default=64, help="completion budget per call (tokens)")
@@ -318,7 +321,16 @@ def main() -> int:
                     "--from-rows a comma-separated list (shards, or runs of different methods: merged by "
                     "question, every method summarised over the questions it has)")
     args = ap.parse_args()
-    qs = json.loads(QUESTIONS.read_text())
+    try:
+        qs = json.loads(Path(args.questions).read_text())
+        assert isinstance(qs, list) and qs
+        for q in qs:
+            assert isinstance(q["id"], str) and isinstance(q["question"], str) and isinstance(q["gold"], list)
+            q.setdefault("kind", "other")
+    except (OSError, ValueError, AssertionError, KeyError, TypeError) as exc:
+        print(f"bench/quality.py: --questions {args.questions}: not a JSON list of questions "
+              f"{{id, question, gold: [...], kind}} ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     if args.limit and args.limit < len(qs):
         # round-robin over the kinds, spread inside each kind: a short run sees every kind
         kinds: dict[str, list[dict]] = {}

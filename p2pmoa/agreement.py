@@ -60,8 +60,11 @@ _ANSWER_LINE = re.compile(r"(?im)^[\s*#>-]*(?:final\s+)?answer\s*(?:is)?\s*[:：
 _FILLERS = re.compile(
     r"^(?:(?:sure|okay|ok|well|so|yes and|great question)[,!.]?\s+)?"
     r"(?:(?:i think|i believe|i'm sure|i am sure|in my opinion|the answer is|the correct answer is|"
-    r"the final answer is|my answer is|answer is|the result is|the short answer is)\s*[:,]?\s*)",
+    r"the final answer is|my answer is|answer is|the result is|the short answer is|"
+    r"(?:the )?(?:short |simple |correct )?answer to (?:this|that|the|your)(?:\s+\w+){0,2}\s+question is)"
+    r"\s*[:,]?\s*)",
     re.I)
+_TAG = re.compile(r"</?[a-zA-Z][\w-]*(?:\s[^<>]*)?/?>")
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?:\s|$)|\n")
 
 
@@ -75,6 +78,7 @@ def canonical_answer(text: str) -> str:
     if not isinstance(text, str):
         return ""
     text = unicodedata.normalize("NFKC", text).strip()
+    text = _TAG.sub("", text).strip()  # "<b>A</b>": markup is not the answer
     text = re.sub(r"\b(i\.e|e\.g|etc|approx|ca|vs)\.", lambda m: m.group(1).replace(".", ""), text, flags=re.I)
     found = [m.group(1).strip() for m in _ANSWER_LINE.finditer(text) if m.group(1).strip()]
     if found:
@@ -208,7 +212,8 @@ def normalise(text: str) -> str:
     t = re.sub(r"(\d)\s*(?:°|º)", r"\1 °", t)
     t = _UNIT_RE.sub(lambda m: _UNITS[m.group(1)], t)
     t = re.sub(r"\bdegrees?\b", "", t)
-    t = _ARTICLES.sub(" ", t)
+    if re.search(r"\w", _ARTICLES.sub(" ", t)):  # "A" alone is an answer (a letter), not an article
+        t = _ARTICLES.sub(" ", t)
     t = _PUNCT.sub(" ", t)
     t = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", t)
     return " ".join(t.split())
@@ -470,6 +475,8 @@ def states_answer(answer: str, question: str = "", *, canonical: bool = True) ->
         return True
     if _is_yes_no_question(nq):
         return polarity(n) is not None
+    if re.fullmatch(r"[a-z]", n):  # a bare letter: "A" to "What is the first letter of the alphabet?"
+        return True
     if _is_number_question(nq):
         nums = _NUM.findall(n)
         qnums = {float(x) for x in _NUM.findall(nq)}

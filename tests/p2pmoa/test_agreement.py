@@ -235,3 +235,18 @@ def test_nodes_sample_with_their_own_seeds():
     mesh.ask(ids[0], "q1", "What is the capital of France?")
     mesh.run()
     assert len(set(seeds.values())) == 4
+
+
+def test_answers_a_reply_states_after_a_preamble_or_inside_markup():
+    q_yn, q_letter = "Do spiders have six legs?", "What is the first letter of the English alphabet?"
+    # "The answer to this classic question is no, ..." is a no (it was judged an echo and lost)
+    said = "The answer to this classic question is no, spiders do not have six legs."
+    assert ag.polarity(ag.normalise(ag.canonical_answer(said))) is False
+    assert ag.states_answer(said, q_yn) and ag.equivalent(said, "No.", q_yn)
+    assert not ag.equivalent(said, "Yes, they do.", q_yn)
+    # a bare letter is an answer, not an article; markup around it is not part of it
+    assert ag.normalise("A") == "a" and ag.normalise("A cat") == "cat"
+    assert ag.canonical_answer("<b>A</b>") == "A"
+    assert ag.states_answer("A", q_letter) and ag.states_answer("<b>A</b>", q_letter)
+    assert ag.equivalent("A", "<b>A</b>", q_letter) and not ag.equivalent("A", "E", q_letter)
+    assert ag.canonical_answer("Use x < y") == "Use x < y"  # a comparison is not a tag
