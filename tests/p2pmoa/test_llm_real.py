@@ -63,14 +63,16 @@ def test_a_model_rates_the_right_answer_above_a_wrong_one_and_nothing_for_nothin
     assert r[0] is not None and r[1] is not None and r[2] is None
     assert r[0] > r[1], r  # a mean log-probability per token: the capital is far likelier
     assert r[3] == r[0] and r.tokens > 0
-    # the batched decode equals scoring the same text in one pass
+    # the batched decode equals scoring the same text token by token, and the rating is that
+    # log-probability minus the same after the question-less template (the answer's prior)
     import math
+    from p2pmoa.llm import rate_answers, rating_prompt
     llm = g._llm
-    from p2pmoa.llm import rating_prompt
-    toks = llm.tokenize(rating_prompt("What is the capital of France?").encode(), add_bos=True)
-    ans = llm.tokenize(b" Paris", add_bos=False) + llm.tokenize(b"\n", add_bos=False)[-1:]
-    total = 0.0
-    with g._lock:
+
+    def one_pass(prompt: str) -> float:
+        toks = llm.tokenize(prompt.encode(), add_bos=True)
+        ans = llm.tokenize(b" Paris", add_bos=False) + llm.tokenize(b"\n", add_bos=False)[-1:]
+        total = 0.0
         llm.reset()
         llm.eval(toks)
         for t in ans:  # token by token: the logits after each, then feed it
@@ -78,7 +80,15 @@ def test_a_model_rates_the_right_answer_above_a_wrong_one_and_nothing_for_nothin
             total += row[t] - row.max() - math.log(np.exp(row - row.max()).sum())
             llm.eval([t])
         llm.reset()
-    assert r[0] == pytest.approx(total / len(ans), abs=0.05)
+        return total / len(ans)
+
+    with g._lock:
+        cond = one_pass(rating_prompt("What is the capital of France?"))
+        prior = one_pass(rating_prompt(""))
+        raw = rate_answers(llm, "What is the capital of France?", ["Paris"], prior_weight=0.0)
+    assert raw[0] == pytest.approx(cond, abs=0.05)
+    assert r[0] == pytest.approx(cond - prior, abs=0.1)
+    assert cond > prior  # the question makes its capital likelier than any answer would be
 
 
 def test_empty_prompt_refused_before_model_work(smol):
