@@ -103,12 +103,21 @@ def test_two_echoes_of_the_question_do_not_outvote_a_real_answer(method):
     assert ag.normalise(mesh.delivered[(ids[0], "q1")].answer) == "78"
 
 
-def test_pbft_echoes_weigh_nothing_and_pbft_members_do_not_rate():
-    # PBFT's primary would break ties by its one model alone (measured worse than centrality)
+def test_pbft_echoes_weigh_nothing_and_pbft_members_rate():
     answers = ["37 + 41", "78", "37 + 41", "78."]
     mesh, ids, gens = _rated_mesh(answers, "37 + 41", "pbft", "What is 37 + 41?")
-    assert ag.normalise(mesh.delivered[(ids[0], "q1")].answer) == "78"
-    assert all(not g.asked for g in gens.values())
+    assert ag.normalise(mesh.delivered[(ids[0], "q1")].answer) == "78"  # the echo is preferred, and weighs 0
+    assert all(g.asked for g in gens.values())
+
+
+@pytest.mark.parametrize("method", ["pbft", "averaging"])
+@pytest.mark.parametrize("prefer", ["Paris", "Nice"])
+def test_pbft_and_averaging_break_a_four_way_tie_by_the_members_ratings(method, prefer):
+    # PBFT: the primary proposes its best-rated answer (every stated answer is valid when none
+    # agree). Averaging: each member starts from the answer it judges best, not from its own.
+    answers = ["Lyon", "Paris", "Marseille", "Nice"]
+    mesh, ids, _ = _rated_mesh(answers, prefer, method, "What is the capital of France?")
+    assert ag.normalise(mesh.delivered[(ids[0], "q1")].answer) == ag.normalise(prefer)
 
 
 def test_a_model_that_cannot_rate_leaves_the_round_judged_without_ratings():
@@ -128,4 +137,4 @@ def test_every_method_decides_with_rating_on_and_no_internal_error(method):
     assert (ids[0], "q1") in mesh.delivered
     for pid in ids:
         assert "internal_error" not in mesh.nodes[pid].proto.statistics().rejects
-    assert any(g.asked for g in gens.values()) == (method != "pbft")
+    assert any(g.asked for g in gens.values())  # the members rate (PBFT too, since stop 18)

@@ -2,8 +2,11 @@
 
 Owns: the averaging node (robust coordinate-median aggregator, trust weights of the other
 members as neighbours), :class:`~p2pmoa.messages.AvgVector` messages that arrived before the
-candidates were judged. The member starts from its own answer's vector as it embedded it
-(or the best-ranked candidate's if it proposed none) and runs at most ``avg_rounds`` rounds.
+candidates were judged. The member starts from the vector of the candidate it judges best (its
+largest agreeing cluster, then its own model's ratings) and runs at most ``avg_rounds``
+rounds, so the agreed vector averages the members' judgements. Starting from its own
+proposal instead, the agreed vector followed wording (replayed on 315 graded questions: 129
+right against 143).
 
 Handles: ``AvgVector`` (``on_vector``), its step timer (``TimerKind.AVG``). Emits, through the
 :class:`~..common.RoundContext`: ``AvgVector`` sends to the other members (the node's
@@ -46,8 +49,7 @@ class AveragingRound(MemberRound):
         return max(valid, key=lambda i: (round(float(self.vectors[i].astype(np.float64) @ x), 9), -i))
 
     def on_embedded(self, ctx: RoundContext) -> Chosen | None:
-        mine = next((i for i, (_, p) in enumerate(self.cands) if p.proposer == ctx.me), None)
-        x0 = self.vectors[mine if mine is not None else self.rank[0]].astype(np.float64)
+        x0 = self.vectors[self.rank[0]].astype(np.float64)  # the answer this member judges best
         x0 = x0 / max(float(np.linalg.norm(x0)), 1e-12)
         neighbours = {p: float(w) for p, w in zip(self.rs.members, self.rs.weights) if p != ctx.me}
         try:
