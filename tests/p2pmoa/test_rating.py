@@ -89,7 +89,7 @@ def test_ratings_break_a_tie_between_equally_supported_answers(method, prefer):
     assert "rate_failed" not in stats.counters and "internal_error" not in stats.rejects
 
 
-@pytest.mark.parametrize("method", ["vote", "pbft"])
+@pytest.mark.parametrize("method", ["vote", "pbft", "averaging", "score"])
 def test_ratings_never_override_a_larger_agreeing_cluster(method):
     answers = ["Paris", "Paris.", "It is Paris", "Lyon"]
     mesh, ids, _ = _rated_mesh(answers, "Lyon", method, "What is the capital of France?")
