@@ -212,8 +212,9 @@ def normalise(text: str) -> str:
     t = re.sub(r"(\d)\s*(?:°|º)", r"\1 °", t)
     t = _UNIT_RE.sub(lambda m: _UNITS[m.group(1)], t)
     t = re.sub(r"\bdegrees?\b", "", t)
-    if re.search(r"\w", _ARTICLES.sub(" ", t)):  # "A" alone is an answer (a letter), not an article
-        t = _ARTICLES.sub(" ", t)
+    bare = _ARTICLES.sub(" ", t)
+    if re.search(r"\w", bare):  # "A" alone is an answer (a letter), not an article
+        t = bare
     t = _PUNCT.sub(" ", t)
     t = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", t)
     return " ".join(t.split())

@@ -109,12 +109,11 @@ class LlamaEmbedder:
         path, spec = resolve(name_or_path)
         self.space_id = f"{spec.name}@{file_sha256(path)[:16]}/mean"
         self._lock = threading.Lock()
+        threads = n_threads or os.cpu_count() or 1  # batch threads too: see LlamaGenerator
         self._llm = llama_cpp.Llama(
             model_path=str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
             n_ctx=EMBED_CTX, n_batch=EMBED_CTX, n_ubatch=EMBED_CTX,
-            # batch threads as well: see LlamaGenerator (the default, every core, spins under load)
-            n_threads=n_threads or os.cpu_count() or 1, n_threads_batch=n_threads or os.cpu_count() or 1,
-            verbose=False,
+            n_threads=threads, n_threads_batch=threads, verbose=False,
         )
         self.dim = int(self._llm.n_embd())
         self._center = None

@@ -183,6 +183,7 @@ class LlamaGenerator:
         self.spec = spec
         self.model_id = f"{spec.name}@{file_sha256(path)[:16]}"
         self._lock = threading.Lock()
+        self._priors: dict[str, float | None] = {}  # answer -> its prior (see rate_answers)
         t0 = time.perf_counter()
         # the prompt (batch) threads too: llama-cpp-python's n_threads_batch defaults to every
         # core, and on a busy machine its spinning OpenMP threads made a 1-thread model's prompt
@@ -209,7 +210,7 @@ class LlamaGenerator:
     def rate(self, question: str, answers: Sequence[str]) -> RatingResult:
         """This model's rating of each answer to ``question`` (see :func:`rate_answers`)."""
         with self._lock:
-            return rate_answers(self._llm, question, list(answers))
+            return rate_answers(self._llm, question, list(answers), prior_cache=self._priors)
 
     def generate(self, messages: Sequence[ChatMessage], params: GenParams) -> Generation:
         check_prompt(messages)
@@ -306,27 +307,40 @@ def _mean_logprobs(llm, prompt: str, answers: Sequence[str]) -> tuple[dict[str, 
     return out, tokens
 
 
+PRIOR_CACHE_MAX = 4096
+"""Answers whose prior a generator keeps (it depends on the answer and the model only)."""
+
+
 def rate_answers(llm, question: str, answers: Sequence[str], *,
-                 prior_weight: float = RATE_PRIOR_WEIGHT) -> RatingResult:
+                 prior_weight: float = RATE_PRIOR_WEIGHT,
+                 prior_cache: dict[str, float | None] | None = None) -> RatingResult:
     """How much more likely the llama.cpp model ``llm`` finds each answer after ``question``
     than after no question (:data:`RATE_PRIOR_WEIGHT`): the mean log-probability per token of
     ``" " + answer`` and the end of its line after :func:`rating_prompt` of the question, minus
     ``prior_weight`` x the same after ``rating_prompt("")``. Each prompt is evaluated once and
-    the distinct answers decoded in one batch from it. Not thread-safe: hold the model's lock."""
+    the distinct answers decoded in one batch from it; priors found in ``prior_cache`` (kept by
+    the caller for this model) are not computed again, and new ones are added to it. Not
+    thread-safe: hold the model's lock."""
     clean = [(a or "").strip() for a in answers]
     distinct = list(dict.fromkeys(clean))
-    out = RatingResult()
+    priors = {} if prior_cache is None else prior_cache
     try:
         cond, tokens = _mean_logprobs(llm, rating_prompt(question), distinct)
-        prior: dict[str, float | None] = {}
-        if prior_weight:
-            prior, more = _mean_logprobs(llm, rating_prompt(""), distinct)
+        todo = [a for a in distinct if a not in priors] if prior_weight else []
+        if todo:
+            got, more = _mean_logprobs(llm, rating_prompt(""), todo)
             tokens += more
+            if len(priors) + len(got) > PRIOR_CACHE_MAX:
+                priors.clear()
+            priors.update(got)
     finally:
         llm.reset()  # the next generation re-evaluates its prompt from a clean cache
+    out = RatingResult()
     for a in clean:
         c = cond.get(a)
-        out.append(None if c is None else c - prior_weight * (prior.get(a) or 0.0) if prior_weight else c)
+        if c is not None and prior_weight:
+            c -= prior_weight * (priors.get(a) or 0.0)
+        out.append(c)
     out.tokens = tokens
     return out
 

@@ -89,6 +89,11 @@ def test_a_model_rates_the_right_answer_above_a_wrong_one_and_nothing_for_nothin
     assert raw[0] == pytest.approx(cond, abs=0.05)
     assert r[0] == pytest.approx(cond - prior, abs=0.1)
     assert cond > prior  # the question makes its capital likelier than any answer would be
+    # the prior depends on the answer only: asked again, it is not evaluated again
+    again = g.rate("What is the capital of Italy?", ["Paris", "Banana", "", "Paris"])
+    fresh = rate_answers(llm, "What is the capital of Italy?", ["Paris", "Banana"])
+    assert list(again[:2]) == pytest.approx(list(fresh), abs=1e-6) and again[2] is None
+    assert again.tokens < fresh.tokens
 
 
 def test_empty_prompt_refused_before_model_work(smol):
