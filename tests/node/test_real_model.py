@@ -16,7 +16,9 @@ def test_real_model_smollm2_daemon_answers_through_the_api(tmp_path):
     try:
         node.wait_ready(180)
         status, body = node.post("/v1/chat/completions", {
-            "model": "p2pmoa/pbft", "max_tokens": 16,
+            # greedy: one sample at the default temperature 0.7 once answered "France" (the node's
+            # seed comes from its fresh identity, so the sample differs every run)
+            "model": "p2pmoa/pbft", "max_tokens": 16, "temperature": 0.0,
             "messages": [{"role": "user", "content": "What is the capital of France? One word."}]},
             timeout_s=240)
         assert status == 200, body
